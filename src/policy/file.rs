@@ -1,0 +1,190 @@
+//! Stage 1 of the policy pipeline: the serde mirror of `plugbox.toml`'s sandbox sections.
+//!
+//! These types only describe the file. Nothing here is trusted or checked beyond its shape:
+//! unknown fields are rejected, and [`super::validate`] turns a [`PolicyFile`] into a
+//! [`super::Policy`]. Every default below is the strictest useful value; the policy README
+//! (`policies/README.md`) says why each one is safe.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The whole sandbox policy file (`schema = 1`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Version of this file format. Only `1` exists.
+    pub schema: u32,
+    /// Landlock requirements.
+    #[serde(default)]
+    pub landlock: LandlockSection,
+    /// Filesystem access beyond the always-granted baseline.
+    #[serde(default)]
+    pub filesystem: FilesystemSection,
+    /// TCP ports the program may use. UDP and other socket families are always refused.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// Process creation and identity.
+    #[serde(default)]
+    pub process: ProcessSection,
+    /// Extra seccomp syscall groups beyond the baseline.
+    #[serde(default)]
+    pub syscalls: SyscallsSection,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[landlock]`: what the kernel must be able to enforce.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LandlockSection {
+    /// Lowest Landlock ABI the program may run under. 6 is the first ABI that scopes signals
+    /// and abstract unix sockets; below it the program would reach other processes.
+    #[serde(default = "default_min_abi")]
+    pub min_abi: u8,
+}
+
+/// `[filesystem]`: absolute paths; each rule covers the path and everything beneath it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemSection {
+    /// Read-only beneath these paths.
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// Read, write, create, rename and delete beneath these paths.
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    /// Execute (and read) files beneath these paths.
+    #[serde(default)]
+    pub execute: Vec<PathBuf>,
+}
+
+/// `[network]`: TCP only, enforced by Landlock per port.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// TCP ports the program may connect to (any address).
+    #[serde(default)]
+    pub connect_tcp: Vec<u16>,
+    /// TCP ports the program may bind (0 means "an ephemeral port").
+    #[serde(default)]
+    pub bind_tcp: Vec<u16>,
+}
+
+/// `[process]`: process creation and identity.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// May the program create processes (fork, vfork, non-thread clone) and exec programs?
+    #[serde(default)]
+    pub subprocesses: bool,
+    /// Most threads (and processes) the sandbox uid may have at once (`RLIMIT_NPROC`).
+    #[serde(default = "default_max_threads")]
+    pub max_threads: u32,
+    /// User id the program runs as when plugbox runs as root. Never 0.
+    #[serde(default = "default_nobody")]
+    pub uid: u32,
+    /// Group id the program runs as when plugbox runs as root. Never 0.
+    #[serde(default = "default_nobody")]
+    pub gid: u32,
+}
+
+/// `[syscalls]`: named seccomp groups added to the baseline.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallsSection {
+    /// Names of optional syscall groups, such as `"@sync"`. See `plugbox probe --groups`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `[limits]`: resource limits, units in the names.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Address space, MiB (`RLIMIT_AS`).
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// CPU time, seconds (`RLIMIT_CPU`): SIGXCPU at the limit, SIGKILL one second later.
+    #[serde(default = "default_cpu_seconds")]
+    pub cpu_seconds: u64,
+    /// Wall-clock time, seconds; then the whole process tree is killed.
+    #[serde(default = "default_wall_seconds")]
+    pub wall_seconds: u64,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    #[serde(default = "default_open_files")]
+    pub open_files: u64,
+    /// Largest file the program may write, MiB (`RLIMIT_FSIZE`); writes past it fail EFBIG.
+    #[serde(default = "default_file_size_mib")]
+    pub file_size_mib: u64,
+    /// Bytes of stdout plus stderr forwarded, then both are cut.
+    #[serde(default = "default_output_bytes")]
+    pub output_bytes: u64,
+}
+
+fn default_min_abi() -> u8 {
+    6
+}
+fn default_max_threads() -> u32 {
+    64
+}
+fn default_nobody() -> u32 {
+    65534
+}
+fn default_memory_mib() -> u64 {
+    512
+}
+fn default_cpu_seconds() -> u64 {
+    10
+}
+fn default_wall_seconds() -> u64 {
+    30
+}
+fn default_open_files() -> u64 {
+    64
+}
+fn default_file_size_mib() -> u64 {
+    16
+}
+fn default_output_bytes() -> u64 {
+    1_048_576
+}
+
+impl Default for LandlockSection {
+    fn default() -> Self {
+        Self {
+            min_abi: default_min_abi(),
+        }
+    }
+}
+
+impl Default for ProcessSection {
+    fn default() -> Self {
+        Self {
+            subprocesses: false,
+            max_threads: default_max_threads(),
+            uid: default_nobody(),
+            gid: default_nobody(),
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            cpu_seconds: default_cpu_seconds(),
+            wall_seconds: default_wall_seconds(),
+            open_files: default_open_files(),
+            file_size_mib: default_file_size_mib(),
+            output_bytes: default_output_bytes(),
+        }
+    }
+}
+
+/// The JSON Schema of the policy file, generated from these types.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(PolicyFile);
+    serde_json::to_value(&schema).unwrap_or_default()
+}

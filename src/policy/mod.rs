@@ -1,0 +1,152 @@
+//! Policy: from `plugbox.toml` text to a validated, immutable [`Policy`].
+//!
+//! Two types, two stages: [`file::PolicyFile`] mirrors the file (serde, unknown fields
+//! rejected); [`Policy`] is what validation accepted. Only [`Policy`] reaches the sandbox.
+
+pub mod error;
+pub mod file;
+pub mod syscall_groups;
+mod validate;
+
+pub use error::PolicyError;
+pub use validate::LANDLOCK_ABI_KNOWN;
+
+use std::path::{Path, PathBuf};
+use syscall_groups::SyscallGroup;
+
+/// Largest policy file read, in bytes.
+pub const MAX_POLICY_BYTES: u64 = 256 * 1024;
+
+/// A validated sandbox policy. Immutable: built only by [`Policy::from_toml`] or
+/// [`Policy::load`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    min_landlock_abi: u8,
+    filesystem: FsRules,
+    network: NetRules,
+    process: ProcessRules,
+    syscall_groups: Vec<&'static SyscallGroup>,
+    limits: Limits,
+}
+
+/// Filesystem grants beyond the baseline, each an absolute path covering its subtree.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FsRules {
+    /// Read-only.
+    pub read: Vec<PathBuf>,
+    /// Read, write, create, rename, delete.
+    pub write: Vec<PathBuf>,
+    /// Execute and read.
+    pub execute: Vec<PathBuf>,
+}
+
+/// TCP ports, sorted and deduplicated.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NetRules {
+    /// Ports the program may connect to.
+    pub connect_tcp: Vec<u16>,
+    /// Ports the program may bind.
+    pub bind_tcp: Vec<u16>,
+}
+
+impl NetRules {
+    /// Does the policy allow any TCP at all?
+    pub fn any_tcp(&self) -> bool {
+        !self.connect_tcp.is_empty() || !self.bind_tcp.is_empty()
+    }
+}
+
+/// Process creation and identity.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessRules {
+    /// May the program create processes and exec other programs?
+    pub subprocesses: bool,
+    /// `RLIMIT_NPROC` for the sandbox uid.
+    pub max_threads: u32,
+    /// Uid when plugbox runs as root (never 0).
+    pub uid: u32,
+    /// Gid when plugbox runs as root (never 0).
+    pub gid: u32,
+}
+
+/// Resource limits, in bytes and seconds.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// `RLIMIT_AS`.
+    pub memory_bytes: u64,
+    /// `RLIMIT_CPU`.
+    pub cpu_seconds: u64,
+    /// Wall-clock budget of the whole process tree.
+    pub wall_seconds: u64,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+    /// `RLIMIT_FSIZE`.
+    pub file_size_bytes: u64,
+    /// stdout plus stderr forwarded before both are cut.
+    pub output_bytes: u64,
+}
+
+impl Policy {
+    /// Parses and validates policy text. Errors name the field and the reason.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let file: file::PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string().trim_end().to_owned()))?;
+        validate::validate(file)
+    }
+
+    /// Reads, parses and validates a policy file (at most [`MAX_POLICY_BYTES`]).
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let read_err = |source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: path.to_owned(),
+                size,
+                limit: MAX_POLICY_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::from_toml(&text)
+    }
+
+    /// The strictest policy: the baseline and nothing else.
+    pub fn strictest() -> Self {
+        // The empty file with only `schema = 1` is always valid.
+        match Self::from_toml("schema = 1") {
+            Ok(policy) => policy,
+            Err(e) => unreachable!("the default policy is valid: {e}"),
+        }
+    }
+
+    /// Lowest Landlock ABI the policy accepts.
+    pub fn min_landlock_abi(&self) -> u8 {
+        self.min_landlock_abi
+    }
+    /// Filesystem grants.
+    pub fn filesystem(&self) -> &FsRules {
+        &self.filesystem
+    }
+    /// TCP grants.
+    pub fn network(&self) -> &NetRules {
+        &self.network
+    }
+    /// Process rules.
+    pub fn process(&self) -> &ProcessRules {
+        &self.process
+    }
+    /// Optional syscall groups granted on top of the baseline.
+    pub fn syscall_groups(&self) -> &[&'static SyscallGroup] {
+        &self.syscall_groups
+    }
+    /// Resource limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}

@@ -1,0 +1,20 @@
+//! Sandbox: preparing confinement in the parent and applying it in the child.
+//!
+//! Parent side: [`command`], [`landlock`], [`seccomp`], [`rlimits`] and [`prepare`] build
+//! everything once per policy; [`spawn`] forks; [`tree`] tears a process tree down.
+//! Child side: [`child`] holds the ordered steps run between fork and exec.
+
+pub mod child;
+pub mod command;
+pub mod env;
+pub mod landlock;
+pub mod prepare;
+pub mod report;
+pub mod rlimits;
+pub mod seccomp;
+pub mod spawn;
+pub mod tree;
+
+pub use env::Environment;
+pub use prepare::{PrepareError, Prepared};
+pub use spawn::{spawn, Sandboxed, SpawnError, SpawnRequest};

@@ -1,0 +1,138 @@
+//! Parent side: everything expensive, done once per policy and command.
+//!
+//! [`Prepared::new`] resolves the command, builds the Landlock ruleset and the seccomp
+//! program, plans the rlimits and the identity switch, and assembles the enforcement report.
+//! Spawning from a [`Prepared`] then costs a fork, a handful of syscalls and an exec.
+
+use super::child::ChildPlan;
+use super::command::{CommandError, ResolvedCommand};
+use super::landlock::{self, LandlockError, PreparedRuleset};
+use super::report::{CapabilityReport, EnforcementReport, SeccompReport};
+use super::rlimits;
+use super::seccomp::{self, SeccompBuildError};
+use crate::policy::Policy;
+use crate::sys;
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Why a policy could not be prepared for a command.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The command could not be resolved or reached.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The Landlock layer cannot be enforced as the policy demands.
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    /// The seccomp program could not be built.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompBuildError),
+    /// The host's capabilities could not be read.
+    #[error("capabilities: cannot read the host's capabilities: {0}")]
+    Capabilities(String),
+}
+
+/// A policy prepared for one command: ready to spawn any number of times.
+#[derive(Debug)]
+pub struct Prepared {
+    policy: Policy,
+    command: ResolvedCommand,
+    // Owns the ruleset fd that `plan.ruleset_fd` refers to; dropped after every spawn ends.
+    _ruleset: PreparedRuleset,
+    plan: Arc<ChildPlan>,
+    report: EnforcementReport,
+}
+
+impl Prepared {
+    /// Prepares `policy` to run `program`, looked up on `search_path` if it has no slash.
+    pub fn new(policy: Policy, program: &OsStr, search_path: Option<&OsStr>) -> Result<Self, PrepareError> {
+        let command = ResolvedCommand::resolve(program, search_path)?;
+        let root = sys::geteuid() == 0;
+        let (uid, gid) = if root {
+            (policy.process().uid, policy.process().gid)
+        } else {
+            // A host that is not root keeps its own ids.
+            (sys::geteuid(), sys::getegid())
+        };
+        if root {
+            command.check_reachable(uid, gid)?;
+        }
+        let ruleset = landlock::prepare(&policy, &command)?;
+        let program = seccomp::build(&policy)?;
+        let (rlimit_settings, rlimit_report) = rlimits::plan(&policy);
+        let setpcap = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+            .map_err(|e| PrepareError::Capabilities(e.to_string()))?;
+        let last_cap = last_capability().map_err(PrepareError::Capabilities)?;
+        let plan = ChildPlan {
+            rlimits: rlimit_settings,
+            drop_bounding_up_to: setpcap.then_some(last_cap),
+            lock_securebits: setpcap,
+            switch_ids: root.then_some((uid, gid)),
+            ruleset_fd: ruleset.fd.as_raw_fd(),
+            seccomp: program.instructions.clone(),
+        };
+        let report = EnforcementReport {
+            command: command.path().display().to_string(),
+            executables: command.executables().iter().map(|p| p.display().to_string()).collect(),
+            landlock: ruleset.report.clone(),
+            seccomp: SeccompReport {
+                instructions: program.instructions.len(),
+                sha256: program.sha256.clone(),
+                default_action: "errno(ENOSYS)",
+                groups: program.groups.clone(),
+                foreign_abi_action: "kill_process",
+            },
+            rlimits: rlimit_report,
+            capabilities: CapabilityReport {
+                bounding_set_dropped: setpcap,
+                securebits_locked: setpcap,
+                effective: Vec::new(),
+                permitted: Vec::new(),
+                inheritable: Vec::new(),
+                ambient: Vec::new(),
+            },
+            uid,
+            gid,
+            no_new_privs: true,
+            new_session: true,
+            parent_death_signal: "SIGKILL",
+            environment: Vec::new(),
+        };
+        Ok(Self {
+            policy,
+            command,
+            _ruleset: ruleset,
+            plan: Arc::new(plan),
+            report,
+        })
+    }
+
+    /// The policy this was prepared from.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The resolved command.
+    pub fn command(&self) -> &ResolvedCommand {
+        &self.command
+    }
+
+    /// What every spawn from this preparation enforces.
+    pub fn report(&self) -> &EnforcementReport {
+        &self.report
+    }
+
+    pub(crate) fn plan(&self) -> Arc<ChildPlan> {
+        Arc::clone(&self.plan)
+    }
+}
+
+fn last_capability() -> Result<u32, String> {
+    caps::runtime::procfs_all_supported(None)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|c| u32::from(c.index()))
+        .max()
+        .ok_or_else(|| "the kernel lists no capabilities".to_owned())
+}

@@ -1,0 +1,255 @@
+//! Parent side: compiles a policy's syscall rules into one seccomp BPF program, once per policy.
+//!
+//! The program has three parts, run in order:
+//! 1. a prologue that kills the process for any ABI other than x86-64 (the i386 `int 0x80`
+//!    entry and x32 numbers, which share x86-64's audit arch but set bit 30);
+//! 2. the *deny* part: syscalls no policy may use, and argument checks (namespace clone flags,
+//!    `TIOCSTI`, socket families, foreign pids), all returning `EPERM`;
+//! 3. the *allow* part: the baseline and the policy's groups; anything else gets `ENOSYS`
+//!    (so `clone3` gets `ENOSYS` and glibc falls back to `clone`).
+//!
+//! seccompiler builds parts 2 and 3. A seccompiler filter has one match action, so part 2 is
+//! compiled with "allow" as its mismatch action and each of its `RET ALLOW` instructions is
+//! then rewritten into a jump to part 3.
+
+use crate::policy::syscall_groups::{self, Syscall, SyscallGroup};
+use crate::policy::Policy;
+use crate::sys::SockFilter;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Kernel limit on classic-BPF program length.
+const BPF_MAXINSNS: usize = 4096;
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+];
+/// ioctl requests refused whatever the fd: they inject input into, or reconfigure, a terminal
+/// that may be shared with the host.
+const DENIED_IOCTLS: [u64; 2] = [libc::TIOCSTI, libc::TIOCLINUX];
+const SOCK_TYPE_MASK: u64 = 0xf;
+
+/// A compiled, ready-to-install seccomp program.
+#[derive(Debug, Clone)]
+pub struct SeccompProgram {
+    /// The instructions, prologue included.
+    pub instructions: Vec<SockFilter>,
+    /// sha256 of the instructions as the kernel receives them, hex.
+    pub sha256: String,
+    /// Names of the groups that make up the allow part.
+    pub groups: Vec<&'static str>,
+}
+
+/// Why the seccomp program could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompBuildError {
+    /// seccompiler rejected a rule or filter.
+    #[error("seccomp: cannot compile the filter: {0}")]
+    Compile(#[from] seccompiler::BackendError),
+    /// The program exceeds the kernel's 4096-instruction limit.
+    #[error("seccomp: program has {0} instructions, over the kernel's limit of 4096")]
+    TooLarge(usize),
+}
+
+/// Compiles the program for `policy`.
+pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
+    let groups = allowed_groups(policy);
+    let deny = compile(deny_rules(policy)?, SeccompAction::Allow, errno(libc::EPERM))?;
+    let allow = compile(allow_rules(&groups), errno(libc::ENOSYS), SeccompAction::Allow)?;
+    let mut instructions = prologue();
+    instructions.extend(chain_into_next(deny));
+    instructions.extend(allow);
+    if instructions.len() > BPF_MAXINSNS {
+        return Err(SeccompBuildError::TooLarge(instructions.len()));
+    }
+    let sha256 = digest(&instructions);
+    let groups = groups.iter().map(|g| g.name).collect();
+    Ok(SeccompProgram {
+        instructions,
+        sha256,
+        groups,
+    })
+}
+
+fn errno(code: i32) -> SeccompAction {
+    SeccompAction::Errno(code as u32)
+}
+
+fn allowed_groups(policy: &Policy) -> Vec<&'static SyscallGroup> {
+    let mut groups: Vec<&'static SyscallGroup> = syscall_groups::BASELINE.iter().collect();
+    if policy.process().subprocesses {
+        groups.push(&syscall_groups::SUBPROCESSES);
+    }
+    groups.extend(policy.syscall_groups().iter().copied());
+    groups
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, SeccompBuildError> {
+    let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)?;
+    Ok(BpfProgram::try_from(filter)?)
+}
+
+fn allow_rules(groups: &[&'static SyscallGroup]) -> BTreeMap<i64, Vec<SeccompRule>> {
+    groups
+        .iter()
+        .flat_map(|g| g.syscalls.iter())
+        .map(|&(_, nr)| (nr, Vec::new()))
+        .collect()
+}
+
+/// Every rule here *refuses*: a matching syscall returns EPERM.
+fn deny_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompBuildError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut always = |list: &[Syscall]| {
+        for &(_, nr) in list {
+            rules.insert(nr, Vec::new());
+        }
+    };
+    always(syscall_groups::NEVER.syscalls);
+    if !policy.process().subprocesses {
+        always(syscall_groups::SUBPROCESSES.syscalls);
+    }
+    rules.insert(libc::SYS_clone, clone_rules(policy.process().subprocesses)?);
+    rules.insert(libc::SYS_ioctl, any_equal(1, &DENIED_IOCTLS)?);
+    rules.insert(libc::SYS_socket, socket_rules(policy.network().any_tcp())?);
+    rules.insert(libc::SYS_socketpair, vec![rule(vec![cond(0, Op::Ne, libc::AF_UNIX as u64)?])?]);
+    // Calls that take a pid Landlock's signal scope does not cover: only 0 (self) may pass.
+    for nr in [
+        libc::SYS_prlimit64,
+        libc::SYS_sched_getaffinity,
+        libc::SYS_sched_setaffinity,
+        libc::SYS_sched_getparam,
+        libc::SYS_sched_getscheduler,
+        libc::SYS_get_robust_list,
+    ] {
+        rules.insert(nr, vec![rule(vec![cond(0, Op::Ne, 0)?])?]);
+    }
+    // get/setpriority(which, who): only `who == 0`, and never PRIO_USER (every process of the uid).
+    for nr in [libc::SYS_getpriority, libc::SYS_setpriority] {
+        rules.insert(
+            nr,
+            vec![
+                rule(vec![cond(1, Op::Ne, 0)?])?,
+                rule(vec![cond(0, Op::Eq, libc::PRIO_USER as u64)?])?,
+            ],
+        );
+    }
+    // personality: reading it (0xffffffff) is fine; changing it is not.
+    rules.insert(libc::SYS_personality, vec![rule(vec![cond(0, Op::Ne, 0xffff_ffff)?])?]);
+    Ok(rules)
+}
+
+fn clone_rules(subprocesses: bool) -> Result<Vec<SeccompRule>, SeccompBuildError> {
+    let mut out = Vec::new();
+    for flag in CLONE_NAMESPACE_FLAGS {
+        out.push(rule(vec![cond(0, Op::MaskedEq(flag), flag)?])?);
+    }
+    if !subprocesses {
+        let thread = libc::CLONE_THREAD as u64;
+        out.push(rule(vec![cond(0, Op::MaskedEq(thread), 0)?])?);
+    }
+    Ok(out)
+}
+
+/// `socket(family, type, protocol)`: only TCP over IPv4/IPv6, and only when the policy
+/// names a port. UDP, raw, packet, netlink, vsock, alg, unix, SCTP and MPTCP are refused:
+/// Landlock does not cover them.
+fn socket_rules(tcp: bool) -> Result<Vec<SeccompRule>, SeccompBuildError> {
+    if !tcp {
+        return Ok(Vec::new());
+    }
+    let mut out = vec![
+        rule(vec![
+            cond(0, Op::Ne, libc::AF_INET as u64)?,
+            cond(0, Op::Ne, libc::AF_INET6 as u64)?,
+        ])?,
+        rule(vec![
+            cond(2, Op::Ne, 0)?,
+            cond(2, Op::Ne, libc::IPPROTO_TCP as u64)?,
+        ])?,
+    ];
+    for kind in 0..=SOCK_TYPE_MASK {
+        if kind != libc::SOCK_STREAM as u64 {
+            out.push(rule(vec![cond(1, Op::MaskedEq(SOCK_TYPE_MASK), kind)?])?);
+        }
+    }
+    Ok(out)
+}
+
+fn any_equal(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SeccompBuildError> {
+    values.iter().map(|&v| rule(vec![cond(arg, Op::Eq, v)?])).collect()
+}
+
+/// A 32-bit comparison: every argument filtered here is an `int` or a flag word, and
+/// comparing the low 32 bits only is what defeats the "high bits set" ioctl bypass.
+fn cond(arg: u8, op: Op, value: u64) -> Result<SeccompCondition, SeccompBuildError> {
+    Ok(SeccompCondition::new(arg, Len::Dword, op, value)?)
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompBuildError> {
+    Ok(SeccompRule::new(conditions)?)
+}
+
+fn prologue() -> Vec<SockFilter> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const ARCH_OFFSET: u32 = 4;
+    const NR_OFFSET: u32 = 0;
+    let kill = libc::SECCOMP_RET_KILL_PROCESS;
+    vec![
+        insn(LD_W_ABS, 0, 0, ARCH_OFFSET),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, kill),
+        insn(LD_W_ABS, 0, 0, NR_OFFSET),
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, kill),
+    ]
+}
+
+/// Rewrites every `RET ALLOW` of `part` into a jump just past its end.
+fn chain_into_next(mut part: BpfProgram) -> BpfProgram {
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+    let len = part.len();
+    for (i, ins) in part.iter_mut().enumerate() {
+        if ins.code == RET_K && ins.k == libc::SECCOMP_RET_ALLOW {
+            *ins = insn(JA, 0, 0, (len - i - 1) as u32);
+        }
+    }
+    part
+}
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+fn digest(program: &[SockFilter]) -> String {
+    let mut hasher = Sha256::new();
+    for ins in program {
+        hasher.update(ins.code.to_ne_bytes());
+        hasher.update([ins.jt, ins.jf]);
+        hasher.update(ins.k.to_ne_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
