@@ -127,7 +127,15 @@ fn deny_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Seccom
     rules.insert(libc::SYS_clone, clone_rules(policy.process().subprocesses)?);
     rules.insert(libc::SYS_ioctl, any_equal(1, &DENIED_IOCTLS)?);
     rules.insert(libc::SYS_socket, socket_rules(policy.network().any_tcp())?);
-    rules.insert(libc::SYS_socketpair, vec![rule(vec![cond(0, Op::Ne, libc::AF_UNIX as u64)?])?]);
+    // socketpair: unix stream/seqpacket only. A datagram pair could `sendto` a pathname
+    // socket of the host, which Landlock (below ABI 9) does not check.
+    rules.insert(
+        libc::SYS_socketpair,
+        vec![
+            rule(vec![cond(0, Op::Ne, libc::AF_UNIX as u64)?])?,
+            rule(vec![cond(1, Op::MaskedEq(SOCK_TYPE_MASK), libc::SOCK_DGRAM as u64)?])?,
+        ],
+    );
     // Calls that take a pid Landlock's signal scope does not cover: only 0 (self) may pass.
     for nr in [
         libc::SYS_prlimit64,
