@@ -1,1 +1,213 @@
-fn main() {}
+//! Spawn overhead of the sandbox, in one interleaved run (a harness that prints ratios).
+//!
+//! Measures the median wall time of `/usr/bin/python3 -I -S -c pass`:
+//! bare; through the library (`Prepared` once, then spawn+wait); under `plugbox exec` with the
+//! minimal policy; under `bwrap` with comparable confinement. Then the per-syscall cost of the
+//! seccomp filter: a getpid loop (a syscall the kernel's filter cache allows without running
+//! the program) and a getpriority loop (argument-filtered, so the BPF program runs), inside
+//! versus outside the sandbox.
+//!
+//! Run: `cargo bench --bench exec_overhead` (set `PLUGBOX_BENCH_ROUNDS` to change the 200
+//! rounds). bubblewrap is installed with apt-get when missing and plugbox runs as root.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use plugbox::policy::Policy;
+use plugbox::sandbox::{spawn, Environment, Prepared, SpawnRequest};
+use std::ffi::OsStr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PYTHON: &str = "/usr/bin/python3";
+const PASS: [&str; 4] = ["-I", "-S", "-c", "pass"];
+
+fn main() {
+    let rounds: usize = std::env::var("PLUGBOX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let policy_file = std::env::temp_dir().join("plugbox-bench-policy.toml");
+    std::fs::write(&policy_file, "schema = 1\n").expect("write policy");
+    let prepared = Prepared::new(Policy::strictest(), OsStr::new(PYTHON), None).expect("prepare");
+    let bwrap = ensure_bwrap();
+
+    let mut bare = Vec::with_capacity(rounds);
+    let mut library = Vec::with_capacity(rounds);
+    let mut exec = Vec::with_capacity(rounds);
+    let mut bwrapped = Vec::with_capacity(rounds);
+    let plugbox_exec = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_plugbox"));
+        c.arg("exec")
+            .arg("--policy")
+            .arg(&policy_file)
+            .arg("--")
+            .arg(PYTHON)
+            .args(PASS);
+        c
+    };
+    // Warm caches once for every variant, then interleave.
+    for _ in 0..3 {
+        timed(Command::new(PYTHON).args(PASS));
+        timed(&mut plugbox_exec());
+        time_library(&prepared);
+    }
+    for _ in 0..rounds {
+        bare.push(timed(Command::new(PYTHON).args(PASS)));
+        library.push(time_library(&prepared));
+        exec.push(timed(&mut plugbox_exec()));
+        if let Some(cmd) = &bwrap {
+            bwrapped.push(timed(&mut bwrap_command(cmd)));
+        }
+    }
+    let b = median(&mut bare);
+    println!("spawn of `python3 -I -S -c pass`, {rounds} interleaved rounds, medians:");
+    report("bare", b, b);
+    report("library spawn (Prepared)", median(&mut library), b);
+    report("plugbox exec", median(&mut exec), b);
+    if bwrap.is_some() {
+        report("bwrap (comparable)", median(&mut bwrapped), b);
+    } else {
+        println!("  bwrap                      not available (apt-get install bubblewrap failed)");
+    }
+    println!();
+    syscall_cost(&prepared, "getpid", "os.getpid()");
+    syscall_cost(
+        &prepared,
+        "getpriority (BPF runs)",
+        "os.getpriority(os.PRIO_PROCESS, 0)",
+    );
+}
+
+fn timed(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("spawn");
+    let elapsed = start.elapsed();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    elapsed
+}
+
+fn time_library(prepared: &Prepared) -> Duration {
+    let start = Instant::now();
+    let mut child = spawn(prepared, request(&PASS)).expect("spawn");
+    let status = child.child.wait().expect("wait");
+    let elapsed = start.elapsed();
+    assert!(status.success());
+    elapsed
+}
+
+fn request(args: &[&str]) -> SpawnRequest {
+    SpawnRequest {
+        args: args.iter().map(Into::into).collect(),
+        env: Environment::clean(),
+        stdin: Stdio::null(),
+        stdout: Stdio::piped(),
+        stderr: Stdio::inherit(),
+        keep_fd: None,
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn report(label: &str, value: Duration, baseline: Duration) {
+    let added = value.as_secs_f64() * 1e3 - baseline.as_secs_f64() * 1e3;
+    println!(
+        "  {label:<26} {:>7.3} ms   {:>5.2}x bare   {added:+.3} ms over bare",
+        value.as_secs_f64() * 1e3,
+        value.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
+fn ensure_bwrap() -> Option<String> {
+    let found = || {
+        Command::new("bwrap")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !found() && plugbox::sys::geteuid() == 0 {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "bubblewrap"])
+            .status();
+    }
+    found().then(|| "bwrap".to_owned())
+}
+
+/// bwrap with confinement comparable to the minimal policy: read-only system directories,
+/// every namespace unshared, own session, dies with its parent, capabilities dropped.
+fn bwrap_command(bwrap: &str) -> Command {
+    let mut c = Command::new(bwrap);
+    c.args([
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ])
+    .args([
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ])
+    .args([
+        "--unshare-all",
+        "--new-session",
+        "--die-with-parent",
+        "--cap-drop",
+        "ALL",
+    ])
+    .args([
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--clearenv",
+        "--",
+        PYTHON,
+    ])
+    .args(PASS);
+    c
+}
+
+/// Nanoseconds per call of `call` in a Python loop, outside and inside the sandbox.
+fn syscall_cost(prepared: &Prepared, label: &str, call: &str) {
+    const N: u32 = 1_000_000;
+    let code = format!(
+        "import os,time\nt=time.perf_counter_ns()\nfor _ in range({N}): {call}\nprint((time.perf_counter_ns()-t)/{N})"
+    );
+    let args = ["-I", "-S", "-c", code.as_str()];
+    let mut outside = Vec::new();
+    let mut inside = Vec::new();
+    for _ in 0..5 {
+        let out = Command::new(PYTHON).args(args).output().expect("run");
+        outside.push(parse_ns(&out.stdout));
+        let child = spawn(prepared, request(&args)).expect("spawn");
+        let out = child.child.wait_with_output().expect("wait");
+        inside.push(parse_ns(&out.stdout));
+    }
+    outside.sort_by(f64::total_cmp);
+    inside.sort_by(f64::total_cmp);
+    let (o, i) = (outside[2], inside[2]);
+    println!("{label}: {o:.0} ns/call outside, {i:.0} ns/call inside ({:+.0} ns, {:.2}x), median of 5 x {N} calls", i - o, i / o);
+}
+
+fn parse_ns(stdout: &[u8]) -> f64 {
+    String::from_utf8_lossy(stdout)
+        .trim()
+        .parse()
+        .expect("ns per call")
+}

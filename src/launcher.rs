@@ -56,7 +56,11 @@ fn supervise_err(what: &'static str) -> impl FnOnce(io::Error) -> LaunchError {
 }
 
 /// Spawns `prepared` with `args` and `env`, and supervises it to the end.
-pub fn run(prepared: &Prepared, args: Vec<OsString>, env: Environment) -> Result<ExecOutcome, LaunchError> {
+pub fn run(
+    prepared: &Prepared,
+    args: Vec<OsString>,
+    env: Environment,
+) -> Result<ExecOutcome, LaunchError> {
     sys::set_child_subreaper().map_err(supervise_err("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     let limits = prepared.policy().limits();
     let request = SpawnRequest {
@@ -86,10 +90,16 @@ pub fn run(prepared: &Prepared, args: Vec<OsString>, env: Environment) -> Result
     output.drain()?;
     let status = status.unwrap_or(WaitStatus::Signaled(libc::SIGKILL));
     if wall_timeout {
-        eprintln!("plugbox: limits: wall_seconds ({}) reached; process tree killed", limits.wall_seconds);
+        eprintln!(
+            "plugbox: limits: wall_seconds ({}) reached; process tree killed",
+            limits.wall_seconds
+        );
     }
     if output.cut {
-        eprintln!("plugbox: limits: output_bytes ({}) reached; output cut", limits.output_bytes);
+        eprintln!(
+            "plugbox: limits: output_bytes ({}) reached; output cut",
+            limits.output_bytes
+        );
     }
     Ok(ExecOutcome {
         status,

@@ -1,6 +1,6 @@
 //! plugbox: run untrusted plugins as confined processes.
+pub mod launcher;
 pub mod policy;
 pub mod probe;
-pub mod sys;
-pub mod launcher;
 pub mod sandbox;
+pub mod sys;

@@ -40,7 +40,11 @@ pub fn probe() -> Vec<Feature> {
         landlock("landlock.truncate", 3, "truncate"),
         landlock("landlock.tcp", 4, "TCP bind and connect per port"),
         landlock("landlock.ioctl_dev", 5, "ioctl on device files"),
-        landlock("landlock.scope", 6, "signal and abstract unix socket scoping"),
+        landlock(
+            "landlock.scope",
+            6,
+            "signal and abstract unix socket scoping",
+        ),
         landlock("landlock.audit_flags", 7, "denial logging flags"),
         Feature {
             name: "seccomp",

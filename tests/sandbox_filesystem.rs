@@ -1,5 +1,7 @@
 //! Landlock filesystem confinement, checked with exact errnos from inside the real sandbox.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 use common::{assert_probe, Workspace};
 
@@ -41,9 +43,17 @@ fn symlink_out_of_the_write_root_does_not_escape() {
     let ws = Workspace::new();
     let policy = ws.policy("");
     let link = ws.p("rw/link");
-    assert_probe(&policy, &["symlink_read", &link, &ws.p("outside/file")], "EACCES");
+    assert_probe(
+        &policy,
+        &["symlink_read", &link, &ws.p("outside/file")],
+        "EACCES",
+    );
     let link2 = ws.p("rw/link2");
-    assert_probe(&policy, &["symlink_read", &link2, "/etc/hostname"], "EACCES");
+    assert_probe(
+        &policy,
+        &["symlink_read", &link2, "/etc/hostname"],
+        "EACCES",
+    );
 }
 
 #[test]
@@ -52,13 +62,33 @@ fn hard_link_and_rename_tricks_are_refused() {
     let policy = ws.policy("");
     // Linking a file from outside into the write root would make it writable: Landlock's
     // refer check answers EXDEV.
-    assert_probe(&policy, &["link", &ws.p("outside/file"), &ws.p("rw/stolen")], "EXDEV");
-    assert_probe(&policy, &["link", &ws.p("ro/file"), &ws.p("rw/stolen2")], "EXDEV");
+    assert_probe(
+        &policy,
+        &["link", &ws.p("outside/file"), &ws.p("rw/stolen")],
+        "EXDEV",
+    );
+    assert_probe(
+        &policy,
+        &["link", &ws.p("ro/file"), &ws.p("rw/stolen2")],
+        "EXDEV",
+    );
     // Renaming out of a read-only or ungranted directory needs remove rights there.
-    assert_probe(&policy, &["rename", &ws.p("outside/file"), &ws.p("rw/moved")], "EACCES");
-    assert_probe(&policy, &["rename", &ws.p("ro/file"), &ws.p("rw/moved")], "EACCES");
+    assert_probe(
+        &policy,
+        &["rename", &ws.p("outside/file"), &ws.p("rw/moved")],
+        "EACCES",
+    );
+    assert_probe(
+        &policy,
+        &["rename", &ws.p("ro/file"), &ws.p("rw/moved")],
+        "EACCES",
+    );
     // Renaming into a read-only directory needs create rights there.
-    assert_probe(&policy, &["rename", &ws.p("rw/file"), &ws.p("ro/moved")], "EACCES");
+    assert_probe(
+        &policy,
+        &["rename", &ws.p("rw/file"), &ws.p("ro/moved")],
+        "EACCES",
+    );
     assert!(ws.path("outside/file").exists() && ws.path("ro/file").exists());
 }
 
@@ -91,7 +121,10 @@ fn execute_paths_grant_execution() {
     );
     let run = common::probe(&policy, &["exec", "/usr/bin/true"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.stdout, "", "execv replaced the probe with /usr/bin/true: {run:?}");
+    assert_eq!(
+        run.stdout, "",
+        "execv replaced the probe with /usr/bin/true: {run:?}"
+    );
 }
 
 #[test]

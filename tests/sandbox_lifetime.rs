@@ -1,5 +1,7 @@
 //! Lifetime and isolation from the host: no survivors, no signals or ptrace out, no leaks.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 use common::{alive, assert_probe, plugbox, probe, probes_dir, Workspace, PYTHON};
 use std::os::fd::AsRawFd;
@@ -7,8 +9,14 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 fn grandchild_pid(stdout: &str) -> i32 {
-    let line = stdout.lines().find(|l| l.contains("setsid=")).expect("daemon line");
-    line.split(' ').next().and_then(|p| p.parse().ok()).expect("pid")
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("setsid="))
+        .expect("daemon line");
+    line.split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid")
 }
 
 #[test]
@@ -127,7 +135,14 @@ fn no_fd_and_no_secret_leaks_in() {
 fn legitimate_programs_run_threads_and_allowed_subprocesses() {
     let ws = Workspace::new();
     assert_probe(&ws.policy(""), &["threads", "16"], "16");
-    assert_probe(&ws.policy("[process]\nsubprocesses = true\n"), &["spawn"], "42");
+    assert_probe(
+        &ws.policy("[process]\nsubprocesses = true\n"),
+        &["spawn"],
+        "42",
+    );
     let run = probe(&ws.policy(""), &["spawn"]);
-    assert!(run.stderr.contains("PermissionError"), "subprocess without the grant: {run:?}");
+    assert!(
+        run.stderr.contains("PermissionError"),
+        "subprocess without the grant: {run:?}"
+    );
 }

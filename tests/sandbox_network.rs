@@ -1,5 +1,7 @@
 //! Network confinement: Landlock per TCP port, seccomp for every other family and type.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 use common::{assert_probe, Workspace};
 use std::net::TcpListener;

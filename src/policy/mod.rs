@@ -93,8 +93,7 @@ pub struct Limits {
 impl Policy {
     /// Parses and validates policy text. Errors name the field and the reason.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let file: file::PolicyFile =
-            toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string().trim_end().to_owned()))?;
+        let file: file::PolicyFile = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         validate::validate(file)
     }
 
@@ -148,5 +147,19 @@ impl Policy {
     /// Resource limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+}
+
+/// One line: where in the text, and what the TOML layer said.
+fn parse_error(text: &str, error: &toml::de::Error) -> PolicyError {
+    let message = error.message().trim_end().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            PolicyError::Parse(format!("line {line}, column {column}: {message}"))
+        }
+        None => PolicyError::Parse(message),
     }
 }

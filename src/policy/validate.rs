@@ -17,11 +17,19 @@ pub fn validate(file: PolicyFile) -> Result<Policy, PolicyError> {
     if file.schema != 1 {
         return Err(PolicyError::invalid(
             "schema",
-            format!("unsupported version {}; this plugbox reads schema 1", file.schema),
+            format!(
+                "unsupported version {}; this plugbox reads schema 1",
+                file.schema
+            ),
         ));
     }
     let min_abi = file.landlock.min_abi;
-    in_range("landlock.min_abi", u64::from(min_abi), 1, u64::from(LANDLOCK_ABI_KNOWN))?;
+    in_range(
+        "landlock.min_abi",
+        u64::from(min_abi),
+        1,
+        u64::from(LANDLOCK_ABI_KNOWN),
+    )?;
     Ok(Policy {
         min_landlock_abi: min_abi,
         filesystem: FsRules {
@@ -43,7 +51,10 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<u64, PolicyEr
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(PolicyError::invalid(field, format!("{value} is outside {min}..={max}")))
+        Err(PolicyError::invalid(
+            field,
+            format!("{value} is outside {min}..={max}"),
+        ))
     }
 }
 
@@ -75,7 +86,10 @@ fn check_path(path: &Path) -> Result<(), String> {
 
 fn ports(field: &str, mut list: Vec<u16>, min: u16) -> Result<Vec<u16>, PolicyError> {
     if let Some(i) = list.iter().position(|&p| p < min) {
-        return Err(PolicyError::invalid(format!("{field}[{i}]"), "port 0 is not a port to connect to"));
+        return Err(PolicyError::invalid(
+            format!("{field}[{i}]"),
+            "port 0 is not a port to connect to",
+        ));
     }
     list.sort_unstable();
     list.dedup();
@@ -85,10 +99,16 @@ fn ports(field: &str, mut list: Vec<u16>, min: u16) -> Result<Vec<u16>, PolicyEr
 fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyError> {
     in_range("process.max_threads", section.max_threads.into(), 1, 4096)?;
     if section.uid == 0 {
-        return Err(PolicyError::invalid("process.uid", "0 is root; plugins never run as root"));
+        return Err(PolicyError::invalid(
+            "process.uid",
+            "0 is root; plugins never run as root",
+        ));
     }
     if section.gid == 0 {
-        return Err(PolicyError::invalid("process.gid", "0 is root's group; plugins never run in it"));
+        return Err(PolicyError::invalid(
+            "process.gid",
+            "0 is root's group; plugins never run in it",
+        ));
     }
     Ok(ProcessRules {
         subprocesses: section.subprocesses,

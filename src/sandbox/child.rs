@@ -161,7 +161,11 @@ impl ChildPlan {
             }
         }
         if self.lock_securebits {
-            step(ctx, Step::LockSecurebits, sys::set_securebits(SECUREBITS_LOCKED))?;
+            step(
+                ctx,
+                Step::LockSecurebits,
+                sys::set_securebits(SECUREBITS_LOCKED),
+            )?;
         }
         if let Some((uid, gid)) = self.switch_ids {
             step(ctx, Step::DropGroups, sys::clear_groups())?;
@@ -175,7 +179,11 @@ impl ChildPlan {
         step(ctx, Step::NoNewPrivs, sys::set_no_new_privs())?;
         // 8. Landlock after the id switch (it does not restrict setresuid, but ordering it
         //    late keeps every step above free of filesystem checks).
-        step(ctx, Step::Landlock, sys::landlock_restrict_self(self.ruleset_fd))?;
+        step(
+            ctx,
+            Step::Landlock,
+            sys::landlock_restrict_self(self.ruleset_fd),
+        )?;
         // 9. seccomp last: it forbids setsid, prctl variants and landlock_* used above, and is
         //    installed with the raw seccomp(2) call.
         step(ctx, Step::Seccomp, sys::seccomp_set_filter(&self.seccomp))

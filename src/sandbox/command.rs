@@ -146,7 +146,10 @@ fn read_header(path: &Path) -> Result<Vec<u8>, CommandError> {
 }
 
 fn shebang_interpreter(path: &Path, header: &[u8]) -> Result<Option<PathBuf>, CommandError> {
-    let line = header[2..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = header[2..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(line);
     let interp = text.split_whitespace().next().unwrap_or_default();
     if !interp.starts_with('/') {
@@ -193,11 +196,19 @@ fn reachable(path: &Path, uid: u32, gid: u32) -> Result<(), CommandError> {
     check_mode(path, path, uid, gid, 0o5)
 }
 
-fn check_mode(target: &Path, component: &Path, uid: u32, gid: u32, want: u32) -> Result<(), CommandError> {
-    let meta = component.metadata().map_err(|e| CommandError::NotRunnable {
-        path: component.to_owned(),
-        reason: e.to_string(),
-    })?;
+fn check_mode(
+    target: &Path,
+    component: &Path,
+    uid: u32,
+    gid: u32,
+    want: u32,
+) -> Result<(), CommandError> {
+    let meta = component
+        .metadata()
+        .map_err(|e| CommandError::NotRunnable {
+            path: component.to_owned(),
+            reason: e.to_string(),
+        })?;
     let mode = meta.mode() & 0o7777;
     let bits = if meta.uid() == uid {
         mode >> 6

@@ -51,11 +51,16 @@ impl Environment {
 
     /// The variables, in insertion order.
     pub fn vars(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
-        self.vars.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
     }
 
     /// The names, for reports.
     pub fn names(&self) -> Vec<String> {
-        self.vars.iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect()
+        self.vars
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect()
     }
 }

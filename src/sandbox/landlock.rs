@@ -139,7 +139,10 @@ fn write_access(abi: ABI) -> BitFlags<AccessFs> {
 }
 
 /// Builds the ruleset for `policy` running `command`.
-pub fn prepare(policy: &Policy, command: &ResolvedCommand) -> Result<PreparedRuleset, LandlockError> {
+pub fn prepare(
+    policy: &Policy,
+    command: &ResolvedCommand,
+) -> Result<PreparedRuleset, LandlockError> {
     let found = kernel_abi();
     let required = policy.min_landlock_abi();
     if found < required {
@@ -150,10 +153,22 @@ pub fn prepare(policy: &Policy, command: &ResolvedCommand) -> Result<PreparedRul
     let mut report = LandlockReport {
         kernel_abi: found,
         enforced_abi: enforced,
-        status: if enforced >= 6 { "fully_enforced" } else { "partially_enforced" },
+        status: if enforced >= 6 {
+            "fully_enforced"
+        } else {
+            "partially_enforced"
+        },
         handled_fs: names(AccessFs::from_all(abi)),
-        handled_net: if enforced >= 4 { names(AccessNet::from_all(abi)) } else { Vec::new() },
-        scoped: if enforced >= 6 { names(Scope::from_all(abi)) } else { Vec::new() },
+        handled_net: if enforced >= 4 {
+            names(AccessNet::from_all(abi))
+        } else {
+            Vec::new()
+        },
+        scoped: if enforced >= 6 {
+            names(Scope::from_all(abi))
+        } else {
+            Vec::new()
+        },
         rules: Vec::new(),
         connect_tcp: policy.network().connect_tcp.clone(),
         bind_tcp: policy.network().bind_tcp.clone(),
@@ -222,7 +237,12 @@ fn path_rules(
     Ok(rules)
 }
 
-fn opened(field: &str, path: &Path, access: BitFlags<AccessFs>, abi: ABI) -> Result<Rule, LandlockError> {
+fn opened(
+    field: &str,
+    path: &Path,
+    access: BitFlags<AccessFs>,
+    abi: ABI,
+) -> Result<Rule, LandlockError> {
     let file = open_path(path).map_err(|source| LandlockError::Path {
         field: field.to_owned(),
         path: path.to_owned(),
@@ -234,7 +254,11 @@ fn opened(field: &str, path: &Path, access: BitFlags<AccessFs>, abi: ABI) -> Res
 /// Non-directories accept only file rights; trim the rest rather than fail.
 fn fitted(path: PathBuf, file: File, access: BitFlags<AccessFs>, abi: ABI) -> Rule {
     let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
-    let access = if is_dir { access } else { access & AccessFs::from_file(abi) };
+    let access = if is_dir {
+        access
+    } else {
+        access & AccessFs::from_file(abi)
+    };
     (path, file, access)
 }
 

@@ -46,7 +46,11 @@ pub struct Prepared {
 
 impl Prepared {
     /// Prepares `policy` to run `program`, looked up on `search_path` if it has no slash.
-    pub fn new(policy: Policy, program: &OsStr, search_path: Option<&OsStr>) -> Result<Self, PrepareError> {
+    pub fn new(
+        policy: Policy,
+        program: &OsStr,
+        search_path: Option<&OsStr>,
+    ) -> Result<Self, PrepareError> {
         let command = ResolvedCommand::resolve(program, search_path)?;
         let root = sys::geteuid() == 0;
         let (uid, gid) = if root {
@@ -74,7 +78,11 @@ impl Prepared {
         };
         let report = EnforcementReport {
             command: command.path().display().to_string(),
-            executables: command.executables().iter().map(|p| p.display().to_string()).collect(),
+            executables: command
+                .executables()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             landlock: ruleset.report.clone(),
             seccomp: SeccompReport {
                 instructions: program.instructions.len(),

@@ -65,8 +65,16 @@ pub enum SeccompBuildError {
 /// Compiles the program for `policy`.
 pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
     let groups = allowed_groups(policy);
-    let deny = compile(deny_rules(policy)?, SeccompAction::Allow, errno(libc::EPERM))?;
-    let allow = compile(allow_rules(&groups), errno(libc::ENOSYS), SeccompAction::Allow)?;
+    let deny = compile(
+        deny_rules(policy)?,
+        SeccompAction::Allow,
+        errno(libc::EPERM),
+    )?;
+    let allow = compile(
+        allow_rules(&groups),
+        errno(libc::ENOSYS),
+        SeccompAction::Allow,
+    )?;
     let mut instructions = prologue();
     instructions.extend(chain_into_next(deny));
     instructions.extend(allow);
@@ -133,7 +141,11 @@ fn deny_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Seccom
         libc::SYS_socketpair,
         vec![
             rule(vec![cond(0, Op::Ne, libc::AF_UNIX as u64)?])?,
-            rule(vec![cond(1, Op::MaskedEq(SOCK_TYPE_MASK), libc::SOCK_DGRAM as u64)?])?,
+            rule(vec![cond(
+                1,
+                Op::MaskedEq(SOCK_TYPE_MASK),
+                libc::SOCK_DGRAM as u64,
+            )?])?,
         ],
     );
     // Calls that take a pid Landlock's signal scope does not cover: only 0 (self) may pass.
@@ -158,7 +170,10 @@ fn deny_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Seccom
         );
     }
     // personality: reading it (0xffffffff) is fine; changing it is not.
-    rules.insert(libc::SYS_personality, vec![rule(vec![cond(0, Op::Ne, 0xffff_ffff)?])?]);
+    rules.insert(
+        libc::SYS_personality,
+        vec![rule(vec![cond(0, Op::Ne, 0xffff_ffff)?])?],
+    );
     Ok(rules)
 }
 
@@ -200,7 +215,10 @@ fn socket_rules(tcp: bool) -> Result<Vec<SeccompRule>, SeccompBuildError> {
 }
 
 fn any_equal(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SeccompBuildError> {
-    values.iter().map(|&v| rule(vec![cond(arg, Op::Eq, v)?])).collect()
+    values
+        .iter()
+        .map(|&v| rule(vec![cond(arg, Op::Eq, v)?]))
+        .collect()
 }
 
 /// A 32-bit comparison: every argument filtered here is an `int` or a flag word, and

@@ -97,7 +97,9 @@ pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, Sp
         Err(source) => {
             let mut record = [0u8; 8];
             let failed_step = match std::fs::File::from(report_rx).read_exact(&mut record) {
-                Ok(()) => Step::from_number(u32::from_le_bytes([record[0], record[1], record[2], record[3]])),
+                Ok(()) => Step::from_number(u32::from_le_bytes([
+                    record[0], record[1], record[2], record[3],
+                ])),
                 Err(_) => None,
             };
             Err(match failed_step {

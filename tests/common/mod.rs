@@ -1,6 +1,6 @@
 //! Shared harness for the confinement suites: a workspace of files with known owners, a
 //! policy builder, and a runner that executes `probe.py` under `plugbox exec`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -51,8 +51,12 @@ impl Workspace {
     /// Creates the layout with one file in each directory.
     pub fn new() -> Self {
         require_root();
-        let root = tempfile::Builder::new().prefix("plugbox-ws-").tempdir().expect("tempdir");
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let root = tempfile::Builder::new()
+            .prefix("plugbox-ws-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let ws = Self { root };
         for (dir, mode) in [("ro", 0o777), ("rw", 0o755), ("outside", 0o755)] {
             let d = ws.path(dir);
@@ -106,7 +110,10 @@ impl PolicyFile {
 
     /// A policy file with exactly `text`.
     pub fn raw(text: &str) -> Self {
-        let file = tempfile::Builder::new().suffix(".toml").tempfile().expect("policy tempfile");
+        let file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("policy tempfile");
         std::fs::write(file.path(), text).expect("write policy");
         Self { file }
     }
@@ -167,7 +174,10 @@ pub fn assert_probe(policy: &PolicyFile, args: &[&str], expected: &str) {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             state != Some("Z") && state != Some("X")
         }
         Err(_) => false,

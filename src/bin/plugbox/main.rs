@@ -16,7 +16,11 @@ use std::process::ExitCode;
 const EXIT_ENGINE: u8 = 125;
 
 #[derive(Parser)]
-#[command(name = "plugbox", version, about = "Run untrusted programs and plugins inside a kernel sandbox")]
+#[command(
+    name = "plugbox",
+    version,
+    about = "Run untrusted programs and plugins inside a kernel sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -68,7 +72,10 @@ fn main() -> ExitCode {
         } => exec(policy, report_json, env, argv),
         Cmd::Probe { json, groups } => probe(json, groups),
         Cmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&file::json_schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&file::json_schema()).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Cmd::Check { policy } => match Policy::load(&policy) {
@@ -86,7 +93,12 @@ fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_ENGINE)
 }
 
-fn exec(policy: PathBuf, report_json: Option<PathBuf>, env: Vec<String>, mut argv: Vec<OsString>) -> ExitCode {
+fn exec(
+    policy: PathBuf,
+    report_json: Option<PathBuf>,
+    env: Vec<String>,
+    mut argv: Vec<OsString>,
+) -> ExitCode {
     let policy = match Policy::load(&policy) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -120,7 +132,10 @@ fn exec(policy: PathBuf, report_json: Option<PathBuf>, env: Vec<String>, mut arg
 fn probe(json: bool, groups: bool) -> ExitCode {
     let features = plugbox::probe::probe();
     if json {
-        println!("{}", serde_json::to_string_pretty(&features).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&features).unwrap_or_default()
+        );
     } else {
         for f in &features {
             let mark = if f.available { "yes" } else { "NO " };
@@ -129,12 +144,23 @@ fn probe(json: bool, groups: bool) -> ExitCode {
     }
     if groups {
         println!();
-        for g in syscall_groups::BASELINE.iter().chain(syscall_groups::OPTIONAL) {
+        for g in syscall_groups::BASELINE
+            .iter()
+            .chain(syscall_groups::OPTIONAL)
+        {
             let names: Vec<&str> = g.syscalls.iter().map(|s| s.0).collect();
-            println!("{:<16} {}\n                 {}", g.name, g.about, names.join(" "));
+            println!(
+                "{:<16} {}\n                 {}",
+                g.name,
+                g.about,
+                names.join(" ")
+            );
         }
     }
-    if features.iter().all(|f| f.available || f.name == "uid_switch") {
+    if features
+        .iter()
+        .all(|f| f.available || f.name == "uid_switch")
+    {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
