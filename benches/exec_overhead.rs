@@ -35,6 +35,7 @@ fn main() {
     let mut library = Vec::with_capacity(rounds);
     let mut exec = Vec::with_capacity(rounds);
     let mut bwrapped = Vec::with_capacity(rounds);
+    let mut floor = Vec::with_capacity(rounds);
     let plugbox_exec = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_plugbox"));
         c.arg("exec")
@@ -58,6 +59,7 @@ fn main() {
         if let Some(cmd) = &bwrap {
             bwrapped.push(timed(&mut bwrap_command(cmd)));
         }
+        floor.push(timed(&mut Command::new("/usr/bin/true")));
     }
     let b = median(&mut bare);
     println!("spawn of `python3 -I -S -c pass`, {rounds} interleaved rounds, medians:");
@@ -69,6 +71,11 @@ fn main() {
     } else {
         println!("  bwrap                      not available (apt-get install bubblewrap failed)");
     }
+    let floor = median(&mut floor);
+    println!(
+        "  (floor: one fork+exec+wait of /usr/bin/true costs {:.3} ms here; `plugbox exec` pays one\n   such exec for itself on top of the command's, the library path does not)",
+        floor.as_secs_f64() * 1e3
+    );
     println!();
     syscall_cost(&prepared, "getpid", "os.getpid()");
     syscall_cost(

@@ -4,6 +4,7 @@
 //! everything once per policy; [`spawn`] forks; [`tree`] tears a process tree down.
 //! Child side: [`child`] holds the ordered steps run between fork and exec.
 
+pub mod bpf_tree;
 pub mod child;
 pub mod command;
 pub mod env;

@@ -7,9 +7,9 @@
 use super::child::ChildPlan;
 use super::command::{CommandError, ResolvedCommand};
 use super::landlock::{self, LandlockError, PreparedRuleset};
-use super::report::{CapabilityReport, EnforcementReport, SeccompReport};
+use super::report::{CapabilityReport, EnforcementReport, RlimitReport, SeccompReport};
 use super::rlimits;
-use super::seccomp::{self, SeccompBuildError};
+use super::seccomp::{self, SeccompBuildError, SeccompProgram};
 use crate::policy::Policy;
 use crate::sys;
 use std::ffi::OsStr;
@@ -38,10 +38,13 @@ pub enum PrepareError {
 pub struct Prepared {
     policy: Policy,
     command: ResolvedCommand,
-    // Owns the ruleset fd that `plan.ruleset_fd` refers to; dropped after every spawn ends.
-    _ruleset: PreparedRuleset,
+    // Owns the ruleset fd that `plan.ruleset_fd` refers to.
+    ruleset: PreparedRuleset,
     plan: Arc<ChildPlan>,
-    report: EnforcementReport,
+    seccomp: SeccompProgram,
+    rlimits: Vec<RlimitReport>,
+    capabilities: CapabilityReport,
+    ids: (u32, u32),
 }
 
 impl Prepared {
@@ -76,43 +79,23 @@ impl Prepared {
             ruleset_fd: ruleset.fd.as_raw_fd(),
             seccomp: program.instructions.clone(),
         };
-        let report = EnforcementReport {
-            command: command.path().display().to_string(),
-            executables: command
-                .executables()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
-            landlock: ruleset.report.clone(),
-            seccomp: SeccompReport {
-                instructions: program.instructions.len(),
-                sha256: program.sha256.clone(),
-                default_action: "errno(ENOSYS)",
-                groups: program.groups.clone(),
-                foreign_abi_action: "kill_process",
-            },
-            rlimits: rlimit_report,
-            capabilities: CapabilityReport {
-                bounding_set_dropped: setpcap,
-                securebits_locked: setpcap,
-                effective: Vec::new(),
-                permitted: Vec::new(),
-                inheritable: Vec::new(),
-                ambient: Vec::new(),
-            },
-            uid,
-            gid,
-            no_new_privs: true,
-            new_session: true,
-            parent_death_signal: "SIGKILL",
-            environment: Vec::new(),
+        let capabilities = CapabilityReport {
+            bounding_set_dropped: setpcap,
+            securebits_locked: setpcap,
+            effective: Vec::new(),
+            permitted: Vec::new(),
+            inheritable: Vec::new(),
+            ambient: Vec::new(),
         };
         Ok(Self {
             policy,
             command,
-            _ruleset: ruleset,
+            ruleset: ruleset,
             plan: Arc::new(plan),
-            report,
+            seccomp: program,
+            rlimits: rlimit_report,
+            capabilities,
+            ids: (uid, gid),
         })
     }
 
@@ -126,9 +109,34 @@ impl Prepared {
         &self.command
     }
 
-    /// What every spawn from this preparation enforces.
-    pub fn report(&self) -> &EnforcementReport {
-        &self.report
+    /// What every spawn from this preparation enforces. `environment` lists the variable
+    /// names the spawn passes.
+    pub fn report(&self, environment: Vec<String>) -> EnforcementReport {
+        EnforcementReport {
+            command: self.command.path().display().to_string(),
+            executables: self
+                .command
+                .executables()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            landlock: self.ruleset.report.clone(),
+            seccomp: SeccompReport {
+                instructions: self.seccomp.instructions.len(),
+                sha256: self.seccomp.sha256(),
+                default_action: "errno(ENOSYS)",
+                groups: self.seccomp.groups.clone(),
+                foreign_abi_action: "kill_process",
+            },
+            rlimits: self.rlimits.clone(),
+            capabilities: self.capabilities.clone(),
+            uid: self.ids.0,
+            gid: self.ids.1,
+            no_new_privs: true,
+            new_session: true,
+            parent_death_signal: "SIGKILL",
+            environment,
+        }
     }
 
     pub(crate) fn plan(&self) -> Arc<ChildPlan> {

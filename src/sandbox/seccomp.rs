@@ -2,16 +2,15 @@
 //!
 //! The program has three parts, run in order:
 //! 1. a prologue that kills the process for any ABI other than x86-64 (the i386 `int 0x80`
-//!    entry and x32 numbers, which share x86-64's audit arch but set bit 30);
-//! 2. the *deny* part: syscalls no policy may use, and argument checks (namespace clone flags,
-//!    `TIOCSTI`, socket families, foreign pids), all returning `EPERM`;
-//! 3. the *allow* part: the baseline and the policy's groups; anything else gets `ENOSYS`
-//!    (so `clone3` gets `ENOSYS` and glibc falls back to `clone`).
-//!
-//! seccompiler builds parts 2 and 3. A seccompiler filter has one match action, so part 2 is
-//! compiled with "allow" as its mismatch action and each of its `RET ALLOW` instructions is
-//! then rewritten into a jump to part 3.
+//!    entry, and x32 numbers, which share x86-64's audit arch but set bit 30);
+//! 2. a decision tree over the syscall number ([`super::bpf_tree`]): allowed groups return
+//!    ALLOW, syscalls no policy may use return `EPERM`, every other number returns `ENOSYS`
+//!    (so `clone3` gets `ENOSYS` and glibc falls back to `clone`), and the few syscalls whose
+//!    fate depends on their arguments jump to part 3;
+//! 3. the argument checks, compiled by seccompiler: namespace clone flags, `TIOCSTI`, socket
+//!    families and types, foreign pids. A matching rule returns `EPERM`; otherwise ALLOW.
 
+use super::bpf_tree::{self, Leaf};
 use crate::policy::syscall_groups::{self, Syscall, SyscallGroup};
 use crate::policy::Policy;
 use crate::sys::SockFilter;
@@ -20,7 +19,7 @@ use seccompiler::{
     SeccompFilter, SeccompRule, TargetArch,
 };
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Kernel limit on classic-BPF program length.
 const BPF_MAXINSNS: usize = 4096;
@@ -45,8 +44,6 @@ const SOCK_TYPE_MASK: u64 = 0xf;
 pub struct SeccompProgram {
     /// The instructions, prologue included.
     pub instructions: Vec<SockFilter>,
-    /// sha256 of the instructions as the kernel receives them, hex.
-    pub sha256: String,
     /// Names of the groups that make up the allow part.
     pub groups: Vec<&'static str>,
 }
@@ -57,6 +54,9 @@ pub enum SeccompBuildError {
     /// seccompiler rejected a rule or filter.
     #[error("seccomp: cannot compile the filter: {0}")]
     Compile(#[from] seccompiler::BackendError),
+    /// An argument rule names a syscall no group allows (a bug in the group tables).
+    #[error("seccomp: syscall {0} has argument rules but is in no allowed group")]
+    Inconsistent(i64),
     /// The program exceeds the kernel's 4096-instruction limit.
     #[error("seccomp: program has {0} instructions, over the kernel's limit of 4096")]
     TooLarge(usize),
@@ -65,29 +65,59 @@ pub enum SeccompBuildError {
 /// Compiles the program for `policy`.
 pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
     let groups = allowed_groups(policy);
-    let deny = compile(
-        deny_rules(policy)?,
+    let allowed: BTreeSet<i64> = groups
+        .iter()
+        .flat_map(|g| g.syscalls.iter().map(|s| s.1))
+        .collect();
+    let arguments = argument_rules(policy)?;
+    let mut leaves: BTreeMap<i64, Leaf> = allowed
+        .iter()
+        .map(|&nr| (nr, Leaf::Return(ALLOW)))
+        .collect();
+    for &nr in arguments.keys() {
+        if !allowed.contains(&nr) {
+            return Err(SeccompBuildError::Inconsistent(nr));
+        }
+        leaves.insert(nr, Leaf::CheckArguments);
+    }
+    for &(_, nr) in refused(policy) {
+        leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+    }
+    let ranges = bpf_tree::ranges(
+        leaves.into_iter().map(|(nr, leaf)| (nr as u32, leaf)),
+        Leaf::Return(errno_action(libc::ENOSYS)),
+    );
+    let mut instructions = prologue();
+    instructions.extend(bpf_tree::emit(&ranges));
+    instructions.extend(compile(
+        arguments,
         SeccompAction::Allow,
         errno(libc::EPERM),
-    )?;
-    let allow = compile(
-        allow_rules(&groups),
-        errno(libc::ENOSYS),
-        SeccompAction::Allow,
-    )?;
-    let mut instructions = prologue();
-    instructions.extend(chain_into_next(deny));
-    instructions.extend(allow);
+    )?);
     if instructions.len() > BPF_MAXINSNS {
         return Err(SeccompBuildError::TooLarge(instructions.len()));
     }
-    let sha256 = digest(&instructions);
     let groups = groups.iter().map(|g| g.name).collect();
     Ok(SeccompProgram {
         instructions,
-        sha256,
         groups,
     })
+}
+
+const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+
+fn errno_action(code: i32) -> u32 {
+    libc::SECCOMP_RET_ERRNO | (code as u32 & libc::SECCOMP_RET_DATA)
+}
+
+/// Syscalls refused with EPERM whatever their arguments.
+fn refused(policy: &Policy) -> impl Iterator<Item = &'static Syscall> {
+    let spawn: &'static [Syscall] = if policy.process().subprocesses {
+        &[]
+    } else {
+        syscall_groups::SUBPROCESSES.syscalls
+    };
+    syscall_groups::NEVER.syscalls.iter().chain(spawn)
 }
 
 fn errno(code: i32) -> SeccompAction {
@@ -112,26 +142,9 @@ fn compile(
     Ok(BpfProgram::try_from(filter)?)
 }
 
-fn allow_rules(groups: &[&'static SyscallGroup]) -> BTreeMap<i64, Vec<SeccompRule>> {
-    groups
-        .iter()
-        .flat_map(|g| g.syscalls.iter())
-        .map(|&(_, nr)| (nr, Vec::new()))
-        .collect()
-}
-
-/// Every rule here *refuses*: a matching syscall returns EPERM.
-fn deny_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompBuildError> {
+/// Argument checks for allowed syscalls: a matching rule refuses the call with EPERM.
+fn argument_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompBuildError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut always = |list: &[Syscall]| {
-        for &(_, nr) in list {
-            rules.insert(nr, Vec::new());
-        }
-    };
-    always(syscall_groups::NEVER.syscalls);
-    if !policy.process().subprocesses {
-        always(syscall_groups::SUBPROCESSES.syscalls);
-    }
     rules.insert(libc::SYS_clone, clone_rules(policy.process().subprocesses)?);
     rules.insert(libc::SYS_ioctl, any_equal(1, &DENIED_IOCTLS)?);
     rules.insert(libc::SYS_socket, socket_rules(policy.network().any_tcp())?);
@@ -249,21 +262,16 @@ fn prologue() -> Vec<SockFilter> {
     ]
 }
 
-/// Rewrites every `RET ALLOW` of `part` into a jump just past its end.
-fn chain_into_next(mut part: BpfProgram) -> BpfProgram {
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
-    let len = part.len();
-    for (i, ins) in part.iter_mut().enumerate() {
-        if ins.code == RET_K && ins.k == libc::SECCOMP_RET_ALLOW {
-            *ins = insn(JA, 0, 0, (len - i - 1) as u32);
-        }
-    }
-    part
-}
-
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
     SockFilter { code, jt, jf, k }
+}
+
+impl SeccompProgram {
+    /// sha256 of the instructions as the kernel receives them, hex. Computed on demand: it is
+    /// for reports, not for the spawn path.
+    pub fn sha256(&self) -> String {
+        digest(&self.instructions)
+    }
 }
 
 fn digest(program: &[SockFilter]) -> String {

@@ -116,8 +116,7 @@ fn exec(
         Err(e) => return fail(&e),
     };
     if let Some(path) = report_json {
-        let mut report = prepared.report().clone();
-        report.environment = environment.names();
+        let report = prepared.report(environment.names());
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, text + "\n") {
             return fail(&format!("report: cannot write {}: {e}", path.display()));
