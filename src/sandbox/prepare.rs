@@ -90,7 +90,7 @@ impl Prepared {
         Ok(Self {
             policy,
             command,
-            ruleset: ruleset,
+            ruleset,
             plan: Arc::new(plan),
             seccomp: program,
             rlimits: rlimit_report,
