@@ -1,7 +1,7 @@
 //! Stage 1 of the policy pipeline: the serde mirror of `plugbox.toml`'s sandbox sections.
 //!
 //! These types only describe the file. Nothing here is trusted or checked beyond its shape:
-//! unknown fields are rejected, and [`super::validate`] turns a [`PolicyFile`] into a
+//! unknown fields are rejected, and validation (`policy::validate`) turns a [`PolicyFile`] into a
 //! [`super::Policy`]. Every default below is the strictest useful value; the policy README
 //! (`policies/README.md`) says why each one is safe.
 

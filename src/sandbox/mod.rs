@@ -1,7 +1,7 @@
 //! Sandbox: preparing confinement in the parent and applying it in the child.
 //!
 //! Parent side: [`command`], [`landlock`], [`seccomp`], [`rlimits`] and [`prepare`] build
-//! everything once per policy; [`spawn`] forks; [`tree`] tears a process tree down.
+//! everything once per policy; [`spawn()`] forks; [`tree`] tears a process tree down.
 //! Child side: [`child`] holds the ordered steps run between fork and exec.
 
 pub mod bpf_tree;
