@@ -29,7 +29,7 @@ fn main() {
     let policy_file = std::env::temp_dir().join("plugbox-bench-policy.toml");
     std::fs::write(&policy_file, "schema = 1\n").expect("write policy");
     let prepared = Prepared::new(Policy::strictest(), OsStr::new(PYTHON), None).expect("prepare");
-    let bwrap = ensure_bwrap();
+    let bwrap = ensure_bwrap(benching);
 
     let mut bare = Vec::with_capacity(rounds);
     let mut library = Vec::with_capacity(rounds);
