@@ -22,10 +22,12 @@ const PYTHON: &str = "/usr/bin/python3";
 const PASS: [&str; 4] = ["-I", "-S", "-c", "pass"];
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a 5-round smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
     let rounds: usize = std::env::var("PLUGBOX_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(if benching { 200 } else { 5 });
     let policy_file = std::env::temp_dir().join("plugbox-bench-policy.toml");
     std::fs::write(&policy_file, "schema = 1\n").expect("write policy");
     let prepared = Prepared::new(Policy::strictest(), OsStr::new(PYTHON), None).expect("prepare");
