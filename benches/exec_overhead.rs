@@ -133,14 +133,14 @@ fn report(label: &str, value: Duration, baseline: Duration) {
     );
 }
 
-fn ensure_bwrap() -> Option<String> {
+fn ensure_bwrap(install: bool) -> Option<String> {
     let found = || {
         Command::new("bwrap")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if !found() && plugbox::sys::geteuid() == 0 {
+    if install && !found() && plugbox::sys::geteuid() == 0 {
         let _ = Command::new("apt-get")
             .args(["install", "-y", "-qq", "bubblewrap"])
             .status();
