@@ -363,3 +363,108 @@ where
         command.pre_exec(step);
     }
 }
+
+/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: the IPC channel's two ends.
+pub fn socketpair_stream() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a writable array of two ints, as socketpair requires.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    check(ret.into())?;
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// What one `recvmsg` on the IPC channel produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes of data read (0: end of stream).
+    pub bytes: usize,
+    /// The peer passed file descriptors (`SCM_RIGHTS`), or control data was cut; any fds
+    /// received have already been closed.
+    pub passed_fds: bool,
+}
+
+/// `recvmsg(fd, buf, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)` with room for ancillary data, so that
+/// descriptors a peer passes are detected and closed instead of silently piling up.
+pub fn recv_checking_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    const CONTROL_BYTES: usize = 256;
+    let mut control = [0u64; CONTROL_BYTES / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CONTROL_BYTES;
+    // SAFETY: `msg` points at `iov` (a live, writable buffer) and `control` (a live, aligned,
+    // writable buffer of `msg_controllen` bytes), both outliving the call.
+    let ret = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    let bytes = check(ret as libc::c_long)? as usize;
+    let mut passed_fds = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    // SAFETY: the kernel filled `msg`'s control area; CMSG_FIRSTHDR/NXTHDR walk it within
+    // `msg_controllen`, and each SCM_RIGHTS payload holds whole c_ints.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                passed_fds = true;
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let header = libc::CMSG_LEN(0) as usize;
+                let count = ((*cmsg).cmsg_len as usize).saturating_sub(header) / 4;
+                for i in 0..count {
+                    libc::close(std::ptr::read_unaligned(data.add(i)));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received { bytes, passed_fds })
+}
+
+/// `openat2(dirfd, path, {flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS})`: opens `path` strictly beneath `dir`, never through a symlink.
+pub fn open_beneath(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        mode: u64::from(mode),
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated, `how` is a valid open_how of the size passed, and both
+    // outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = check(ret)?;
+    // SAFETY: openat2 returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

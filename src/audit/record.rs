@@ -1,0 +1,146 @@
+//! The audit record: one JSON line per decision (schema version 1).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Version of the record schema.
+pub const RECORD_SCHEMA: u32 = 1;
+/// Longest plugin-controlled string kept in a record, in characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A plugin was refused before it ran.
+    LoadRefused,
+    /// A plugin process was started; `detail` holds the enforcement report.
+    Spawn,
+    /// The handshake finished (accepted or refused).
+    Handshake,
+    /// A plugin→host call was decided (allow or deny).
+    Call,
+    /// The outcome of an allowed call.
+    CallOutcome,
+    /// A host→plugin call and its outcome.
+    Invoke,
+    /// A limit was hit.
+    Limit,
+    /// The plugin broke the protocol.
+    ProtocolViolation,
+    /// The plugin process exited.
+    Exit,
+    /// The plugin process tree was killed.
+    Kill,
+}
+
+/// The identity of the plugin instance a record is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+    /// Instance id.
+    pub instance: String,
+}
+
+/// One audit record, before the writer stamps it with `seq` and `ts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// What happened.
+    pub event: EventKind,
+    /// About which plugin instance.
+    pub plugin: Subject,
+    /// Capability or command name (plugin-controlled: escaped and truncated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// `allow` or `deny`, for decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    /// The rule that decided, such as `allow-list` or `limits.calls_per_second`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    /// Human reason (escaped and truncated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<u64>,
+    /// Request size (header plus body), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_bytes: Option<u64>,
+    /// Response size, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
+    /// sha256 of the request header and body (never the arguments themselves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
+    /// Time from decision to outcome, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// `ok` or the error code, for outcomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Event-specific structured data (enforcement report, exit status, limit values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+impl Record {
+    /// A record of `event` about `plugin` with every optional field empty.
+    pub fn new(event: EventKind, plugin: Subject) -> Self {
+        Self {
+            event,
+            plugin,
+            capability: None,
+            decision: None,
+            rule: None,
+            reason: None,
+            call_id: None,
+            request_bytes: None,
+            response_bytes: None,
+            args_sha256: None,
+            duration_us: None,
+            outcome: None,
+            detail: None,
+        }
+    }
+}
+
+/// Makes plugin-controlled text safe to store and to print: truncated to [`MAX_TEXT_CHARS`],
+/// and every control, line-separator or bidirectional-override character written as a
+/// visible `\u{..}` escape (JSON escaping alone leaves C1 controls and bidi overrides raw).
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT_CHARS * 2));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_TEXT_CHARS {
+            out.push_str("…[truncated]");
+            break;
+        }
+        let risky = c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if risky {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_controls_and_bidi_and_truncates() {
+        assert_eq!(escape_text("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape_text("x\u{202e}y\u{85}"), "x\\u{202e}y\\u{85}");
+        assert_eq!(escape_text("line\nnext"), "line\\u{a}next");
+        let long = "é".repeat(1000);
+        let cut = escape_text(&long);
+        assert_eq!(cut.chars().filter(|&c| c == 'é').count(), MAX_TEXT_CHARS);
+        assert!(cut.ends_with("[truncated]"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The typed messages of protocol version 1 (`docs/protocol.md`), decoded strictly.
+
+use super::frame::{self, Frame};
+use super::strict_json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest call id (JSON-safe integers).
+pub const MAX_ID: u64 = (1 << 53) - 1;
+/// Most commands a plugin may export.
+pub const MAX_COMMANDS: usize = 256;
+
+/// Stable error codes, shared with every SDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not in the allow-list, or outside a granted scope.
+    Denied,
+    /// Malformed or unknown.
+    Invalid,
+    /// Over a size limit.
+    TooLarge,
+    /// Over a rate or in-flight limit.
+    RateLimited,
+    /// Did not finish in time.
+    Timeout,
+    /// Cancelled by the caller.
+    Cancelled,
+    /// The host's handler failed.
+    HostError,
+    /// The plugin's command raised.
+    PluginError,
+    /// The peer broke the protocol.
+    Protocol,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Denied => "denied",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::HostError => "host_error",
+            ErrorCode::PluginError => "plugin_error",
+            ErrorCode::Protocol => "protocol",
+        }
+    }
+}
+
+/// The error object of `error` and `refuse` messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// Human text.
+    pub message: String,
+    /// The plugin's traceback, for `plugin_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// `hello.plugin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginIdentity {
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+}
+
+/// `welcome.limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireLimits {
+    /// Largest frame.
+    pub max_frame_bytes: u32,
+    /// Largest header.
+    pub max_header_bytes: u32,
+    /// Most outstanding plugin→host calls.
+    pub max_in_flight: u32,
+}
+
+/// One message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// Plugin → host, first.
+    Hello {
+        /// Highest protocol version the plugin speaks.
+        protocol: u32,
+        /// Name and version.
+        plugin: PluginIdentity,
+        /// Exported commands.
+        commands: Vec<String>,
+    },
+    /// Host → plugin: accepted.
+    Welcome {
+        /// Protocol version in use.
+        protocol: u32,
+        /// Instance id.
+        instance: String,
+        /// Effective allow-list.
+        capabilities: Vec<String>,
+        /// Limits the host enforces.
+        limits: WireLimits,
+    },
+    /// Host → plugin: not accepted; the channel closes.
+    Refuse {
+        /// Why.
+        error: WireError,
+    },
+    /// A call, either direction.
+    Call {
+        /// Caller-chosen id.
+        id: u64,
+        /// Capability or command name.
+        method: String,
+        /// Keyword arguments.
+        args: Map<String, Value>,
+        /// Name of the argument carried as the frame body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+    },
+    /// A successful reply.
+    Result {
+        /// The call's id.
+        id: u64,
+        /// The result (absent when `body` is true).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// The result is the frame body.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        body: bool,
+    },
+    /// A failed reply.
+    Error {
+        /// The call's id.
+        id: u64,
+        /// What failed.
+        error: WireError,
+    },
+    /// The caller no longer wants call `id`.
+    Cancel {
+        /// The call's id.
+        id: u64,
+    },
+    /// Host → plugin: exit.
+    Shutdown {},
+}
+
+/// Why a frame's header is not a valid message.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Not strict JSON.
+    #[error("message: header is not strict JSON: {0}")]
+    Json(serde_json::Error),
+    /// JSON, but not a message of this protocol. `id` is set when the header named one, so
+    /// the error can be answered.
+    #[error("message: {reason}")]
+    Shape {
+        /// What is wrong.
+        reason: String,
+        /// The call id the header carried, if any.
+        id: Option<u64>,
+    },
+}
+
+impl Message {
+    /// Decodes a frame's header strictly.
+    pub fn decode(header: &[u8]) -> Result<Message, MessageError> {
+        let value = strict_json::parse(header).map_err(MessageError::Json)?;
+        let id = value.get("id").and_then(Value::as_u64);
+        let shape = |reason: String| MessageError::Shape { reason, id };
+        let message: Message = serde_json::from_value(value).map_err(|e| shape(e.to_string()))?;
+        message.check().map_err(shape)?;
+        Ok(message)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let id = match self {
+            Message::Call { id, args, body, .. } => {
+                if let Some(name) = body {
+                    if args.contains_key(name) {
+                        return Err(format!("body argument {name:?} also appears in args"));
+                    }
+                }
+                *id
+            }
+            Message::Result { id, result, body } => {
+                if *body && result.is_some() {
+                    return Err("a result with a body has no \"result\" field".into());
+                }
+                *id
+            }
+            Message::Error { id, .. } | Message::Cancel { id } => *id,
+            Message::Hello { commands, .. } if commands.len() > MAX_COMMANDS => {
+                return Err(format!("more than {MAX_COMMANDS} commands"));
+            }
+            _ => return Ok(()),
+        };
+        if id == 0 || id > MAX_ID {
+            return Err(format!("id {id} is outside 1..=2^53-1"));
+        }
+        Ok(())
+    }
+
+    /// Encodes this message and `body` as one frame.
+    pub fn encode(&self, body: &[u8]) -> Vec<u8> {
+        // Serialising these types cannot fail: every map key is a string, no float is NaN.
+        let header = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        frame::encode(&header, body)
+    }
+
+    /// Decodes a whole frame (header and body), for fuzzing and tests.
+    pub fn from_frame(frame: &Frame) -> Result<Message, MessageError> {
+        Message::decode(&frame.header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_call() {
+        let m = Message::decode(br#"{"type":"call","id":7,"method":"doc.get_text","args":{"doc_id":3}}"#)
+            .expect("valid");
+        assert!(matches!(m, Message::Call { id: 7, ref method, .. } if method == "doc.get_text"));
+    }
+
+    #[test]
+    fn duplicate_method_keys_never_decode_in_either_order() {
+        for bad in [
+            &br#"{"type":"call","id":1,"method":"log","method":"fs.write","args":{}}"#[..],
+            br#"{"type":"call","id":1,"method":"fs.write","method":"log","args":{}}"#,
+            br#"{"type":"call","type":"result","id":1,"method":"log","args":{}}"#,
+        ] {
+            assert!(matches!(Message::decode(bad), Err(MessageError::Json(_))));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_rejected_with_the_id() {
+        let e = Message::decode(br#"{"type":"call","id":4,"method":"log","args":{},"admin":true}"#)
+            .expect_err("unknown field");
+        assert!(matches!(e, MessageError::Shape { id: Some(4), .. }), "{e:?}");
+        let e = Message::decode(br#"{"type":"call","id":5,"method":7,"args":{}}"#).expect_err("type");
+        assert!(matches!(e, MessageError::Shape { id: Some(5), .. }), "{e:?}");
+        assert!(Message::decode(br#"{"type":"shutdown","x":1}"#).is_err());
+        assert!(Message::decode(br#"{"type":"nope"}"#).is_err());
+        assert!(Message::decode(br#"{"type":"cancel","id":0}"#).is_err());
+        assert!(Message::decode(br#"{"type":"cancel","id":9007199254740992}"#).is_err());
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = Message::Result {
+            id: 3,
+            result: None,
+            body: true,
+        };
+        let bytes = m.encode(b"raw");
+        let (f, _) = frame::decode(&bytes, &Default::default()).expect("frame");
+        assert_eq!(Message::decode(&f.header).expect("msg"), m);
+        assert_eq!(f.body, b"raw");
+    }
+}
