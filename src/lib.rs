@@ -1,7 +1,11 @@
 //! plugbox: run untrusted plugins as confined processes.
 pub mod audit;
+pub mod broker;
+pub mod capability;
+pub mod engine;
 pub mod ipc;
 pub mod launcher;
+pub mod manifest;
 pub mod policy;
 pub mod probe;
 pub mod sandbox;

@@ -449,8 +449,20 @@ pub fn open_beneath(
     const RESOLVE_NO_SYMLINKS: u64 = 0x04;
     const RESOLVE_BENEATH: u64 = 0x08;
     let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        mode: u64::from(mode),
+        // O_PATH accepts only O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC beside it.
+        flags: (flags
+            | libc::O_CLOEXEC
+            | if flags & libc::O_PATH == 0 {
+                libc::O_NOCTTY
+            } else {
+                0
+            }) as u64,
+        // openat2 rejects a mode without O_CREAT/O_TMPFILE.
+        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+            u64::from(mode)
+        } else {
+            0
+        },
         resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
     };
     // SAFETY: `path` is NUL-terminated, `how` is a valid open_how of the size passed, and both
@@ -467,4 +479,12 @@ pub fn open_beneath(
     let fd = check(ret)?;
     // SAFETY: openat2 returned a new fd that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Registers an owned fd (a pidfd) with the tokio reactor for readability.
+pub fn async_owned_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nobody else can close, and its
+    // `as_raw_fd` always returns the same number, for as long as the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }

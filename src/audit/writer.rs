@@ -94,7 +94,10 @@ impl AuditLog {
     /// Writes one record; returns its sequence number. On error, nothing the record describes
     /// may happen.
     pub fn write(&self, record: &Record) -> Result<u64, AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = &mut *state;
         let seq = state.next_seq;
         let Some(file) = state.file.as_mut() else {
@@ -134,7 +137,9 @@ impl AuditLog {
 
 /// Now as RFC 3339 UTC with nanoseconds, e.g. `2026-11-22T04:22:28.123456789Z`.
 pub fn rfc3339_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     rfc3339(now.as_secs(), now.subsec_nanos())
 }
 
@@ -189,12 +194,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let log = AuditLog::open(&dir.path().join("audit.jsonl")).expect("open");
         for _ in 0..3 {
-            log.write(&Record::new(EventKind::Spawn, subject())).expect("write");
+            log.write(&Record::new(EventKind::Spawn, subject()))
+                .expect("write");
         }
         let text = std::fs::read_to_string(log.path()).expect("read");
         let seqs: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"].as_u64().expect("seq"))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
+                    .as_u64()
+                    .expect("seq")
+            })
             .collect();
         assert_eq!(seqs, [1, 2, 3]);
     }
@@ -202,7 +212,13 @@ mod tests {
     #[test]
     fn a_full_device_fails_closed_for_good() {
         let log = AuditLog::open(Path::new("/dev/full")).expect("open");
-        assert!(matches!(log.write(&Record::new(EventKind::Spawn, subject())), Err(AuditError::Write { seq: 1, .. })));
-        assert!(matches!(log.write(&Record::new(EventKind::Spawn, subject())), Err(AuditError::Failed { .. })));
+        assert!(matches!(
+            log.write(&Record::new(EventKind::Spawn, subject())),
+            Err(AuditError::Write { seq: 1, .. })
+        ));
+        assert!(matches!(
+            log.write(&Record::new(EventKind::Spawn, subject())),
+            Err(AuditError::Failed { .. })
+        ));
     }
 }

@@ -52,7 +52,9 @@ pub enum FrameError {
         cap: u32,
     },
     /// `header_len` exceeds its cap or the frame.
-    #[error("frame: header length {header_len} is invalid for a frame of {length} bytes (cap {cap})")]
+    #[error(
+        "frame: header length {header_len} is invalid for a frame of {length} bytes (cap {cap})"
+    )]
     BadHeaderLength {
         /// The announced header length.
         header_len: u32,
@@ -226,9 +228,15 @@ mod tests {
     fn oversized_length_is_rejected_from_the_prefix_alone() {
         let limits = FrameLimits::default();
         let bytes = (MAX_FRAME_BYTES + 1).to_be_bytes();
-        assert!(matches!(decode(&bytes, &limits), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&bytes, &limits),
+            Err(FrameError::TooLarge { .. })
+        ));
         let bytes = u32::MAX.to_be_bytes();
-        assert!(matches!(decode(&bytes, &limits), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&bytes, &limits),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -236,11 +244,20 @@ mod tests {
         let limits = FrameLimits::default();
         let mut bad = frame_of(10, 7);
         bad.extend_from_slice(&[b'x'; 6]);
-        assert!(matches!(decode(&bad, &limits), Err(FrameError::BadHeaderLength { .. })));
+        assert!(matches!(
+            decode(&bad, &limits),
+            Err(FrameError::BadHeaderLength { .. })
+        ));
         let bad = frame_of(MAX_FRAME_BYTES, MAX_HEADER_BYTES + 1);
-        assert!(matches!(decode(&bad, &limits), Err(FrameError::BadHeaderLength { .. })));
+        assert!(matches!(
+            decode(&bad, &limits),
+            Err(FrameError::BadHeaderLength { .. })
+        ));
         let bad = frame_of(5, 1);
-        assert!(matches!(decode(&bad, &limits), Err(FrameError::BadHeaderLength { .. })));
+        assert!(matches!(
+            decode(&bad, &limits),
+            Err(FrameError::BadHeaderLength { .. })
+        ));
     }
 
     #[tokio::test]
@@ -251,12 +268,21 @@ mod tests {
         };
         let ok = encode(b"{}", &[7u8; 58]);
         let mut reader = FrameReader::new(&ok[..], limits);
-        assert_eq!(reader.next().await.expect("ok").expect("frame").body.len(), 58);
+        assert_eq!(
+            reader.next().await.expect("ok").expect("frame").body.len(),
+            58
+        );
         let over = encode(b"{}", &[7u8; 59]);
         let mut reader = FrameReader::new(&over[..8], limits);
-        assert!(matches!(reader.next().await, Err(FrameError::TooLarge { length: 65, .. })));
+        assert!(matches!(
+            reader.next().await,
+            Err(FrameError::TooLarge { length: 65, .. })
+        ));
         let mut reader = FrameReader::new(&ok[..20], limits);
-        assert!(matches!(reader.next().await, Err(FrameError::Truncated { .. })));
+        assert!(matches!(
+            reader.next().await,
+            Err(FrameError::Truncated { .. })
+        ));
         let mut reader = FrameReader::new(&[][..], limits);
         assert!(reader.next().await.expect("eof").is_none());
     }

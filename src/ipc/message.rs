@@ -231,8 +231,10 @@ mod tests {
 
     #[test]
     fn decodes_a_call() {
-        let m = Message::decode(br#"{"type":"call","id":7,"method":"doc.get_text","args":{"doc_id":3}}"#)
-            .expect("valid");
+        let m = Message::decode(
+            br#"{"type":"call","id":7,"method":"doc.get_text","args":{"doc_id":3}}"#,
+        )
+        .expect("valid");
         assert!(matches!(m, Message::Call { id: 7, ref method, .. } if method == "doc.get_text"));
     }
 
@@ -251,9 +253,16 @@ mod tests {
     fn unknown_fields_and_wrong_types_are_rejected_with_the_id() {
         let e = Message::decode(br#"{"type":"call","id":4,"method":"log","args":{},"admin":true}"#)
             .expect_err("unknown field");
-        assert!(matches!(e, MessageError::Shape { id: Some(4), .. }), "{e:?}");
-        let e = Message::decode(br#"{"type":"call","id":5,"method":7,"args":{}}"#).expect_err("type");
-        assert!(matches!(e, MessageError::Shape { id: Some(5), .. }), "{e:?}");
+        assert!(
+            matches!(e, MessageError::Shape { id: Some(4), .. }),
+            "{e:?}"
+        );
+        let e =
+            Message::decode(br#"{"type":"call","id":5,"method":7,"args":{}}"#).expect_err("type");
+        assert!(
+            matches!(e, MessageError::Shape { id: Some(5), .. }),
+            "{e:?}"
+        );
         assert!(Message::decode(br#"{"type":"shutdown","x":1}"#).is_err());
         assert!(Message::decode(br#"{"type":"nope"}"#).is_err());
         assert!(Message::decode(br#"{"type":"cancel","id":0}"#).is_err());

@@ -30,7 +30,9 @@ impl Strict {
         if self.depth >= MAX_DEPTH {
             Err(E::custom(format!("nesting deeper than {MAX_DEPTH}")))
         } else {
-            Ok(Strict { depth: self.depth + 1 })
+            Ok(Strict {
+                depth: self.depth + 1,
+            })
         }
     }
 }

@@ -121,6 +121,18 @@ pub struct LimitsSection {
     /// Bytes of stdout plus stderr forwarded, then both are cut.
     #[serde(default = "default_output_bytes")]
     pub output_bytes: u64,
+    /// Plugin→host calls per second, sustained (token bucket refill rate).
+    #[serde(default = "default_calls_per_second")]
+    pub calls_per_second: u32,
+    /// Plugin→host calls allowed in a burst above the sustained rate.
+    #[serde(default = "default_call_burst")]
+    pub call_burst: u32,
+    /// Plugin→host calls outstanding at once.
+    #[serde(default = "default_calls_in_flight")]
+    pub calls_in_flight: u32,
+    /// Longest a single call (either direction) may take, milliseconds.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
 }
 
 fn default_min_abi() -> u8 {
@@ -149,6 +161,18 @@ fn default_file_size_mib() -> u64 {
 }
 fn default_output_bytes() -> u64 {
     1_048_576
+}
+fn default_calls_per_second() -> u32 {
+    1000
+}
+fn default_call_burst() -> u32 {
+    200
+}
+fn default_calls_in_flight() -> u32 {
+    16
+}
+fn default_call_timeout_ms() -> u64 {
+    5000
 }
 
 impl Default for LandlockSection {
@@ -179,6 +203,10 @@ impl Default for LimitsSection {
             open_files: default_open_files(),
             file_size_mib: default_file_size_mib(),
             output_bytes: default_output_bytes(),
+            calls_per_second: default_calls_per_second(),
+            call_burst: default_call_burst(),
+            calls_in_flight: default_calls_in_flight(),
+            call_timeout_ms: default_call_timeout_ms(),
         }
     }
 }

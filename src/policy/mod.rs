@@ -88,12 +88,25 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// stdout plus stderr forwarded before both are cut.
     pub output_bytes: u64,
+    /// Sustained plugin→host calls per second.
+    pub calls_per_second: u32,
+    /// Burst above the sustained rate.
+    pub call_burst: u32,
+    /// Outstanding plugin→host calls.
+    pub calls_in_flight: u32,
+    /// Per-call deadline.
+    pub call_timeout: std::time::Duration,
 }
 
 impl Policy {
     /// Parses and validates policy text. Errors name the field and the reason.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let file: file::PolicyFile = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        validate::validate(file)
+    }
+
+    /// Validates an already parsed file (the manifest stage embeds the sandbox sections).
+    pub fn from_file(file: file::PolicyFile) -> Result<Self, PolicyError> {
         validate::validate(file)
     }
 
@@ -147,6 +160,13 @@ impl Policy {
     /// Resource limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// This policy with `paths` added to the read-only grants (the engine adds a plugin's
+    /// own directory and the SDK this way).
+    pub fn with_read_paths(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.filesystem.read.extend(paths);
+        self
     }
 }
 

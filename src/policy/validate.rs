@@ -144,5 +144,24 @@ fn limits(section: super::file::LimitsSection) -> Result<Limits, PolicyError> {
         open_files: in_range("limits.open_files", section.open_files, 4, 65_536)?,
         file_size_bytes: in_range("limits.file_size_mib", section.file_size_mib, 0, 1 << 20)? * MIB,
         output_bytes: in_range("limits.output_bytes", section.output_bytes, 0, 1 << 32)?,
+        calls_per_second: in_range(
+            "limits.calls_per_second",
+            section.calls_per_second.into(),
+            1,
+            1_000_000,
+        )? as u32,
+        call_burst: in_range("limits.call_burst", section.call_burst.into(), 1, 1_000_000)? as u32,
+        calls_in_flight: in_range(
+            "limits.calls_in_flight",
+            section.calls_in_flight.into(),
+            1,
+            1024,
+        )? as u32,
+        call_timeout: std::time::Duration::from_millis(in_range(
+            "limits.call_timeout_ms",
+            section.call_timeout_ms,
+            1,
+            3_600_000,
+        )?),
     })
 }

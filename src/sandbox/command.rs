@@ -185,6 +185,17 @@ fn elf_interpreter(header: &[u8]) -> Option<PathBuf> {
     })
 }
 
+/// Checks that `uid`/`gid` can traverse to `dir` and list and read it (a plugin directory,
+/// the SDK).
+pub fn check_dir_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), CommandError> {
+    let mut dirs: Vec<&Path> = dir.ancestors().skip(1).collect();
+    dirs.reverse();
+    for parent in dirs {
+        check_mode(dir, parent, uid, gid, 0o1)?;
+    }
+    check_mode(dir, dir, uid, gid, 0o5)
+}
+
 /// Unix permission check of `path` for `uid`/`gid` (no supplementary groups: the sandbox
 /// has none): every ancestor directory needs search (x), the file needs read and execute.
 fn reachable(path: &Path, uid: u32, gid: u32) -> Result<(), CommandError> {

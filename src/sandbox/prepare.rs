@@ -139,6 +139,11 @@ impl Prepared {
         }
     }
 
+    /// The uid and gid the command runs as.
+    pub fn ids(&self) -> (u32, u32) {
+        self.ids
+    }
+
     pub(crate) fn plan(&self) -> Arc<ChildPlan> {
         Arc::clone(&self.plan)
     }

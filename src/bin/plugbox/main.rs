@@ -1,10 +1,13 @@
-//! The `plugbox` command line: `exec`, `probe`, `schema`.
+//! The `plugbox` command line: `exec`, `run`, `check`, `probe`, `schema`.
 //!
 //! Exit status: the command's own, or 128+N when it was killed by signal N; 125 when plugbox
 //! itself fails (bad policy, unenforceable layer, unreachable interpreter, exec failure), with
 //! one line on stderr naming the layer and the cause.
 
-use clap::{Parser, Subcommand};
+mod check;
+mod run;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use plugbox::launcher;
 use plugbox::policy::{file, syscall_groups, Policy};
 use plugbox::sandbox::{Environment, Prepared};
@@ -52,17 +55,47 @@ enum Cmd {
         #[arg(long)]
         groups: bool,
     },
+    /// Load a plugin, call its commands in order, print one JSON line per call, shut it down.
+    Run {
+        /// The plugin directory (holding plugbox.toml).
+        dir: PathBuf,
+        /// Grant file: the ceiling of capabilities (default: everything the manifest requests).
+        #[arg(long, value_name = "FILE")]
+        grant: Option<PathBuf>,
+        /// Audit log (JSON Lines, appended).
+        #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
+        audit: PathBuf,
+        /// Per-plugin state directory (kv store).
+        #[arg(long, value_name = "DIR", default_value = ".plugbox-state")]
+        state: PathBuf,
+        /// A command to call (repeatable; calls run in order).
+        #[arg(long = "call", value_name = "COMMAND")]
+        calls: Vec<String>,
+        /// JSON object of arguments for the preceding --call.
+        #[arg(long = "args", value_name = "JSON")]
+        args: Vec<String>,
+        /// Operational log format on stderr.
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Validate a plugin directory (its effective policy, in words) or a policy file.
+    Check {
+        /// A plugin directory or a policy file.
+        path: PathBuf,
+        /// Grant file to intersect with (plugin directories only).
+        #[arg(long, value_name = "FILE")]
+        grant: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the policy file.
     Schema,
-    /// Validate a policy file and print it as the engine understands it.
-    Check {
-        /// The policy file.
-        policy: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Cmd::Exec {
             policy,
@@ -78,13 +111,87 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Cmd::Check { policy } => match Policy::load(&policy) {
-            Ok(policy) => {
-                println!("{policy:#?}");
-                ExitCode::SUCCESS
-            }
+        Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Cmd::Run {
+            dir,
+            grant,
+            audit,
+            state,
+            calls,
+            args,
+            log_format,
+        } => {
+            init_logging(&log_format);
+            let sub = matches.subcommand_matches("run");
+            let calls = match pair_calls(sub, calls, args) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let opts = run::RunOptions {
+                dir,
+                grant,
+                audit,
+                state,
+                calls,
+            };
+            match run::run(opts) {
+                Ok(code) => code,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+/// Pairs each `--args` with the `--call` before it, by position on the command line.
+fn pair_calls(
+    m: Option<&ArgMatches>,
+    calls: Vec<String>,
+    args: Vec<String>,
+) -> Result<Vec<run::CallSpec>, String> {
+    let call_at: Vec<usize> = m
+        .and_then(|m| m.indices_of("calls"))
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let args_at: Vec<usize> = m
+        .and_then(|m| m.indices_of("args"))
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let mut specs: Vec<run::CallSpec> = calls
+        .into_iter()
+        .map(|command| run::CallSpec {
+            command,
+            args: serde_json::json!({}),
+        })
+        .collect();
+    for (text, at) in args.iter().zip(args_at) {
+        let Some(owner) = call_at.iter().rposition(|&c| c < at) else {
+            return Err(format!("cli: --args {text:?} comes before any --call"));
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("cli: --args {text:?}: {e}"))?;
+        if !value.is_object() {
+            return Err(format!("cli: --args {text:?}: must be a JSON object"));
+        }
+        specs[owner].args = value;
+    }
+    Ok(specs)
+}
+
+/// Operational logs (not the audit log) on stderr; `PLUGBOX_LOG` filters them.
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

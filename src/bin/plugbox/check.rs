@@ -1,0 +1,136 @@
+//! `plugbox check PATH [--grant FILE]`: a plugin directory's effective policy in words, or a
+//! policy file's validation. Runs nothing.
+
+use plugbox::engine::{default_sdk_dir, BUILTIN_CAPABILITIES, HOST_API_VERSION};
+use plugbox::manifest::{Grants, Manifest};
+use plugbox::policy::Policy;
+use std::path::Path;
+
+pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
+    if path.is_file() {
+        let policy = Policy::load(path).map_err(|e| e.to_string())?;
+        println!("policy {} is valid", path.display());
+        describe_policy(&policy);
+        return Ok(());
+    }
+    let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+    let host = semver::Version::parse(HOST_API_VERSION).map_err(|e| e.to_string())?;
+    manifest.check_api(&host).map_err(|e| e.to_string())?;
+    let grants = match grant {
+        Some(g) => Grants::load(g).map_err(|e| e.to_string())?,
+        None => Grants::all_requested(),
+    };
+    let effective = manifest.effective(&grants).map_err(|e| e.to_string())?;
+    println!(
+        "plugin    {} {} (api {}; host {HOST_API_VERSION}: compatible)",
+        manifest.name, manifest.version, manifest.api
+    );
+    println!("entry     {}", manifest.entry.display());
+    println!("runtime   {}", manifest.runtime);
+    println!(
+        "capabilities{}",
+        if grant.is_some() {
+            " (requested ∩ granted)"
+        } else {
+            " (all requested; no --grant)"
+        }
+    );
+    for (name, request) in &manifest.requested {
+        let eff = effective.iter().find(|e| &e.name == name);
+        let state = match eff {
+            Some(_) if !BUILTIN_CAPABILITIES.contains(&name.as_str()) => "granted (host-provided)",
+            Some(_) => "granted",
+            None => "not granted (optional: absent)",
+        };
+        let mut line = format!("  {name:<16} {state}");
+        if let Some(e) = eff {
+            if !e.paths.is_empty() {
+                line.push_str(&format!(", roots {:?}", e.paths));
+            }
+            if let Some(m) = e.max_bytes {
+                line.push_str(&format!(", at most {m} bytes"));
+            }
+        }
+        if let Some(reason) = &request.reason {
+            line.push_str(&format!(" — {reason}"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "sandbox   (plus read of the plugin directory and of the SDK at {})",
+        default_sdk_dir().display()
+    );
+    describe_policy(&manifest.policy);
+    Ok(())
+}
+
+fn describe_policy(p: &Policy) {
+    let fs = p.filesystem();
+    let list = |v: &Vec<std::path::PathBuf>| {
+        if v.is_empty() {
+            "nothing".to_owned()
+        } else {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    println!(
+        "  read      {} (beyond the system library baseline)",
+        list(&fs.read)
+    );
+    println!("  write     {}", list(&fs.write));
+    println!(
+        "  execute   {} (beyond the interpreter itself)",
+        list(&fs.execute)
+    );
+    let n = p.network();
+    if n.any_tcp() {
+        println!(
+            "  network   TCP connect to ports {:?}, bind ports {:?}; nothing else",
+            n.connect_tcp, n.bind_tcp
+        );
+    } else {
+        println!("  network   none");
+    }
+    let pr = p.process();
+    println!(
+        "  process   {}, at most {} threads, runs as uid {} gid {} when started as root",
+        if pr.subprocesses {
+            "may start subprocesses"
+        } else {
+            "no subprocesses"
+        },
+        pr.max_threads,
+        pr.uid,
+        pr.gid
+    );
+    let groups: Vec<&str> = p.syscall_groups().iter().map(|g| g.name).collect();
+    println!(
+        "  syscalls  baseline{}",
+        if groups.is_empty() {
+            String::new()
+        } else {
+            format!(" + {}", groups.join(", "))
+        }
+    );
+    let l = p.limits();
+    println!(
+        "  limits    memory {} MiB, cpu {} s, wall {} s, {} open files, files up to {} MiB, output {} bytes",
+        l.memory_bytes >> 20,
+        l.cpu_seconds,
+        l.wall_seconds,
+        l.open_files,
+        l.file_size_bytes >> 20,
+        l.output_bytes
+    );
+    println!(
+        "  calls     {} per second (burst {}), {} in flight, {} ms timeout",
+        l.calls_per_second,
+        l.call_burst,
+        l.calls_in_flight,
+        l.call_timeout.as_millis()
+    );
+    println!("  landlock  requires ABI >= {}", p.min_landlock_abi());
+}

@@ -1,0 +1,8 @@
+//! The broker: one gate per plugin connection, and the loop that feeds it.
+
+pub mod channel;
+pub mod gate;
+pub mod rate;
+pub mod session;
+
+pub use session::{EndReason, Session};

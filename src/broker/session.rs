@@ -1,0 +1,546 @@
+//! One plugin connection: the reader loop, the gate, dispatch, replies and host→plugin calls.
+//!
+//! Every incoming frame goes through, in order: the size cap (in the frame reader, before
+//! allocation), strict decoding, the gate, an audit record of the decision, dispatch with a
+//! timeout, the reply, and an audit record of the outcome. A call is dispatched only after its
+//! decision record is written; if the audit log fails, the session ends (fail closed).
+
+use super::channel::{is_fd_passing, ChannelReader};
+use super::gate::{Decision, Gate};
+use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
+use crate::capability::{CallContext, CallError, CallRequest, PluginInfo, Reply};
+use crate::ipc::message::{Message, WireError};
+use crate::ipc::{ErrorCode, Frame, FrameError, FrameReader, MessageError};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Recoverable protocol violations tolerated before the plugin is cut off.
+pub const MAX_VIOLATIONS: u32 = 16;
+/// How long a plugin has to answer a `cancel` before it is killed.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The plugin closed the channel.
+    Closed,
+    /// The plugin broke the protocol and was cut off.
+    Violation(String),
+    /// The audit log failed; nothing more may happen.
+    AuditFailed(String),
+    /// The plugin ignored a cancellation.
+    IgnoredCancel(u64),
+    /// The host asked for shutdown.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Short text for records and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            EndReason::Closed => "channel closed by the plugin".into(),
+            EndReason::Violation(why) => format!("protocol violation: {why}"),
+            EndReason::AuditFailed(why) => format!("audit log failed: {why}"),
+            EndReason::IgnoredCancel(id) => format!("call {id} not answered after cancel"),
+            EndReason::Shutdown => "shutdown".into(),
+        }
+    }
+}
+
+type Pending = oneshot::Sender<Result<Reply, CallError>>;
+
+/// The state of one connection.
+pub struct Session {
+    info: Arc<PluginInfo>,
+    subject: Subject,
+    audit: Arc<AuditLog>,
+    out: mpsc::Sender<Vec<u8>>,
+    gate: Gate,
+    commands: Vec<String>,
+    call_timeout: Duration,
+    pending: Mutex<HashMap<u64, Pending>>,
+    in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    next_id: AtomicU64,
+    violations: AtomicU32,
+    end: watch::Sender<Option<EndReason>>,
+}
+
+impl Session {
+    /// A session for a plugin that completed the handshake.
+    pub fn new(
+        info: Arc<PluginInfo>,
+        audit: Arc<AuditLog>,
+        out: mpsc::Sender<Vec<u8>>,
+        gate: Gate,
+        commands: Vec<String>,
+        call_timeout: Duration,
+    ) -> Arc<Self> {
+        let subject = Subject {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            instance: info.instance.clone(),
+        };
+        Arc::new(Self {
+            info,
+            subject,
+            audit,
+            out,
+            gate,
+            commands,
+            call_timeout,
+            pending: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            violations: AtomicU32::new(0),
+            end: watch::channel(None).0,
+        })
+    }
+
+    /// The audit subject of this plugin.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// The commands the plugin exported.
+    pub fn commands(&self) -> &[String] {
+        &self.commands
+    }
+
+    /// Resolves when the session must end; returns why.
+    pub async fn ended(&self) -> EndReason {
+        let mut rx = self.end.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return EndReason::Closed;
+            }
+        }
+    }
+
+    /// Ends the session (first reason wins).
+    pub fn terminate(&self, reason: EndReason) {
+        self.end.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+        self.fail_pending("the plugin connection closed");
+    }
+
+    fn fail_pending(&self, why: &str) {
+        let drained: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, tx)| tx)
+            .collect();
+        for tx in drained {
+            let _ = tx.send(Err(CallError::host(why)));
+        }
+    }
+
+    fn record(&self, event: EventKind) -> Record {
+        Record::new(event, self.subject.clone())
+    }
+
+    fn write_audit(&self, record: &Record) -> bool {
+        match self.audit.write(record) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(plugin = %self.info.name, "{e}");
+                self.terminate(EndReason::AuditFailed(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Reads frames until the channel closes or the session must end.
+    pub async fn run_reader(self: Arc<Self>, mut reader: FrameReader<ChannelReader>) {
+        loop {
+            let frame = tokio::select! {
+                frame = reader.next() => frame,
+                _ = self.ended() => return,
+            };
+            match frame {
+                Ok(Some(frame)) => self.on_frame(frame),
+                Ok(None) => return self.terminate(EndReason::Closed),
+                Err(FrameError::Io(e)) if is_fd_passing(&e) => {
+                    return self.fatal("passed file descriptors (SCM_RIGHTS)")
+                }
+                Err(e) => return self.fatal(&e.to_string()),
+            }
+        }
+    }
+
+    fn fatal(&self, why: &str) {
+        let mut r = self.record(EventKind::ProtocolViolation);
+        r.reason = Some(escape_text(why));
+        r.rule = Some("protocol");
+        r.decision = Some("cut_off");
+        if self.write_audit(&r) {
+            self.terminate(EndReason::Violation(why.to_owned()));
+        }
+    }
+
+    /// A recoverable violation: answered if it had an id, counted, fatal past the limit.
+    fn violation(&self, id: Option<u64>, code: ErrorCode, why: &str) {
+        let count = self.violations.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut r = self.record(EventKind::ProtocolViolation);
+        r.call_id = id;
+        r.reason = Some(escape_text(why));
+        r.rule = Some("protocol");
+        r.decision = Some("deny");
+        r.detail = Some(json!({ "violations": count, "limit": MAX_VIOLATIONS }));
+        if !self.write_audit(&r) {
+            return;
+        }
+        if let Some(id) = id {
+            self.send_now(error_frame(id, code, why));
+        }
+        if count >= MAX_VIOLATIONS {
+            self.fatal(&format!("{count} protocol violations"));
+        }
+    }
+
+    /// Queues a frame without waiting; a plugin that does not drain its replies is cut off.
+    fn send_now(&self, frame: Vec<u8>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(frame) {
+            self.terminate(EndReason::Violation(
+                "the plugin does not read its replies".into(),
+            ));
+        }
+    }
+
+    fn on_frame(self: &Arc<Self>, frame: Frame) {
+        match Message::decode(&frame.header) {
+            Ok(Message::Call {
+                id,
+                method,
+                args,
+                body,
+            }) => self.on_call(id, method, args, body, frame),
+            Ok(Message::Result { id, result, body }) => {
+                let reply = if body {
+                    Reply::Bytes(frame.body)
+                } else {
+                    Reply::Json(result.unwrap_or(Value::Null))
+                };
+                self.on_reply(id, Ok(reply));
+            }
+            Ok(Message::Error { id, error }) => {
+                let mut e = CallError::new(error.code, error.message);
+                e.traceback = error.traceback;
+                self.on_reply(id, Err(e));
+            }
+            Ok(Message::Cancel { id }) => self.on_cancel(id),
+            Ok(other) => self.violation(
+                None,
+                ErrorCode::Protocol,
+                &format!("unexpected {} message", kind(&other)),
+            ),
+            Err(MessageError::Shape { reason, id }) => {
+                self.violation(id, ErrorCode::Invalid, &reason)
+            }
+            Err(e @ MessageError::Json(_)) => {
+                self.violation(None, ErrorCode::Protocol, &e.to_string())
+            }
+        }
+    }
+
+    fn on_reply(&self, id: u64, reply: Result<Reply, CallError>) {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => self.violation(
+                None,
+                ErrorCode::Protocol,
+                &format!("reply to unknown or already answered call {id}"),
+            ),
+        }
+    }
+
+    fn on_cancel(&self, id: u64) {
+        let task = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(task) = task {
+            task.abort();
+            self.send_now(error_frame(
+                id,
+                ErrorCode::Cancelled,
+                "cancelled by the plugin",
+            ));
+        }
+    }
+
+    fn on_call(
+        self: &Arc<Self>,
+        id: u64,
+        method: String,
+        args: Map<String, Value>,
+        body_arg: Option<String>,
+        frame: Frame,
+    ) {
+        let request_bytes = (frame.header.len() + frame.body.len()) as u64;
+        if self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return self.violation(
+                Some(id),
+                ErrorCode::Invalid,
+                &format!("call id {id} is already in flight"),
+            );
+        }
+        let mut r = self.record(EventKind::Call);
+        r.call_id = Some(id);
+        r.capability = Some(escape_text(&method));
+        r.request_bytes = Some(request_bytes);
+        r.args_sha256 = Some(digest(&frame.header, &frame.body));
+        let (granted, permit) = match self.gate.decide(&method, request_bytes) {
+            Decision::Deny { code, rule, reason } => {
+                r.decision = Some("deny");
+                r.rule = Some(rule);
+                r.reason = Some(escape_text(&reason));
+                if self.write_audit(&r) {
+                    self.send_now(error_frame(id, code, &reason));
+                }
+                return;
+            }
+            Decision::Allow(granted, permit) => (granted, permit),
+        };
+        r.decision = Some("allow");
+        r.rule = Some("allow-list");
+        if !self.write_audit(&r) {
+            // Fail closed: without its record the call never runs.
+            return self.send_now(error_frame(
+                id,
+                ErrorCode::HostError,
+                "audit log unavailable",
+            ));
+        }
+        let ctx = CallContext {
+            plugin: Arc::clone(&self.info),
+            grant: Arc::clone(&granted.grant),
+            max_bytes: granted.max_bytes,
+        };
+        let request = CallRequest {
+            args,
+            body: body_arg.map(|name| (name, frame.body)),
+        };
+        let (start_tx, start_rx) = oneshot::channel::<()>();
+        let session = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let _ = start_rx.await;
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(
+                session.call_timeout,
+                granted.handler.call(ctx, request),
+            )
+            .await
+            {
+                Ok(Ok(reply)) if reply.size() as u64 > granted.max_bytes => {
+                    Err(CallError::too_large(format!(
+                        "reply of {} bytes exceeds {}",
+                        reply.size(),
+                        granted.max_bytes
+                    )))
+                }
+                Ok(result) => result,
+                Err(_) => Err(CallError::new(
+                    ErrorCode::Timeout,
+                    format!("no reply within {:?}", session.call_timeout),
+                )),
+            };
+            session.finish_call(id, &method, started, outcome).await;
+            drop(permit);
+            session
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, task.abort_handle());
+        let _ = start_tx.send(());
+    }
+
+    async fn finish_call(
+        &self,
+        id: u64,
+        method: &str,
+        started: Instant,
+        outcome: Result<Reply, CallError>,
+    ) {
+        let (frame, code) = match outcome {
+            Ok(Reply::Json(value)) => (
+                Message::Result {
+                    id,
+                    result: Some(value),
+                    body: false,
+                }
+                .encode(&[]),
+                "ok",
+            ),
+            Ok(Reply::Bytes(bytes)) => (
+                Message::Result {
+                    id,
+                    result: None,
+                    body: true,
+                }
+                .encode(&bytes),
+                "ok",
+            ),
+            Err(e) => (error_frame(id, e.code, &e.message), e.code.as_str()),
+        };
+        let mut r = self.record(EventKind::CallOutcome);
+        r.call_id = Some(id);
+        r.capability = Some(escape_text(method));
+        r.response_bytes = Some(frame.len() as u64);
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        r.outcome = Some(code.to_owned());
+        if self.write_audit(&r) {
+            let _ = self.out.send(frame).await;
+        }
+    }
+
+    /// Queues a frame for the plugin, waiting if its outbox is full.
+    pub async fn send_frame(&self, frame: Vec<u8>) {
+        let _ = self.out.send(frame).await;
+    }
+
+    /// Calls an exported command of the plugin.
+    pub async fn invoke(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<Reply, CallError> {
+        if command != "plugbox.ping" && !self.commands.iter().any(|c| c == command) {
+            return Err(CallError::invalid(format!(
+                "{} exports no command {command:?}",
+                self.info.name
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let (body_name, bytes) = match body {
+            Some((name, bytes)) => (Some(name), bytes),
+            None => (None, Vec::new()),
+        };
+        let frame = Message::Call {
+            id,
+            method: command.to_owned(),
+            args,
+            body: body_name,
+        }
+        .encode(&bytes);
+        let result = if self.out.send(frame).await.is_err() {
+            Err(CallError::host("the plugin connection is closed"))
+        } else {
+            self.await_reply(id, rx).await
+        };
+        let mut r = self.record(EventKind::Invoke);
+        r.call_id = Some(id);
+        r.capability = Some(command.to_owned());
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        r.outcome = Some(match &result {
+            Ok(_) => "ok".into(),
+            Err(e) => e.code.as_str().into(),
+        });
+        if !self.write_audit(&r) {
+            return Err(CallError::host("audit log unavailable"));
+        }
+        result
+    }
+
+    async fn await_reply(
+        &self,
+        id: u64,
+        mut rx: oneshot::Receiver<Result<Reply, CallError>>,
+    ) -> Result<Reply, CallError> {
+        match tokio::time::timeout(self.call_timeout, &mut rx).await {
+            Ok(Ok(result)) => return result,
+            Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
+            Err(_) => {}
+        }
+        let _ = self.out.send(Message::Cancel { id }.encode(&[])).await;
+        if tokio::time::timeout(CANCEL_GRACE, &mut rx).await.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let mut r = self.record(EventKind::Limit);
+            r.call_id = Some(id);
+            r.rule = Some("limits.call_timeout_ms");
+            r.reason = Some("the plugin ignored cancellation".into());
+            self.write_audit(&r);
+            self.terminate(EndReason::IgnoredCancel(id));
+        }
+        Err(CallError::new(
+            ErrorCode::Timeout,
+            format!("no reply within {:?}", self.call_timeout),
+        ))
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Refuse { .. } => "refuse",
+        Message::Call { .. } => "call",
+        Message::Result { .. } => "result",
+        Message::Error { .. } => "error",
+        Message::Cancel { .. } => "cancel",
+        Message::Shutdown {} => "shutdown",
+    }
+}
+
+/// An `error` frame.
+pub fn error_frame(id: u64, code: ErrorCode, message: &str) -> Vec<u8> {
+    Message::Error {
+        id,
+        error: WireError {
+            code,
+            message: message.to_owned(),
+            traceback: None,
+        },
+    }
+    .encode(&[])
+}
+
+fn digest(header: &[u8], body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(header);
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

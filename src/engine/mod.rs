@@ -1,0 +1,177 @@
+//! The engine: loads plugins into sandboxes, connects them to the broker, and supervises them.
+//!
+//! ```no_run
+//! use plugbox::engine::{Engine, EngineConfig};
+//! use plugbox::capability::{typed, CallContext, CallError};
+//! use plugbox::manifest::Grants;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(EngineConfig::new("audit.jsonl", "state"))?;
+//! engine.register("doc.get_text", typed(|_ctx: CallContext, _args: serde_json::Value| async {
+//!     Ok::<_, CallError>("the document text")
+//! }))?;
+//! let plugin = engine.load("plugins/word-count".as_ref(), &Grants::all_requested()).await?;
+//! let reply = plugin.call("count", serde_json::json!({"text": "a b c"})).await?;
+//! println!("{reply:?}");
+//! plugin.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod load;
+mod output;
+mod plugin;
+mod supervise;
+
+pub use load::LoadError;
+pub use plugin::{ExitInfo, Plugin};
+
+use crate::audit::{AuditError, AuditLog};
+use crate::capability::fs::{Fs, FsOp};
+use crate::capability::kv::{Kv, KvOp};
+use crate::capability::log::Log;
+use crate::capability::Capability;
+use crate::ipc::frame::MAX_FRAME_BYTES;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The host API version this engine provides to plugins (`plugin.api` is matched against it).
+pub const HOST_API_VERSION: &str = "1.0.0";
+
+/// Names of the built-in capabilities.
+pub const BUILTIN_CAPABILITIES: &[&str] = &[
+    "log",
+    "fs.read",
+    "fs.write",
+    "fs.list",
+    "kv.get",
+    "kv.set",
+    "kv.delete",
+    "kv.list",
+];
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Host API version plugins are checked against.
+    pub api_version: semver::Version,
+    /// The audit log (JSON Lines, appended).
+    pub audit_log: PathBuf,
+    /// Where per-plugin state (the kv store) lives: `state_dir/<plugin name>/`.
+    pub state_dir: PathBuf,
+    /// The Python SDK made importable inside every sandbox.
+    pub sdk_dir: PathBuf,
+    /// Deadline for a plugin's `hello`.
+    pub handshake_timeout: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults: API 1.0.0, the SDK shipped in this source tree, a 10 s handshake.
+    pub fn new(audit_log: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            api_version: semver::Version::new(1, 0, 0),
+            audit_log: audit_log.into(),
+            state_dir: state_dir.into(),
+            sdk_dir: default_sdk_dir(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The SDK directory: `PLUGBOX_SDK` if set, else `python/` of this source tree.
+pub fn default_sdk_dir() -> PathBuf {
+    std::env::var_os("PLUGBOX_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+}
+
+/// Why the engine could not start or register something.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A capability name is taken or malformed.
+    #[error("engine: capability {0:?} is already registered or not a valid name")]
+    Capability(String),
+    /// The state directory cannot be created.
+    #[error("engine: state directory {path}: {source}")]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Runs plugins. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) capabilities: RwLock<HashMap<String, Arc<dyn Capability>>>,
+    pub(crate) next_instance: AtomicU64,
+}
+
+impl Engine {
+    /// Opens the audit log and registers the built-in capabilities.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| EngineError::State {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let audit = Arc::new(AuditLog::open(&config.audit_log)?);
+        let mut caps: HashMap<String, Arc<dyn Capability>> = HashMap::new();
+        caps.insert("log".into(), Arc::new(Log));
+        caps.insert("fs.read".into(), Arc::new(Fs(FsOp::Read)));
+        caps.insert("fs.write".into(), Arc::new(Fs(FsOp::Write)));
+        caps.insert("fs.list".into(), Arc::new(Fs(FsOp::List)));
+        caps.insert("kv.get".into(), Arc::new(Kv(KvOp::Get)));
+        caps.insert("kv.set".into(), Arc::new(Kv(KvOp::Set)));
+        caps.insert("kv.delete".into(), Arc::new(Kv(KvOp::Delete)));
+        caps.insert("kv.list".into(), Arc::new(Kv(KvOp::List)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                audit,
+                capabilities: RwLock::new(caps),
+                next_instance: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Registers a host capability under an exact name (`[a-z0-9._-]{1,64}`).
+    pub fn register(&self, name: &str, capability: Arc<dyn Capability>) -> Result<(), EngineError> {
+        let valid = !name.is_empty()
+            && name.len() <= crate::manifest::MAX_NAME_CHARS
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        let mut caps = self
+            .inner
+            .capabilities
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !valid || caps.contains_key(name) {
+            return Err(EngineError::Capability(name.to_owned()));
+        }
+        caps.insert(name.to_owned(), capability);
+        Ok(())
+    }
+
+    /// The audit log every plugin of this engine writes to.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Default payload limit of a capability without `max_bytes`.
+    pub fn default_max_bytes() -> u64 {
+        u64::from(MAX_FRAME_BYTES)
+    }
+}

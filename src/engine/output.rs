@@ -1,0 +1,116 @@
+//! A plugin's stdout and stderr: captured, bounded by `limits.output_bytes`, forwarded to
+//! `tracing` line by line with the plugin's identity. Never part of the protocol.
+
+use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
+use crate::capability::PluginInfo;
+use std::os::fd::OwnedFd;
+use std::process::{ChildStderr, ChildStdout};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+struct Budget {
+    left: AtomicU64,
+    reported: AtomicBool,
+    limit: u64,
+}
+
+/// Starts forwarding both streams.
+pub(crate) fn forward(
+    info: &Arc<PluginInfo>,
+    audit: &Arc<AuditLog>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    limit: u64,
+) {
+    let budget = Arc::new(Budget {
+        left: AtomicU64::new(limit),
+        reported: AtomicBool::new(false),
+        limit,
+    });
+    if let Some(out) = stdout {
+        spawn_stream(OwnedFd::from(out), "stdout", info, audit, &budget);
+    }
+    if let Some(err) = stderr {
+        spawn_stream(OwnedFd::from(err), "stderr", info, audit, &budget);
+    }
+}
+
+fn spawn_stream(
+    fd: OwnedFd,
+    stream: &'static str,
+    info: &Arc<PluginInfo>,
+    audit: &Arc<AuditLog>,
+    budget: &Arc<Budget>,
+) {
+    let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let (info, audit, budget) = (Arc::clone(info), Arc::clone(audit), Arc::clone(budget));
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut line = Vec::new();
+        loop {
+            let n = match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let allowed = take(&budget, n as u64) as usize;
+            for &b in &buf[..allowed] {
+                if b == b'\n' {
+                    emit(&info, stream, &line);
+                    line.clear();
+                } else if line.len() < 4096 {
+                    line.push(b);
+                }
+            }
+            if allowed < n {
+                report_cut(&info, &audit, &budget);
+                break;
+            }
+        }
+        if !line.is_empty() {
+            emit(&info, stream, &line);
+        }
+        // Dropping `rx` closes the pipe: the plugin's further writes fail with EPIPE.
+    });
+}
+
+fn take(budget: &Budget, want: u64) -> u64 {
+    let mut left = budget.left.load(Ordering::Acquire);
+    loop {
+        let granted = want.min(left);
+        match budget.left.compare_exchange(
+            left,
+            left - granted,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return granted,
+            Err(now) => left = now,
+        }
+    }
+}
+
+fn emit(info: &PluginInfo, stream: &'static str, line: &[u8]) {
+    let text = escape_text(&String::from_utf8_lossy(line));
+    tracing::info!(target: "plugin.output", plugin = %info.name, instance = %info.instance, stream, "{text}");
+}
+
+fn report_cut(info: &PluginInfo, audit: &AuditLog, budget: &Budget) {
+    if budget.reported.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let subject = Subject {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        instance: info.instance.clone(),
+    };
+    let mut r = Record::new(EventKind::Limit, subject);
+    r.rule = Some("limits.output_bytes");
+    r.detail = Some(serde_json::json!({ "limit": budget.limit }));
+    if let Err(e) = audit.write(&r) {
+        tracing::error!("{e}");
+    }
+}

@@ -1,0 +1,51 @@
+//! Supervision of one plugin process tree: exit, wall clock, and session end all lead to the
+//! same teardown (kill the whole group, reap, audit).
+
+use super::plugin::ExitInfo;
+use crate::audit::{escape_text, AuditLog, EventKind, Record};
+use crate::broker::{EndReason, Session};
+use crate::sandbox::tree;
+use crate::sys::{self, WaitStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Starts watching `pid` (also its process group); returns where its exit will be published.
+pub(crate) fn start(
+    session: Arc<Session>,
+    audit: Arc<AuditLog>,
+    pid: libc::pid_t,
+    wall_seconds: u64,
+) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
+    let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let wall = tokio::time::sleep(Duration::from_secs(wall_seconds));
+        let (event, cause) = tokio::select! {
+            _ = pidfd.readable() => (EventKind::Exit, "exited".to_owned()),
+            reason = session.ended() => match reason {
+                EndReason::Closed => (EventKind::Exit, "closed its channel".to_owned()),
+                other => (EventKind::Kill, other.describe()),
+            },
+            _ = wall => (EventKind::Kill, format!("limits.wall_seconds ({wall_seconds}) reached")),
+        };
+        let status = tokio::task::spawn_blocking(move || tree::kill_tree(pid, pid))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        session.terminate(EndReason::Closed);
+        let mut r = Record::new(event, session.subject().clone());
+        r.reason = Some(escape_text(&cause));
+        r.detail = Some(match status {
+            Some(WaitStatus::Exited(code)) => serde_json::json!({ "pid": pid, "exit_code": code }),
+            Some(WaitStatus::Signaled(sig)) => serde_json::json!({ "pid": pid, "signal": sig }),
+            None => serde_json::json!({ "pid": pid }),
+        });
+        if let Err(e) = audit.write(&r) {
+            tracing::error!("{e}");
+        }
+        let _ = tx.send(Some(ExitInfo { status, cause }));
+    });
+    Ok(rx)
+}

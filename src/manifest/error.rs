@@ -1,0 +1,62 @@
+//! Errors of the manifest stage: loading, validating and granting a plugin.
+
+use std::path::PathBuf;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest or grant file could not be read.
+    #[error("manifest: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML of the manifest's shape.
+    #[error("manifest: {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        message: String,
+    },
+    /// A field is invalid.
+    #[error("manifest: {field}: {reason}")]
+    Invalid {
+        /// Dotted field path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sandbox sections are invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The plugin targets another host API.
+    #[error("manifest: plugin.api: {plugin} requires host API {required}, but this host provides {host}")]
+    ApiMismatch {
+        /// The plugin.
+        plugin: String,
+        /// The plugin's requirement.
+        required: String,
+        /// The host's version.
+        host: String,
+    },
+    /// Required capabilities were not granted.
+    #[error("grants: {plugin} requires capabilities that are not granted: {}", missing.join(", "))]
+    NotGranted {
+        /// The plugin.
+        plugin: String,
+        /// Every missing capability.
+        missing: Vec<String>,
+    },
+}
+
+impl ManifestError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

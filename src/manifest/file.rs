@@ -1,0 +1,121 @@
+//! The serde mirror of a plugin's `plugbox.toml` and of a host grant file.
+//!
+//! A manifest is a sandbox policy (the sections of `policy::file`) plus `[plugin]` and
+//! `[capabilities]`. Unknown fields are rejected everywhere.
+
+use crate::policy::file::{
+    FilesystemSection, LandlockSection, LimitsSection, NetworkSection, PolicyFile, ProcessSection,
+    SyscallsSection,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `plugbox.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// Format version; only `1`.
+    pub schema: u32,
+    /// Who the plugin is and how it starts.
+    pub plugin: PluginSection,
+    /// Broker-mediated host calls the plugin may make, by exact name.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, CapabilityRequest>,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub landlock: LandlockSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub filesystem: FilesystemSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub process: ProcessSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub syscalls: SyscallsSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[plugin]`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// `[a-z0-9-]+`, at most 64 characters.
+    pub name: String,
+    /// Semantic version of the plugin.
+    pub version: String,
+    /// Semver requirement on the host API, such as `"^1"`.
+    pub api: String,
+    /// The entry file, relative to the plugin directory.
+    pub entry: String,
+    /// Interpreter: a name looked up in /usr/local/bin, /usr/bin, /bin, or an absolute path.
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+}
+
+fn default_runtime() -> String {
+    "python3".into()
+}
+
+/// One requested capability.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityRequest {
+    /// Why the plugin needs it (shown to operators).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// If not granted, the plugin loads without it instead of being refused.
+    #[serde(default)]
+    pub optional: bool,
+    /// For `fs.*`: roots, relative to the plugin directory.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Largest request or result payload, bytes.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+/// A host or operator grant file: the ceiling of what plugins may get.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    /// Format version; only `1`.
+    pub schema: u32,
+    /// Capabilities granted, by exact name.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, CapabilityGrant>,
+}
+
+/// The ceiling for one capability.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityGrant {
+    /// For `fs.*`: the roots a plugin may name (it gets those of its requested roots that are
+    /// equal to or beneath one of these). Absent: any root the plugin requests.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Largest payload granted, bytes (the effective value is the smaller of the two).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+impl ManifestFile {
+    /// The sandbox sections, as a policy file.
+    pub fn policy_file(&self) -> PolicyFile {
+        PolicyFile {
+            schema: self.schema,
+            landlock: self.landlock.clone(),
+            filesystem: self.filesystem.clone(),
+            network: self.network.clone(),
+            process: self.process.clone(),
+            syscalls: self.syscalls.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}

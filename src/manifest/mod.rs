@@ -1,0 +1,280 @@
+//! Manifest: a plugin directory's `plugbox.toml`, validated, and intersected with the host's
+//! grants into the plugin's effective capabilities.
+
+pub mod error;
+pub mod file;
+
+pub use error::ManifestError;
+pub use file::{CapabilityGrant, CapabilityRequest, GrantFile, ManifestFile};
+
+use crate::policy::{Policy, MAX_POLICY_BYTES};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// The manifest's file name inside a plugin directory.
+pub const MANIFEST_NAME: &str = "plugbox.toml";
+/// Longest plugin or capability name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The plugin directory (canonical).
+    pub dir: PathBuf,
+    /// `plugin.name`.
+    pub name: String,
+    /// `plugin.version`.
+    pub version: semver::Version,
+    /// `plugin.api`.
+    pub api: semver::VersionReq,
+    /// The entry file (absolute, inside `dir`).
+    pub entry: PathBuf,
+    /// `plugin.runtime` as written.
+    pub runtime: String,
+    /// Requested capabilities.
+    pub requested: BTreeMap<String, CapabilityRequest>,
+    /// The sandbox policy from the manifest's sections.
+    pub policy: Policy,
+}
+
+/// One capability the plugin may use, after intersecting request and grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveCapability {
+    /// Exact name.
+    pub name: String,
+    /// For `fs.*`: granted roots, relative to the plugin directory.
+    pub paths: Vec<String>,
+    /// Largest payload, bytes (None: the engine's default).
+    pub max_bytes: Option<u64>,
+}
+
+/// The host's ceiling.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    all: bool,
+    capabilities: BTreeMap<String, CapabilityGrant>,
+}
+
+impl Grants {
+    /// Grants everything a plugin requests (what `plugbox run` does without `--grant`).
+    pub fn all_requested() -> Self {
+        Self {
+            all: true,
+            capabilities: BTreeMap::new(),
+        }
+    }
+
+    /// Grants exactly these.
+    pub fn from_file(file: GrantFile) -> Result<Self, ManifestError> {
+        if file.schema != 1 {
+            return Err(ManifestError::invalid(
+                "schema",
+                format!("unsupported grant schema {}", file.schema),
+            ));
+        }
+        Ok(Self {
+            all: false,
+            capabilities: file.capabilities,
+        })
+    }
+
+    /// Reads a grant file.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = read_bounded(path)?;
+        let file: GrantFile = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            message: e.message().replace('\n', " "),
+        })?;
+        Self::from_file(file)
+    }
+
+    /// Adds or replaces one grant.
+    pub fn grant(mut self, name: &str, grant: CapabilityGrant) -> Self {
+        self.capabilities.insert(name.to_owned(), grant);
+        self
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<String, ManifestError> {
+    let read_err = |source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > MAX_POLICY_BYTES {
+        return Err(ManifestError::invalid(
+            path.display().to_string(),
+            format!("{size} bytes, over the {MAX_POLICY_BYTES}-byte limit"),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(read_err)
+}
+
+impl Manifest {
+    /// Reads and validates `dir/plugbox.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let dir = dir.canonicalize().map_err(|source| ManifestError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(MANIFEST_NAME);
+        let text = read_bounded(&path)?;
+        let file: ManifestFile = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.clone(),
+            message: e.to_string().replace('\n', " "),
+        })?;
+        Self::validate(dir, file)
+    }
+
+    /// Validates a parsed manifest whose plugin directory is `dir` (canonical).
+    pub fn validate(dir: PathBuf, file: ManifestFile) -> Result<Self, ManifestError> {
+        let policy = Policy::from_file(file.policy_file())?;
+        let p = &file.plugin;
+        check_name("plugin.name", &p.name, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+        })?;
+        let version = semver::Version::parse(&p.version).map_err(|e| {
+            ManifestError::invalid("plugin.version", format!("{:?}: {e}", p.version))
+        })?;
+        let api = semver::VersionReq::parse(&p.api)
+            .map_err(|e| ManifestError::invalid("plugin.api", format!("{:?}: {e}", p.api)))?;
+        let entry = entry_path(&dir, &p.entry)?;
+        for (name, request) in &file.capabilities {
+            let field = format!("capabilities.{name:?}");
+            check_name(&field, name, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+            })?;
+            for (i, root) in request.paths.iter().enumerate() {
+                relative_root(root)
+                    .map_err(|r| ManifestError::invalid(format!("{field}.paths[{i}]"), r))?;
+            }
+        }
+        Ok(Self {
+            name: p.name.clone(),
+            version,
+            api,
+            entry,
+            runtime: p.runtime.clone(),
+            requested: file.capabilities,
+            policy,
+            dir,
+        })
+    }
+
+    /// Checks the API requirement against the host's version.
+    pub fn check_api(&self, host: &semver::Version) -> Result<(), ManifestError> {
+        if self.api.matches(host) {
+            Ok(())
+        } else {
+            Err(ManifestError::ApiMismatch {
+                plugin: format!("{} {}", self.name, self.version),
+                required: self.api.to_string(),
+                host: host.to_string(),
+            })
+        }
+    }
+
+    /// Requested ∩ granted. A required capability that is not granted refuses the load, with
+    /// every missing one listed; an optional one is simply absent.
+    pub fn effective(&self, grants: &Grants) -> Result<Vec<EffectiveCapability>, ManifestError> {
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for (name, request) in &self.requested {
+            let grant = if grants.all {
+                Some(CapabilityGrant::default())
+            } else {
+                grants.capabilities.get(name).cloned()
+            };
+            let Some(grant) = grant else {
+                if !request.optional {
+                    missing.push(name.clone());
+                }
+                continue;
+            };
+            let paths = granted_roots(&request.paths, grant.paths.as_deref());
+            if paths.len() < request.paths.len() && !request.optional {
+                let denied: Vec<&String> = request
+                    .paths
+                    .iter()
+                    .filter(|p| !paths.contains(p))
+                    .collect();
+                missing.push(format!("{name} (paths {denied:?})"));
+                continue;
+            }
+            let max_bytes = match (request.max_bytes, grant.max_bytes) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.push(EffectiveCapability {
+                name: name.clone(),
+                paths,
+                max_bytes,
+            });
+        }
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(ManifestError::NotGranted {
+                plugin: self.name.clone(),
+                missing,
+            })
+        }
+    }
+}
+
+fn check_name(
+    field: &str,
+    name: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), ManifestError> {
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || !name.chars().all(allowed) {
+        return Err(ManifestError::invalid(
+            field,
+            format!("{name:?} must be 1..={MAX_NAME_CHARS} characters of the allowed set"),
+        ));
+    }
+    Ok(())
+}
+
+fn entry_path(dir: &Path, entry: &str) -> Result<PathBuf, ManifestError> {
+    relative_root(entry).map_err(|r| ManifestError::invalid("plugin.entry", r))?;
+    let path = dir.join(entry);
+    let real = path
+        .canonicalize()
+        .map_err(|e| ManifestError::invalid("plugin.entry", format!("{}: {e}", path.display())))?;
+    if !real.starts_with(dir) || !real.is_file() {
+        return Err(ManifestError::invalid(
+            "plugin.entry",
+            format!(
+                "{} is not a file inside the plugin directory",
+                path.display()
+            ),
+        ));
+    }
+    Ok(real)
+}
+
+/// A root or entry must be a plain relative path: no `/` prefix, no `..`, no NUL.
+fn relative_root(path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if path.is_empty() || path.contains('\0') || p.is_absolute() {
+        return Err(format!("{path:?} must be a non-empty relative path"));
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{path:?} must not contain '..'"));
+    }
+    Ok(())
+}
+
+fn granted_roots(requested: &[String], ceiling: Option<&[String]>) -> Vec<String> {
+    requested
+        .iter()
+        .filter(|r| match ceiling {
+            None => true,
+            Some(granted) => granted.iter().any(|g| Path::new(r).starts_with(g)),
+        })
+        .cloned()
+        .collect()
+}
