@@ -67,6 +67,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_id: AtomicU64,
     violations: AtomicU32,
+    immediate: Mutex<Vec<Vec<u8>>>,
     end: watch::Sender<Option<EndReason>>,
 }
 
@@ -97,6 +98,7 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             violations: AtomicU32::new(0),
+            immediate: Mutex::new(Vec::new()),
             end: watch::channel(None).0,
         })
     }
@@ -173,7 +175,12 @@ impl Session {
                 _ = self.ended() => return,
             };
             match frame {
-                Ok(Some(frame)) => self.on_frame(frame),
+                Ok(Some(frame)) => {
+                    self.on_frame(frame);
+                    if !self.flush_immediate().await {
+                        return;
+                    }
+                }
                 Ok(None) => return self.terminate(EndReason::Closed),
                 Err(FrameError::Io(e)) if is_fd_passing(&e) => {
                     return self.fatal("passed file descriptors (SCM_RIGHTS)")
@@ -213,13 +220,24 @@ impl Session {
         }
     }
 
-    /// Queues a frame without waiting; a plugin that does not drain its replies is cut off.
+    /// Queues an immediate reply; the reader loop sends it (waiting for room) before it reads
+    /// the next frame, so a plugin that does not drain its replies only stalls itself.
     fn send_now(&self, frame: Vec<u8>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(frame) {
-            self.terminate(EndReason::Violation(
-                "the plugin does not read its replies".into(),
-            ));
+        self.immediate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(frame);
+    }
+
+    async fn flush_immediate(&self) -> bool {
+        let frames = std::mem::take(&mut *self.immediate.lock().unwrap_or_else(|p| p.into_inner()));
+        for frame in frames {
+            tokio::select! {
+                sent = self.out.send(frame) => if sent.is_err() { return false },
+                _ = self.ended() => return false,
+            }
         }
+        true
     }
 
     fn on_frame(self: &Arc<Self>, frame: Frame) {
@@ -318,18 +336,31 @@ impl Session {
         r.capability = Some(escape_text(&method));
         r.request_bytes = Some(request_bytes);
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
-        let (granted, permit) = match self.gate.decide(&method, request_bytes) {
-            Decision::Deny { code, rule, reason } => {
-                r.decision = Some("deny");
-                r.rule = Some(rule);
-                r.reason = Some(escape_text(&reason));
-                if self.write_audit(&r) {
-                    self.send_now(error_frame(id, code, &reason));
-                }
-                return;
+        let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
+            r.decision = Some("deny");
+            r.rule = Some(rule);
+            r.reason = Some(escape_text(reason));
+            if self.write_audit(r) {
+                self.send_now(error_frame(id, code, reason));
             }
+        };
+        let (granted, permit) = match self.gate.decide(&method, request_bytes) {
+            Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
             Decision::Allow(granted, permit) => (granted, permit),
         };
+        let ctx = CallContext {
+            plugin: Arc::clone(&self.info),
+            grant: Arc::clone(&granted.grant),
+            max_bytes: granted.max_bytes,
+        };
+        let request = CallRequest {
+            args,
+            body: body_arg.map(|name| (name, frame.body)),
+        };
+        // Scope checks belong to the gate: a refused path is a denied call, never dispatched.
+        if let Err(e) = granted.handler.check(&ctx, &request) {
+            return deny(&mut r, e.code, "capability.scope", &e.message);
+        }
         r.decision = Some("allow");
         r.rule = Some("allow-list");
         if !self.write_audit(&r) {
@@ -340,15 +371,6 @@ impl Session {
                 "audit log unavailable",
             ));
         }
-        let ctx = CallContext {
-            plugin: Arc::clone(&self.info),
-            grant: Arc::clone(&granted.grant),
-            max_bytes: granted.max_bytes,
-        };
-        let request = CallRequest {
-            args,
-            body: body_arg.map(|name| (name, frame.body)),
-        };
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let session = Arc::clone(self);
         let task = tokio::spawn(async move {
@@ -427,6 +449,13 @@ impl Session {
         }
     }
 
+    /// Ends the session if the plugin stopped reading (called by the writer).
+    pub fn stalled(&self) {
+        self.terminate(EndReason::Violation(
+            "the plugin stopped reading the channel".into(),
+        ));
+    }
+
     /// Queues a frame for the plugin, waiting if its outbox is full.
     pub async fn send_frame(&self, frame: Vec<u8>) {
         let _ = self.out.send(frame).await;
@@ -452,6 +481,14 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        if self.end.borrow().is_some() {
+            // Ended before (or while) registering: `terminate` may have drained already.
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(CallError::host("the plugin connection is closed"));
+        }
         let (body_name, bytes) = match body {
             Some((name, bytes)) => (Some(name), bytes),
             None => (None, Vec::new()),

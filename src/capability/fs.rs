@@ -51,6 +51,14 @@ struct PathArgs {
 }
 
 impl Capability for Fs {
+    fn check(&self, ctx: &CallContext, request: &CallRequest) -> Result<(), CallError> {
+        match request.args.get("path").and_then(serde_json::Value::as_str) {
+            Some(path) => locate(ctx, path).map(drop),
+            // Malformed arguments are reported by the call itself as `invalid`.
+            None => Ok(()),
+        }
+    }
+
     fn call(&self, ctx: CallContext, request: CallRequest) -> BoxFuture<Result<Reply, CallError>> {
         let op = self.0;
         Box::pin(async move {

@@ -118,6 +118,13 @@ impl CallError {
 
 /// A host capability.
 pub trait Capability: Send + Sync + 'static {
+    /// The gate's scope check, run before the decision is recorded: an error here is a
+    /// *denied* call (recorded with rule `capability.scope`), never dispatched. Must be cheap
+    /// and must not block.
+    fn check(&self, _ctx: &CallContext, _request: &CallRequest) -> Result<(), CallError> {
+        Ok(())
+    }
+
     /// Serves one call. Arguments are strictly decoded but otherwise unchecked.
     fn call(&self, ctx: CallContext, request: CallRequest) -> BoxFuture<Result<Reply, CallError>>;
 }

@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 
 /// Where interpreters named by `plugin.runtime` are looked up (never the host's `PATH`).
 pub const RUNTIME_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// Frames queued towards one plugin before senders wait.
-const OUTBOX_FRAMES: usize = 256;
+/// Frames queued towards one plugin before senders wait (each at most one frame cap).
+const OUTBOX_FRAMES: usize = 8;
 
 /// Why a plugin could not be loaded. Each variant is one step.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +273,12 @@ impl Engine {
             commands,
             manifest.policy.limits().call_timeout,
         );
-        tokio::spawn(writer(write_half, out_rx));
+        tokio::spawn(writer(
+            write_half,
+            out_rx,
+            Arc::clone(&session),
+            manifest.policy.limits().call_timeout,
+        ));
         tokio::spawn(Arc::clone(&session).run_reader(reader));
         let exit = supervise::start(
             Arc::clone(&session),
@@ -297,10 +302,18 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn writer(mut half: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// Sends queued frames. A plugin that stops reading for a whole call timeout is cut off.
+async fn writer(
+    mut half: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    session: Arc<Session>,
+    stall: std::time::Duration,
+) {
     while let Some(frame) = rx.recv().await {
-        if half.write_all(&frame).await.is_err() {
-            return;
+        match tokio::time::timeout(stall, half.write_all(&frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => return session.stalled(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! policy builder, and a runner that executes `probe.py` under `plugbox exec`.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod plugins;
+
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
