@@ -394,6 +394,28 @@ pub struct Received {
 /// `recvmsg(fd, buf, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)` with room for ancillary data, so that
 /// descriptors a peer passes are detected and closed instead of silently piling up.
 pub fn recv_checking_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    // SAFETY: an initialised byte slice is also a valid slice of possibly-uninitialised bytes,
+    // and the kernel only writes bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    recv_uninit_checking_fds(fd, uninit)
+}
+
+/// [`recv_checking_fds`] into a tokio read buffer's unfilled (possibly uninitialised) part,
+/// without zeroing it first; advances the buffer by the bytes received.
+pub fn recv_into_read_buf(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Result<Received> {
+    // SAFETY: the kernel writes only initialised bytes into the region, and only the `bytes`
+    // it reports are marked filled below.
+    let received = recv_uninit_checking_fds(fd, unsafe { buf.unfilled_mut() })?;
+    // SAFETY: recvmsg initialised exactly `received.bytes` bytes at the start of the region.
+    unsafe { buf.assume_init(received.bytes) };
+    buf.advance(received.bytes);
+    Ok(received)
+}
+
+fn recv_uninit_checking_fds(
+    fd: RawFd,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<Received> {
     const CONTROL_BYTES: usize = 256;
     let mut control = [0u64; CONTROL_BYTES / 8];
     let mut iov = libc::iovec {
@@ -487,4 +509,24 @@ pub fn async_owned_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
     // `as_raw_fd` always returns the same number, for as long as the AsyncFd owns it.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
+}
+
+/// Sets a socket's send and receive buffers to `bytes`: `SO_*BUFFORCE` (past the sysctl cap)
+/// when the caller may, the capped `SO_*BUF` otherwise.
+pub fn set_socket_buffers(fd: RawFd, bytes: i32) -> io::Result<()> {
+    let set = |opt: libc::c_int| {
+        // SAFETY: `bytes` is a live c_int and the length passed is its size.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        check(ret.into()).map(drop)
+    };
+    set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))?;
+    set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
 }

@@ -48,16 +48,12 @@ impl AsyncRead for ChannelReader {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            let unfilled = buf.initialize_unfilled();
             let fd = stream.as_raw_fd();
-            match stream.try_io(Interest::READABLE, || sys::recv_checking_fds(fd, unfilled)) {
+            match stream.try_io(Interest::READABLE, || sys::recv_into_read_buf(fd, buf)) {
                 Ok(received) if received.passed_fds => {
                     return Poll::Ready(Err(io::Error::other(FdPassed)))
                 }
-                Ok(received) => {
-                    buf.advance(received.bytes);
-                    return Poll::Ready(Ok(()));
-                }
+                Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }

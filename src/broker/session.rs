@@ -9,7 +9,7 @@ use super::channel::{is_fd_passing, ChannelReader};
 use super::gate::{Decision, Gate};
 use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
 use crate::capability::{CallContext, CallError, CallRequest, PluginInfo, Reply};
-use crate::ipc::message::{Message, WireError};
+use crate::ipc::message::{Message, Outgoing, WireError};
 use crate::ipc::{ErrorCode, Frame, FrameError, FrameReader, MessageError};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -59,7 +59,7 @@ pub struct Session {
     info: Arc<PluginInfo>,
     subject: Subject,
     audit: Arc<AuditLog>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Outgoing>,
     gate: Gate,
     commands: Vec<String>,
     call_timeout: Duration,
@@ -67,7 +67,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_id: AtomicU64,
     violations: AtomicU32,
-    immediate: Mutex<Vec<Vec<u8>>>,
+    immediate: Mutex<Vec<Outgoing>>,
     end: watch::Sender<Option<EndReason>>,
 }
 
@@ -76,7 +76,7 @@ impl Session {
     pub fn new(
         info: Arc<PluginInfo>,
         audit: Arc<AuditLog>,
-        out: mpsc::Sender<Vec<u8>>,
+        out: mpsc::Sender<Outgoing>,
         gate: Gate,
         commands: Vec<String>,
         call_timeout: Duration,
@@ -226,14 +226,14 @@ impl Session {
         self.immediate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(frame);
+            .push(frame.into());
     }
 
     async fn flush_immediate(&self) -> bool {
         let frames = std::mem::take(&mut *self.immediate.lock().unwrap_or_else(|p| p.into_inner()));
         for frame in frames {
             tokio::select! {
-                sent = self.out.send(frame) => if sent.is_err() { return false },
+                sent = self.out.send(frame.into()) => if sent.is_err() { return false },
                 _ = self.ended() => return false,
             }
         }
@@ -424,7 +424,7 @@ impl Session {
                     result: Some(value),
                     body: false,
                 }
-                .encode(&[]),
+                .encode_outgoing(Vec::new()),
                 "ok",
             ),
             Ok(Reply::Bytes(bytes)) => (
@@ -433,15 +433,15 @@ impl Session {
                     result: None,
                     body: true,
                 }
-                .encode(&bytes),
+                .encode_outgoing(bytes),
                 "ok",
             ),
-            Err(e) => (error_frame(id, e.code, &e.message), e.code.as_str()),
+            Err(e) => (error_frame(id, e.code, &e.message).into(), e.code.as_str()),
         };
         let mut r = self.record(EventKind::CallOutcome);
         r.call_id = Some(id);
         r.capability = Some(escape_text(method));
-        r.response_bytes = Some(frame.len() as u64);
+        r.response_bytes = Some((frame.head.len() + frame.body.len()) as u64);
         r.duration_us = Some(started.elapsed().as_micros() as u64);
         r.outcome = Some(code.to_owned());
         if self.write_audit(&r) {
@@ -458,7 +458,7 @@ impl Session {
 
     /// Queues a frame for the plugin, waiting if its outbox is full.
     pub async fn send_frame(&self, frame: Vec<u8>) {
-        let _ = self.out.send(frame).await;
+        let _ = self.out.send(frame.into()).await;
     }
 
     /// Calls an exported command of the plugin.
@@ -499,7 +499,7 @@ impl Session {
             args,
             body: body_name,
         }
-        .encode(&bytes);
+        .encode_outgoing(bytes);
         let result = if self.out.send(frame).await.is_err() {
             Err(CallError::host("the plugin connection is closed"))
         } else {
@@ -529,7 +529,10 @@ impl Session {
             Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
             Err(_) => {}
         }
-        let _ = self.out.send(Message::Cancel { id }.encode(&[])).await;
+        let _ = self
+            .out
+            .send(Message::Cancel { id }.encode(&[]).into())
+            .await;
         if tokio::time::timeout(CANCEL_GRACE, &mut rx).await.is_err() {
             self.pending
                 .lock()

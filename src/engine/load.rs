@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 
 /// Where interpreters named by `plugin.runtime` are looked up (never the host's `PATH`).
 pub const RUNTIME_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Socket buffer size of each channel end.
+const CHANNEL_BUFFER_BYTES: i32 = 4 * 1024 * 1024;
 /// Frames queued towards one plugin before senders wait (each at most one frame cap).
 const OUTBOX_FRAMES: usize = 8;
 
@@ -180,6 +182,11 @@ impl Engine {
         });
         let (host_end, plugin_end) =
             sys::socketpair_stream().map_err(|e| LoadError::Host(format!("socketpair: {e}")))?;
+        // Large buffers let bulk bodies stream in few wakeups (forced past the sysctl cap as root).
+        for end in [&host_end, &plugin_end] {
+            sys::set_socket_buffers(end.as_raw_fd(), CHANNEL_BUFFER_BYTES)
+                .map_err(|e| LoadError::Host(format!("socket buffers: {e}")))?;
+        }
         let mut env = Environment::clean();
         env.set(
             "PLUGBOX_FD".as_ref(),
@@ -305,12 +312,16 @@ impl Drop for KillOnDrop {
 /// Sends queued frames. A plugin that stops reading for a whole call timeout is cut off.
 async fn writer(
     mut half: tokio::net::unix::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>,
     session: Arc<Session>,
     stall: std::time::Duration,
 ) {
     while let Some(frame) = rx.recv().await {
-        match tokio::time::timeout(stall, half.write_all(&frame)).await {
+        let send = async {
+            half.write_all(&frame.head).await?;
+            half.write_all(&frame.body).await
+        };
+        match tokio::time::timeout(stall, send).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => return session.stalled(),

@@ -180,13 +180,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 want: header.len(),
             });
         }
-        let mut body = vec![0u8; (length - 4 - header_len) as usize];
-        let got = read_full(&mut self.inner, &mut body).await?;
-        if got < body.len() {
-            return Err(FrameError::Truncated {
-                got,
-                want: body.len(),
-            });
+        // Bounded above by the cap check; filled without first zeroing it.
+        let want = (length - 4 - header_len) as usize;
+        let mut body = Vec::with_capacity(want);
+        let got = (&mut self.inner)
+            .take(want as u64)
+            .read_to_end(&mut body)
+            .await?;
+        if got < want {
+            return Err(FrameError::Truncated { got, want });
         }
         Ok(Some(Frame { header, body }))
     }

@@ -156,6 +156,24 @@ pub enum Message {
     Shutdown {},
 }
 
+/// A frame ready to send, as its head (length words and header) and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Length words and JSON header.
+    pub head: Vec<u8>,
+    /// Raw body (may be empty).
+    pub body: Vec<u8>,
+}
+
+impl From<Vec<u8>> for Outgoing {
+    fn from(frame: Vec<u8>) -> Self {
+        Self {
+            head: frame,
+            body: Vec::new(),
+        }
+    }
+}
+
 /// Why a frame's header is not a valid message.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -217,6 +235,17 @@ impl Message {
         // Serialising these types cannot fail: every map key is a string, no float is NaN.
         let header = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
         frame::encode(&header, body)
+    }
+
+    /// Encodes this message as a frame whose body is moved, not copied: for large payloads.
+    pub fn encode_outgoing(&self, body: Vec<u8>) -> Outgoing {
+        let header = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        let length = 4 + header.len() + body.len();
+        let mut head = Vec::with_capacity(8 + header.len());
+        head.extend_from_slice(&(length as u32).to_be_bytes());
+        head.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        head.extend_from_slice(&header);
+        Outgoing { head, body }
     }
 
     /// Decodes a whole frame (header and body), for fuzzing and tests.

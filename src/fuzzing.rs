@@ -1,0 +1,43 @@
+//! Entry points for the fuzz targets in `fuzz/` and for replaying their seeds in `cargo test`.
+//!
+//! Each takes arbitrary bytes and must never panic, hang or allocate beyond the limits it
+//! enforces; the fuzz targets are one-line shims over these.
+
+use crate::ipc::frame::{self, FrameLimits};
+use crate::ipc::Message;
+use crate::manifest::{Manifest, ManifestFile};
+
+/// Decodes `data` as a stream of frames and each frame's header as a message.
+pub fn frame_stream(data: &[u8]) {
+    let limits = FrameLimits {
+        max_frame_bytes: 1 << 20,
+        max_header_bytes: 64 * 1024,
+    };
+    let mut rest = data;
+    while let Ok((f, used)) = frame::decode(rest, &limits) {
+        if let Ok(m) = Message::decode(&f.header) {
+            // Re-encoding a decoded message must decode to the same message.
+            let again = m.encode(&f.body);
+            if let Ok((f2, _)) = frame::decode(&again, &FrameLimits::default()) {
+                assert_eq!(Message::decode(&f2.header).ok(), Some(m));
+            }
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// Decodes `data` as a message header.
+pub fn message(data: &[u8]) {
+    let _ = Message::decode(data);
+}
+
+/// Parses `data` as a `plugbox.toml` and validates it (against a directory that has no
+/// entry file, so validation stops at the entry check or earlier).
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(file) = toml::from_str::<ManifestFile>(text) {
+        let _ = Manifest::validate(std::path::PathBuf::from("/nonexistent-plugbox-fuzz"), file);
+    }
+}
