@@ -233,7 +233,7 @@ impl Session {
         let frames = std::mem::take(&mut *self.immediate.lock().unwrap_or_else(|p| p.into_inner()));
         for frame in frames {
             tokio::select! {
-                sent = self.out.send(frame.into()) => if sent.is_err() { return false },
+                sent = self.out.send(frame) => if sent.is_err() { return false },
                 _ = self.ended() => return false,
             }
         }
