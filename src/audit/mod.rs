@@ -1,7 +1,10 @@
-//! Audit: structured records of every decision, written before the decision takes effect.
+//! Audit: structured, hash-chained records of every decision, written before the decision
+//! takes effect (`docs/audit.md`).
 
+pub mod chain;
 pub mod record;
+pub mod verify;
 pub mod writer;
 
 pub use record::{escape_text, EventKind, Record, Subject};
-pub use writer::{AuditError, AuditLog};
+pub use writer::{AuditError, AuditLog, AuditOptions, Durability};

@@ -3,15 +3,21 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Version of the record schema.
-pub const RECORD_SCHEMA: u32 = 1;
+/// Version of the record schema (`docs/audit.md`).
+pub const RECORD_SCHEMA: u32 = 2;
 /// Longest plugin-controlled string kept in a record, in characters.
 pub const MAX_TEXT_CHARS: usize = 256;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// The writer opened the log (first record of every file it starts).
+    Open,
+    /// The writer rotated to a new file (last record of the archived file).
+    Rotate,
+    /// Clean shutdown: the last record of the log.
+    Seal,
     /// A plugin was refused before it ran.
     LoadRefused,
     /// A plugin process was started; `detail` holds the enforcement report.
@@ -32,6 +38,12 @@ pub enum EventKind {
     Exit,
     /// The plugin process tree was killed.
     Kill,
+    /// A call did not finish in time.
+    Timeout,
+    /// A health probe failed.
+    HealthFailure,
+    /// A plugin was restarted.
+    Restart,
 }
 
 /// The identity of the plugin instance a record is about.
@@ -43,6 +55,9 @@ pub struct Subject {
     pub version: String,
     /// Instance id.
     pub instance: String,
+    /// sha256 over the plugin's files, computed at load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// One audit record, before the writer stamps it with `seq` and `ts`.

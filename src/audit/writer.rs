@@ -1,17 +1,69 @@
-//! The append-only audit writer (first version): JSON Lines, one record per line, stamped
-//! with a contiguous sequence number and a timestamp under one lock, so order is total.
+//! The append-only audit writer: JSON Lines, one record per line, stamped with a contiguous
+//! sequence number, a timestamp and the host id, and hash-chained ([`super::chain`]), all
+//! under one lock, so many plugins writing through one writer get a total order.
 //!
 //! Writing is fail-closed: an error is returned to the caller, which must not perform the
-//! action the record describes, and the writer stays failed (every later write errors too),
-//! so a gap can never be followed by records that look complete.
+//! action the record describes, and the writer stays failed (every later write errors too, and
+//! [`AuditLog::failed`] resolves so supervisors stop their plugins). Each record reaches the
+//! kernel with its own `write(2)` before the call returns, so a crash of the host loses no
+//! record; what a power failure may lose depends on [`Durability`].
 
-use super::record::{Record, RECORD_SCHEMA};
+use super::chain::{self, GENESIS};
+use super::record::{EventKind, Record, Subject, RECORD_SCHEMA};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// When records reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fsync` after every record, before the action: power loss loses nothing acknowledged.
+    Fsync,
+    /// Group commit (default): `fsync` at most [`AuditOptions::group_delay`] after a record;
+    /// power loss can lose that window, a host crash loses nothing.
+    #[default]
+    Group,
+    /// Leave it to the OS (typically ≤ 30 s of dirty pages); a host crash loses nothing.
+    Os,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "group" => Ok(Durability::Group),
+            "os" => Ok(Durability::Os),
+            other => Err(format!("unknown durability {other:?}: fsync, group or os")),
+        }
+    }
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// When records are fsynced.
+    pub durability: Durability,
+    /// Bound on the group-commit delay.
+    pub group_delay: Duration,
+    /// Rotate to a new file once the current one exceeds this many bytes.
+    pub rotate_bytes: Option<u64>,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Group,
+            group_delay: Duration::from_millis(10),
+            rotate_bytes: None,
+        }
+    }
+}
 
 /// Why a record could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +76,7 @@ pub enum AuditError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A write failed; the log is now closed for good.
+    /// A write or fsync failed; the log is now closed for good.
     #[error("audit: cannot write record {seq} to {path}: {source}")]
     Write {
         /// The record's sequence number.
@@ -34,11 +86,13 @@ pub enum AuditError {
         /// The cause.
         source: std::io::Error,
     },
-    /// An earlier write failed.
-    #[error("audit: the log {path} failed earlier; no further records are written")]
-    Failed {
+    /// An earlier write failed, or the log was sealed.
+    #[error("audit: the log {path} is closed ({why}); no further records are written")]
+    Closed {
         /// The log file.
         path: PathBuf,
+        /// Failed or sealed.
+        why: String,
     },
 }
 
@@ -46,13 +100,22 @@ pub enum AuditError {
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
+    host: String,
+    options: AuditOptions,
     state: Mutex<State>,
+    dirty: Arc<AtomicBool>,
+    sync_file: Arc<Mutex<Option<File>>>,
+    failed: watch::Sender<Option<String>>,
 }
 
 #[derive(Debug)]
 struct State {
     file: Option<File>,
+    closed: Option<String>,
     next_seq: u64,
+    prev: String,
+    bytes_in_file: u64,
+    rotations: u32,
     line: Vec<u8>,
 }
 
@@ -61,29 +124,65 @@ struct Stamped<'a> {
     v: u32,
     seq: u64,
     ts: String,
+    host: &'a str,
     #[serde(flatten)]
     record: &'a Record,
+    prev: &'a str,
 }
 
 impl AuditLog {
-    /// Opens (creating, appending) the log at `path`.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Self {
+    /// Opens the log at `path` with default options.
+    pub fn open(path: &Path) -> Result<Arc<Self>, AuditError> {
+        Self::open_with(path, AuditOptions::default())
+    }
+
+    /// Opens the log at `path`. An existing non-empty log is archived as `path.NNNNNN` first
+    /// and the new file continues its chain.
+    pub fn open_with(path: &Path, options: AuditOptions) -> Result<Arc<Self>, AuditError> {
+        let open_err = |source| AuditError::Open {
             path: path.to_owned(),
+            source,
+        };
+        let (mut prev, mut next_seq, mut rotations, mut carried) = (GENESIS.to_owned(), 1, 0, None);
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+            let (hash, seq, event) = last_record(path).map_err(open_err)?;
+            rotations = next_archive_number(path);
+            let archived = archive_name(path, rotations);
+            std::fs::rename(path, &archived).map_err(open_err)?;
+            if let Some(hash) = hash {
+                prev = hash;
+                next_seq = seq + 1;
+            }
+            carried = Some(
+                serde_json::json!({ "previous_file": archived, "previous_last_event": event }),
+            );
+        }
+        let file = open_append(path).map_err(open_err)?;
+        let sync = file.try_clone().map_err(open_err)?;
+        let log = Arc::new(Self {
+            path: path.to_owned(),
+            host: host_id(),
+            options,
             state: Mutex::new(State {
                 file: Some(file),
-                next_seq: 1,
+                closed: None,
+                next_seq,
+                prev,
+                bytes_in_file: 0,
+                rotations,
                 line: Vec::with_capacity(1024),
             }),
-        })
+            dirty: Arc::new(AtomicBool::new(false)),
+            sync_file: Arc::new(Mutex::new(Some(sync))),
+            failed: watch::channel(None).0,
+        });
+        if log.options.durability == Durability::Group {
+            spawn_flusher(Arc::downgrade(&log));
+        }
+        let mut r = Record::new(EventKind::Open, engine_subject());
+        r.detail = carried;
+        log.write(&r)?;
+        Ok(log)
     }
 
     /// The log's path.
@@ -91,40 +190,82 @@ impl AuditLog {
         &self.path
     }
 
+    /// The host id stamped on every record.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Resolves when the log has failed (with the reason); never if it stays healthy.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Whether the log has failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.borrow().is_some()
+    }
+
     /// Writes one record; returns its sequence number. On error, nothing the record describes
     /// may happen.
     pub fn write(&self, record: &Record) -> Result<u64, AuditError> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let state = &mut *state;
-        let seq = state.next_seq;
-        let Some(file) = state.file.as_mut() else {
-            return Err(AuditError::Failed {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &state.closed {
+            return Err(AuditError::Closed {
                 path: self.path.clone(),
+                why: why.clone(),
             });
-        };
+        }
+        if let Some(limit) = self.options.rotate_bytes {
+            if state.bytes_in_file >= limit && record.event != EventKind::Seal {
+                self.rotate(&mut state)?;
+            }
+        }
+        self.append(&mut state, record)
+    }
+
+    fn append(&self, state: &mut State, record: &Record) -> Result<u64, AuditError> {
+        let seq = state.next_seq;
+        let ts = rfc3339_now();
         state.line.clear();
         let stamped = Stamped {
             v: RECORD_SCHEMA,
             seq,
-            ts: rfc3339_now(),
+            ts,
+            host: &self.host,
             record,
+            prev: &state.prev,
         };
-        let result = serde_json::to_writer(&mut state.line, &stamped)
-            .map_err(std::io::Error::other)
-            .and_then(|()| {
-                state.line.push(b'\n');
-                file.write_all(&state.line)
-            });
+        let result =
+            serde_json::to_writer(&mut state.line, &stamped).map_err(std::io::Error::other);
+        let hash = chain::seal(&mut state.line);
+        state.line.push(b'\n');
+        let result = result.and_then(|()| match state.file.as_mut() {
+            Some(file) => file.write_all(&state.line),
+            None => Err(std::io::Error::other("no open file")),
+        });
+        let result = result.and_then(|()| match (self.options.durability, state.file.as_ref()) {
+            (Durability::Fsync, Some(file)) => file.sync_data(),
+            _ => Ok(()),
+        });
         match result {
             Ok(()) => {
                 state.next_seq += 1;
+                state.prev = hash;
+                state.bytes_in_file += state.line.len() as u64;
+                self.dirty.store(true, Ordering::Release);
                 Ok(seq)
             }
             Err(source) => {
-                state.file = None;
+                let why = format!("write of record {seq} failed: {source}");
+                self.fail(state, why);
                 Err(AuditError::Write {
                     seq,
                     path: self.path.clone(),
@@ -132,6 +273,159 @@ impl AuditLog {
                 })
             }
         }
+    }
+
+    fn fail(&self, state: &mut State, why: String) {
+        state.file = None;
+        state.closed = Some(why.clone());
+        self.failed.send_replace(Some(why));
+    }
+
+    /// Ends the current file with a `rotate` record, archives it, and continues the chain in
+    /// a fresh file at the same path.
+    fn rotate(&self, state: &mut State) -> Result<(), AuditError> {
+        let number = state.rotations + 1;
+        let archived = archive_name(&self.path, number);
+        let mut r = Record::new(EventKind::Rotate, engine_subject());
+        r.detail = Some(serde_json::json!({ "archived_as": archived, "continues_in": self.path }));
+        self.append(state, &r)?;
+        let result = state
+            .file
+            .as_ref()
+            .map_or(Ok(()), File::sync_data)
+            .and_then(|()| std::fs::rename(&self.path, &archived))
+            .and_then(|()| open_append(&self.path));
+        match result {
+            Ok(file) => {
+                *self.sync_file.lock().unwrap_or_else(|p| p.into_inner()) = file.try_clone().ok();
+                state.file = Some(file);
+                state.rotations = number;
+                state.bytes_in_file = 0;
+                Ok(())
+            }
+            Err(source) => {
+                self.fail(state, format!("rotation failed: {source}"));
+                Err(AuditError::Write {
+                    seq: state.next_seq,
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Writes the `seal` record (a clean shutdown), fsyncs, and closes the log.
+    pub fn seal(&self) -> Result<u64, AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &state.closed {
+            return Err(AuditError::Closed {
+                path: self.path.clone(),
+                why: why.clone(),
+            });
+        }
+        let mut r = Record::new(EventKind::Seal, engine_subject());
+        r.detail = Some(serde_json::json!({ "records": state.next_seq }));
+        let seq = self.append(&mut state, &r)?;
+        if let Some(file) = state.file.as_ref() {
+            let _ = file.sync_all();
+        }
+        state.closed = Some("sealed".into());
+        state.file = None;
+        Ok(seq)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let open = self
+            .state
+            .lock()
+            .map(|s| s.closed.is_none())
+            .unwrap_or(false);
+        if open {
+            let _ = self.seal();
+        }
+    }
+}
+
+/// The subject of records the engine itself writes (open, rotate, seal).
+fn engine_subject() -> Subject {
+    Subject {
+        name: "plugbox".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        instance: "-".into(),
+        digest: None,
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn archive_name(path: &Path, number: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{number:06}"));
+    PathBuf::from(name)
+}
+
+fn next_archive_number(path: &Path) -> u32 {
+    (1..)
+        .find(|n| !archive_name(path, *n).exists())
+        .unwrap_or(u32::MAX)
+}
+
+/// The last complete, intact record of an existing log: (hash, seq, event).
+fn last_record(path: &Path) -> std::io::Result<(Option<String>, u64, Option<String>)> {
+    let mut last = (None, 0, None);
+    for line in std::io::BufReader::new(File::open(path)?).split(b'\n') {
+        let line = line?;
+        if let Some(hash) = chain::check(&line) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                last = (Some(hash), seq, v["event"].as_str().map(str::to_owned));
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// The host's name (kernel hostname), or `unknown`.
+fn host_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Group commit: fsync at most every `group_delay` while records arrive.
+fn spawn_flusher(log: Weak<AuditLog>) {
+    let spawned = std::thread::Builder::new()
+        .name("plugbox-audit-fsync".into())
+        .spawn(move || loop {
+            let Some(log) = log.upgrade() else { return };
+            let delay = log.options.group_delay;
+            if log.dirty.swap(false, Ordering::AcqRel) {
+                let file = log
+                    .sync_file
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok());
+                if let Some(Err(e)) = file.map(|f| f.sync_data()) {
+                    let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
+                    log.fail(&mut state, format!("fsync failed: {e}"));
+                    return;
+                }
+            }
+            if log.state.lock().map(|s| s.closed.is_some()).unwrap_or(true) {
+                return;
+            }
+            drop(log);
+            std::thread::sleep(delay);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("audit: no group-commit thread ({e}); records are fsynced by the OS");
     }
 }
 
@@ -171,7 +465,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{EventKind, Subject};
     use super::*;
 
     fn subject() -> Subject {
@@ -179,6 +472,7 @@ mod tests {
             name: "p".into(),
             version: "1.0.0".into(),
             instance: "p#1".into(),
+            digest: None,
         }
     }
 
@@ -190,35 +484,37 @@ mod tests {
     }
 
     #[test]
-    fn records_are_numbered_lines() {
+    fn records_are_numbered_chained_lines_ending_in_a_seal() {
         let dir = tempfile::tempdir().expect("tmp");
         let log = AuditLog::open(&dir.path().join("audit.jsonl")).expect("open");
         for _ in 0..3 {
             log.write(&Record::new(EventKind::Spawn, subject()))
                 .expect("write");
         }
-        let text = std::fs::read_to_string(log.path()).expect("read");
-        let seqs: Vec<u64> = text
+        let path = log.path().to_owned();
+        drop(log);
+        let text = std::fs::read_to_string(path).expect("read");
+        let records: Vec<serde_json::Value> = text
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
-                    .as_u64()
-                    .expect("seq")
-            })
+            .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
-        assert_eq!(seqs, [1, 2, 3]);
+        let seqs: Vec<u64> = records
+            .iter()
+            .map(|r| r["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(records[0]["event"], "open");
+        assert_eq!(records[4]["event"], "seal");
+        for pair in records.windows(2) {
+            assert_eq!(pair[1]["prev"], pair[0]["hash"]);
+        }
     }
 
     #[test]
     fn a_full_device_fails_closed_for_good() {
-        let log = AuditLog::open(Path::new("/dev/full")).expect("open");
         assert!(matches!(
-            log.write(&Record::new(EventKind::Spawn, subject())),
+            AuditLog::open(Path::new("/dev/full")),
             Err(AuditError::Write { seq: 1, .. })
-        ));
-        assert!(matches!(
-            log.write(&Record::new(EventKind::Spawn, subject())),
-            Err(AuditError::Failed { .. })
         ));
     }
 }

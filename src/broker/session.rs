@@ -81,11 +81,7 @@ impl Session {
         commands: Vec<String>,
         call_timeout: Duration,
     ) -> Arc<Self> {
-        let subject = Subject {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            instance: info.instance.clone(),
-        };
+        let subject = info.subject();
         Arc::new(Self {
             info,
             subject,

@@ -36,6 +36,20 @@ pub struct PluginInfo {
     pub dir: PathBuf,
     /// This plugin's private state directory (the kv store lives here).
     pub state_dir: PathBuf,
+    /// sha256 over the plugin's files, computed at load.
+    pub digest: String,
+}
+
+impl PluginInfo {
+    /// The audit subject for records about this plugin.
+    pub fn subject(&self) -> crate::audit::Subject {
+        crate::audit::Subject {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            instance: self.instance.clone(),
+            digest: Some(self.digest.clone()),
+        }
+    }
 }
 
 /// The context of one call.

@@ -77,10 +77,18 @@ impl Engine {
             manifest.name,
             self.inner.next_instance.fetch_add(1, Ordering::AcqRel)
         );
+        let digest = match crate::manifest::digest::code_digest(&manifest.dir) {
+            Ok(d) => d,
+            Err(e) => {
+                let subject = unknown_subject(dir);
+                return Err(self.refused(&subject, LoadError::Host(format!("code digest: {e}"))));
+            }
+        };
         let subject = Subject {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
             instance: instance.clone(),
+            digest: Some(digest),
         };
         let gate = match self.gate_for(&manifest, grants) {
             Ok(g) => g,
@@ -179,6 +187,7 @@ impl Engine {
             instance: subject.instance.clone(),
             dir: manifest.dir.clone(),
             state_dir,
+            digest: subject.digest.clone().unwrap_or_default(),
         });
         let (host_end, plugin_end) =
             sys::socketpair_stream().map_err(|e| LoadError::Host(format!("socketpair: {e}")))?;
@@ -393,5 +402,6 @@ fn unknown_subject(dir: &Path) -> Subject {
         name: escape_text(&dir.display().to_string()),
         version: "unknown".into(),
         instance: "-".into(),
+        digest: None,
     }
 }

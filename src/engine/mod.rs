@@ -25,7 +25,7 @@ mod supervise;
 pub use load::LoadError;
 pub use plugin::{ExitInfo, Plugin};
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::capability::fs::{Fs, FsOp};
 use crate::capability::kv::{Kv, KvOp};
 use crate::capability::log::Log;
@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub sdk_dir: PathBuf,
     /// Deadline for a plugin's `hello`.
     pub handshake_timeout: Duration,
+    /// Audit durability and rotation.
+    pub audit: AuditOptions,
 }
 
 impl EngineConfig {
@@ -76,6 +78,7 @@ impl EngineConfig {
             state_dir: state_dir.into(),
             sdk_dir: default_sdk_dir(),
             handshake_timeout: Duration::from_secs(10),
+            audit: AuditOptions::default(),
         }
     }
 }
@@ -126,7 +129,7 @@ impl Engine {
             path: config.state_dir.clone(),
             source,
         })?;
-        let audit = Arc::new(AuditLog::open(&config.audit_log)?);
+        let audit = AuditLog::open_with(&config.audit_log, config.audit.clone())?;
         precompile_sdk(&config.sdk_dir);
         let mut caps: HashMap<String, Arc<dyn Capability>> = HashMap::new();
         caps.insert("log".into(), Arc::new(Log));

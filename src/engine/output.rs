@@ -1,7 +1,7 @@
 //! A plugin's stdout and stderr: captured, bounded by `limits.output_bytes`, forwarded to
 //! `tracing` line by line with the plugin's identity. Never part of the protocol.
 
-use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
+use crate::audit::{escape_text, AuditLog, EventKind, Record};
 use crate::capability::PluginInfo;
 use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdout};
@@ -102,11 +102,7 @@ fn report_cut(info: &PluginInfo, audit: &AuditLog, budget: &Budget) {
     if budget.reported.swap(true, Ordering::AcqRel) {
         return;
     }
-    let subject = Subject {
-        name: info.name.clone(),
-        version: info.version.clone(),
-        instance: info.instance.clone(),
-    };
+    let subject = info.subject();
     let mut r = Record::new(EventKind::Limit, subject);
     r.rule = Some("limits.output_bytes");
     r.detail = Some(serde_json::json!({ "limit": budget.limit }));

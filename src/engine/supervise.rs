@@ -28,6 +28,7 @@ pub(crate) fn start(
                 other => (EventKind::Kill, other.describe()),
             },
             _ = wall => (EventKind::Kill, format!("limits.wall_seconds ({wall_seconds}) reached")),
+            why = audit.failed() => (EventKind::Kill, format!("the audit log failed: {why}")),
         };
         let status = tokio::task::spawn_blocking(move || tree::kill_tree(pid, pid))
             .await

@@ -4,6 +4,7 @@
 //! itself fails (bad policy, unenforceable layer, unreachable interpreter, exec failure), with
 //! one line on stderr naming the layer and the cause.
 
+mod audit;
 mod check;
 mod run;
 
@@ -14,6 +15,46 @@ use plugbox::sandbox::{Environment, Prepared};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain (files oldest first): exit 0 intact and sealed, 1 broken.
+    Verify {
+        /// Log files, oldest first (rotated files, then the current one).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records as a table, or JSON lines for jq.
+    Show {
+        /// Log files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only this plugin (manifest name).
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only this event kind (call, spawn, kill, ...).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only this decision (allow, deny).
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts per plugin, capability and decision, and the denied calls with their rules.
+    Summary {
+        /// Log files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
 
 /// Exit status for plugbox's own failures.
 const EXIT_ENGINE: u8 = 125;
@@ -77,6 +118,14 @@ enum Cmd {
         /// Operational log format on stderr.
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Audit durability: fsync (every record), group (batched fsync, at most 10 ms late), os.
+        #[arg(long, value_name = "MODE", default_value = "group")]
+        durability: plugbox::audit::Durability,
+    },
+    /// Read an audit log: verify its chain, show records, summarise them.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
     },
     /// Validate a plugin directory (its effective policy, in words) or a policy file.
     Check {
@@ -111,6 +160,30 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Cmd::Audit { action } => {
+            let result = match action {
+                AuditCmd::Verify { files, json } => audit::verify_cmd(&files, json),
+                AuditCmd::Show {
+                    files,
+                    plugin,
+                    event,
+                    decision,
+                    since,
+                    json,
+                } => audit::show(
+                    &files,
+                    &audit::ShowFilter {
+                        plugin,
+                        event,
+                        decision,
+                        since,
+                        json,
+                    },
+                ),
+                AuditCmd::Summary { files } => audit::summary(&files),
+            };
+            result.unwrap_or_else(|e| fail(&e))
+        }
         Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -123,6 +196,7 @@ fn main() -> ExitCode {
             calls,
             args,
             log_format,
+            durability,
         } => {
             init_logging(&log_format);
             let sub = matches.subcommand_matches("run");
@@ -136,6 +210,7 @@ fn main() -> ExitCode {
                 audit,
                 state,
                 calls,
+                durability,
             };
             match run::run(opts) {
                 Ok(code) => code,

@@ -20,6 +20,7 @@ pub struct RunOptions {
     pub audit: PathBuf,
     pub state: PathBuf,
     pub calls: Vec<CallSpec>,
+    pub durability: plugbox::audit::Durability,
 }
 
 pub fn run(opts: RunOptions) -> Result<ExitCode, String> {
@@ -35,8 +36,9 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
         Some(path) => Grants::load(path).map_err(|e| e.to_string())?,
         None => Grants::all_requested(),
     };
-    let engine =
-        Engine::new(EngineConfig::new(&opts.audit, &opts.state)).map_err(|e| e.to_string())?;
+    let mut config = EngineConfig::new(&opts.audit, &opts.state);
+    config.audit.durability = opts.durability;
+    let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let plugin = engine
         .load(&opts.dir, &grants)
         .await
@@ -57,9 +59,14 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
             }
         };
         println!("{line}");
+        if engine.audit().is_failed() {
+            break;
+        }
     }
     let exit = plugin.shutdown().await;
     tracing::debug!(cause = %exit.cause, "plugin stopped");
+    // A clean shutdown seals the log; a failed log makes the whole run an engine failure.
+    engine.audit().seal().map_err(|e| e.to_string())?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
