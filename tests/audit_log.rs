@@ -69,7 +69,7 @@ fn index_of(lines: &[String], needle: &str) -> usize {
 fn an_untouched_log_verifies_and_the_cli_agrees() {
     let dir = tempfile::tempdir().expect("tmp");
     let log = real_log(dir.path());
-    let v = verify(&[log.clone()]).expect("verify");
+    let v = verify(std::slice::from_ref(&log)).expect("verify");
     assert!(v.broken.is_none(), "{v:?}");
     assert!(v.records >= 10);
     let out = Command::new(plugbox())
@@ -148,7 +148,7 @@ fn every_kind_of_tampering_is_named_with_its_line() {
         .expect("cli");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("broken: edited at")),
+        String::from_utf8_lossy(&out.stdout).contains("broken: edited at"),
         "{out:?}"
     );
 }
