@@ -1,5 +1,6 @@
 //! The audit record: one JSON line per decision (schema version 1).
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -9,7 +10,7 @@ pub const RECORD_SCHEMA: u32 = 2;
 pub const MAX_TEXT_CHARS: usize = 256;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The writer opened the log (first record of every file it starts).
@@ -47,7 +48,7 @@ pub enum EventKind {
 }
 
 /// The identity of the plugin instance a record is about.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Subject {
     /// Manifest name.
     pub name: String,
@@ -61,7 +62,7 @@ pub struct Subject {
 }
 
 /// One audit record, before the writer stamps it with `seq` and `ts`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Record {
     /// What happened.
     pub event: EventKind,
@@ -100,6 +101,27 @@ pub struct Record {
     /// Event-specific structured data (enforcement report, exit status, limit values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
+}
+
+/// One line of the log as written: the record plus what the writer stamps on it. Used for the
+/// published JSON Schema (`docs/audit-record.schema.json`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RecordLine {
+    /// Record schema version.
+    pub v: u32,
+    /// Sequence number: contiguous, starting at 1, continuing across rotations.
+    pub seq: u64,
+    /// RFC 3339 UTC timestamp with nanoseconds.
+    pub ts: String,
+    /// The host that wrote the record.
+    pub host: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: Record,
+    /// `hash` of the previous record (64 zeros for the first).
+    pub prev: String,
+    /// sha256 of this line's bytes without this member.
+    pub hash: String,
 }
 
 impl Record {
@@ -158,4 +180,9 @@ mod tests {
         assert_eq!(cut.chars().filter(|&c| c == 'é').count(), MAX_TEXT_CHARS);
         assert!(cut.ends_with("[truncated]"));
     }
+}
+
+/// The JSON Schema of one audit log line.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RecordLine)).unwrap_or_default()
 }

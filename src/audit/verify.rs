@@ -3,7 +3,8 @@
 
 use super::chain::{self, GENESIS};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// What kind of damage was found.
@@ -52,155 +53,170 @@ pub struct Broken {
     pub detail: String,
 }
 
-struct Line {
-    file: usize,
-    number: usize,
-    bytes: Vec<u8>,
-}
-
-/// Verifies `files` as one chain, oldest first.
+/// Verifies `files` as one chain, oldest first, streaming (memory does not grow with the log).
 pub fn verify(files: &[PathBuf]) -> std::io::Result<Verdict> {
-    let mut lines = Vec::new();
-    let mut partial = None;
+    let mut walk = Walk {
+        files,
+        verdict: Verdict {
+            records: 0,
+            files: files.len(),
+            broken: None,
+            notes: Vec::new(),
+        },
+        last_hash: None,
+        expected: None,
+        last_event: String::new(),
+        seen_low: 0,
+    };
     for (fi, path) in files.iter().enumerate() {
-        let data = std::fs::read(path)?;
-        let mut parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-        let tail = parts.pop().unwrap_or_default();
-        for (i, part) in parts.into_iter().enumerate() {
-            lines.push(Line {
-                file: fi,
-                number: i + 1,
-                bytes: part.to_vec(),
-            });
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut line = Vec::new();
+        let mut number = 0;
+        if fi > 0
+            && walk.expected.is_some()
+            && !matches!(walk.last_event.as_str(), "rotate" | "seal")
+        {
+            let prev = fi - 1;
+            let lines = count_lines(&files[prev])?;
+            return Ok(walk.broken(
+                prev,
+                lines,
+                Damage::Truncated,
+                "rotated file does not end with its rotate record",
+            ));
         }
-        if !tail.is_empty() {
-            let number = data.iter().filter(|&&b| b == b'\n').count() + 1;
-            partial = Some((fi, number));
-            if fi + 1 != files.len() {
-                return Ok(broken(
-                    files,
-                    fi,
-                    number,
-                    Damage::Truncated,
-                    "partial line in a file that is not the last",
-                    0,
-                ));
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            number += 1;
+            if line.last() != Some(&b'\n') {
+                let detail = if fi + 1 == files.len() {
+                    "the last line is incomplete"
+                } else {
+                    "partial line in a file that is not the last"
+                };
+                return Ok(walk.broken(fi, number, Damage::Truncated, detail));
+            }
+            line.pop();
+            if let Some(done) = walk.step(fi, number, &line)? {
+                return Ok(done);
             }
         }
     }
-    let seqs: Vec<Option<u64>> = lines
-        .iter()
-        .map(|l| parsed(&l.bytes).map(|(s, _, _)| s))
-        .collect();
-    let mut verdict = Verdict {
-        records: 0,
-        files: files.len(),
-        broken: None,
-        notes: Vec::new(),
-    };
-    let mut last_hash: Option<String> = None;
-    let mut expected: Option<u64> = None;
-    let mut last_event = String::new();
-    let mut seen = HashSet::new();
-    for (i, line) in lines.iter().enumerate() {
-        let fail = |damage, detail: String| {
-            Ok(broken(
-                files,
-                line.file,
-                line.number,
-                damage,
-                &detail,
-                verdict.records,
-            ))
+    if walk.last_event != "seal" {
+        let last = files.len().saturating_sub(1);
+        let lines = files
+            .last()
+            .map(|f| count_lines(f))
+            .transpose()?
+            .unwrap_or(0);
+        return Ok(walk.broken(
+            last,
+            lines,
+            Damage::Unsealed,
+            "the log ends without a seal record (crash, or its tail was cut)",
+        ));
+    }
+    Ok(walk.verdict)
+}
+
+struct Walk<'a> {
+    files: &'a [PathBuf],
+    verdict: Verdict,
+    last_hash: Option<String>,
+    expected: Option<u64>,
+    last_event: String,
+    seen_low: u64,
+}
+
+impl Walk<'_> {
+    fn broken(&self, file: usize, line: usize, damage: Damage, detail: &str) -> Verdict {
+        broken(self.files, file, line, damage, detail, self.verdict.records)
+    }
+
+    /// Checks one line; returns the verdict if it is broken.
+    fn step(&mut self, fi: usize, number: usize, line: &[u8]) -> std::io::Result<Option<Verdict>> {
+        let fail =
+            |w: &Self, damage, detail: String| Ok(Some(w.broken(fi, number, damage, &detail)));
+        let Some((seq, prev, event)) = parsed(line) else {
+            return fail(self, Damage::Corrupt, "not a JSON audit record".into());
         };
-        if i > 0
-            && line.file != lines[i - 1].file
-            && !matches!(last_event.as_str(), "rotate" | "seal")
-        {
-            let prev = &lines[i - 1];
-            return Ok(broken(
-                files,
-                prev.file,
-                prev.number,
-                Damage::Truncated,
-                "rotated file does not end with its rotate record",
-                verdict.records,
-            ));
-        }
-        let Some((seq, prev, event)) = parsed(&line.bytes) else {
-            return fail(Damage::Corrupt, "not a JSON audit record".into());
-        };
-        let Some(hash) = chain::check(&line.bytes) else {
+        let Some(hash) = chain::check(line) else {
             return fail(
+                self,
                 Damage::Edited,
                 format!("record seq {seq} does not match its hash"),
             );
         };
-        match (expected, &last_hash) {
-            (None, _) if prev != GENESIS => verdict.notes.push(format!(
-                "the chain starts mid-way at seq {seq} (prev {}...); earlier files were not given",
-                &prev[..prev.len().min(12)]
-            )),
+        match (self.expected, &self.last_hash) {
+            (None, _) => {
+                self.seen_low = seq;
+                if prev != GENESIS {
+                    self.verdict.notes.push(format!(
+                        "the chain starts mid-way at seq {seq} (prev {}...); earlier files were not given",
+                        &prev[..prev.len().min(12)]
+                    ));
+                }
+            }
             (Some(e), Some(h)) if seq == e && prev != *h => {
                 return fail(
+                    self,
                     Damage::Inserted,
                     format!("record seq {seq} does not link to the record before it"),
                 );
             }
             (Some(e), _) if seq > e => {
-                let later = seqs[i + 1..].contains(&Some(e));
-                return if later {
+                return if appears_later(self.files, fi, number, e)? {
                     fail(
+                        self,
                         Damage::Reordered,
                         format!("seq {seq} appears where {e} was expected; {e} comes later"),
                     )
                 } else {
                     fail(
+                        self,
                         Damage::Deleted,
                         format!("records {e}..={} are missing", seq - 1),
                     )
                 };
             }
             (Some(e), _) if seq < e => {
-                let kind = if seen.contains(&seq) {
+                // Seen before (a duplicate) means inserted; otherwise the order is wrong.
+                let kind = if seq >= self.seen_low {
                     Damage::Inserted
                 } else {
                     Damage::Reordered
                 };
-                return fail(kind, format!("seq {seq} appears after seq {}", e - 1));
+                return fail(self, kind, format!("seq {seq} appears after seq {}", e - 1));
             }
             _ => {}
         }
-        seen.insert(seq);
-        last_hash = Some(hash);
-        expected = Some(seq + 1);
-        last_event = event;
-        verdict.records += 1;
+        self.last_hash = Some(hash);
+        self.expected = Some(seq + 1);
+        self.last_event = event;
+        self.verdict.records += 1;
+        Ok(None)
     }
-    if let Some((fi, number)) = partial {
-        return Ok(broken(
-            files,
-            fi,
-            number,
-            Damage::Truncated,
-            "the last line is incomplete",
-            verdict.records,
-        ));
+}
+
+/// Does a record with `seq` appear after line `number` of file `fi`? (Only on a broken link.)
+fn appears_later(files: &[PathBuf], fi: usize, number: usize, seq: u64) -> std::io::Result<bool> {
+    for (i, path) in files.iter().enumerate().skip(fi) {
+        let reader = BufReader::new(File::open(path)?);
+        let skip = if i == fi { number } else { 0 };
+        for line in reader.split(b'\n').skip(skip) {
+            if parsed(&line?).is_some_and(|(s, _, _)| s == seq) {
+                return Ok(true);
+            }
+        }
     }
-    if last_event != "seal" {
-        let (file, number) = lines
-            .last()
-            .map_or((files.len().saturating_sub(1), 0), |l| (l.file, l.number));
-        return Ok(broken(
-            files,
-            file,
-            number,
-            Damage::Unsealed,
-            "the log ends without a seal record (crash, or its tail was cut)",
-            verdict.records,
-        ));
-    }
-    Ok(verdict)
+    Ok(false)
+}
+
+fn count_lines(path: &Path) -> std::io::Result<usize> {
+    Ok(BufReader::new(File::open(path)?).split(b'\n').count())
 }
 
 fn parsed(bytes: &[u8]) -> Option<(u64, String, String)> {

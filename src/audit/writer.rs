@@ -53,6 +53,9 @@ pub struct AuditOptions {
     pub group_delay: Duration,
     /// Rotate to a new file once the current one exceeds this many bytes.
     pub rotate_bytes: Option<u64>,
+    /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
+    /// costs; never set it where the log matters.
+    pub danger_disabled: bool,
 }
 
 impl Default for AuditOptions {
@@ -61,6 +64,7 @@ impl Default for AuditOptions {
             durability: Durability::Group,
             group_delay: Duration::from_millis(10),
             rotate_bytes: None,
+            danger_disabled: false,
         }
     }
 }
@@ -144,6 +148,9 @@ impl AuditLog {
             source,
         };
         let (mut prev, mut next_seq, mut rotations, mut carried) = (GENESIS.to_owned(), 1, 0, None);
+        if options.danger_disabled {
+            return Ok(Arc::new(Self::inert(path, options)));
+        }
         if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             let (hash, seq, event) = last_record(path).map_err(open_err)?;
             rotations = next_archive_number(path);
@@ -185,6 +192,26 @@ impl AuditLog {
         Ok(log)
     }
 
+    fn inert(path: &Path, options: AuditOptions) -> Self {
+        Self {
+            path: path.to_owned(),
+            host: host_id(),
+            options,
+            state: Mutex::new(State {
+                file: None,
+                closed: None,
+                next_seq: 1,
+                prev: GENESIS.to_owned(),
+                bytes_in_file: 0,
+                rotations: 0,
+                line: Vec::new(),
+            }),
+            dirty: Arc::new(AtomicBool::new(false)),
+            sync_file: Arc::new(Mutex::new(None)),
+            failed: watch::channel(None).0,
+        }
+    }
+
     /// The log's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -217,6 +244,10 @@ impl AuditLog {
     /// may happen.
     pub fn write(&self, record: &Record) -> Result<u64, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.options.danger_disabled {
+            state.next_seq += 1;
+            return Ok(state.next_seq - 1);
+        }
         if let Some(why) = &state.closed {
             return Err(AuditError::Closed {
                 path: self.path.clone(),
@@ -317,6 +348,9 @@ impl AuditLog {
     /// Writes the `seal` record (a clean shutdown), fsyncs, and closes the log.
     pub fn seal(&self) -> Result<u64, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.options.danger_disabled {
+            return Ok(state.next_seq);
+        }
         if let Some(why) = &state.closed {
             return Err(AuditError::Closed {
                 path: self.path.clone(),

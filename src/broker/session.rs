@@ -68,7 +68,28 @@ pub struct Session {
     next_id: AtomicU64,
     violations: AtomicU32,
     immediate: Mutex<Vec<Outgoing>>,
+    /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
+    abandoned: Mutex<std::collections::HashSet<u64>>,
     end: watch::Sender<Option<EndReason>>,
+}
+
+/// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
+struct CancelOnDrop<'a> {
+    session: &'a Session,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let s = self.session;
+        s.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        s.abandoned.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id);
+        let _ = s.out.try_send(Message::Cancel { id: self.id }.encode(&[]).into());
+    }
 }
 
 impl Session {
@@ -95,6 +116,7 @@ impl Session {
             next_id: AtomicU64::new(1),
             violations: AtomicU32::new(0),
             immediate: Mutex::new(Vec::new()),
+            abandoned: Mutex::new(std::collections::HashSet::new()),
             end: watch::channel(None).0,
         })
     }
@@ -282,6 +304,7 @@ impl Session {
             Some(tx) => {
                 let _ = tx.send(reply);
             }
+            None if self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) => {}
             None => self.violation(
                 None,
                 ErrorCode::Protocol,
@@ -496,11 +519,17 @@ impl Session {
             body: body_name,
         }
         .encode_outgoing(bytes);
+        let mut guard = CancelOnDrop {
+            session: self,
+            id,
+            armed: true,
+        };
         let result = if self.out.send(frame).await.is_err() {
             Err(CallError::host("the plugin connection is closed"))
         } else {
             self.await_reply(id, rx).await
         };
+        guard.armed = false;
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
         r.capability = Some(command.to_owned());

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Where interpreters named by `plugin.runtime` are looked up (never the host's `PATH`).
 pub const RUNTIME_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -289,13 +290,14 @@ impl Engine {
             commands,
             manifest.policy.limits().call_timeout,
         );
+        let span = tracing::info_span!("plugin", name = %info.name, version = %info.version, instance = %info.instance);
         tokio::spawn(writer(
             write_half,
             out_rx,
             Arc::clone(&session),
             manifest.policy.limits().call_timeout,
         ));
-        tokio::spawn(Arc::clone(&session).run_reader(reader));
+        tokio::spawn(Arc::clone(&session).run_reader(reader).instrument(span));
         let exit = supervise::start(
             Arc::clone(&session),
             Arc::clone(&self.inner.audit),

@@ -69,7 +69,8 @@ impl Plugin {
         self.session.commands()
     }
 
-    /// Calls `command` with keyword arguments `args` (a JSON object).
+    /// Calls `command` with keyword arguments `args` (a JSON object). Dropping the returned
+    /// future cancels the call: the plugin is sent `cancel` and a late reply is ignored.
     pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
         let Value::Object(args) = args else {
             return Err(CallError::invalid("arguments must be a JSON object"));

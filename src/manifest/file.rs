@@ -119,3 +119,8 @@ impl ManifestFile {
         }
     }
 }
+
+/// The JSON Schema of `plugbox.toml`, generated from these types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ManifestFile)).unwrap_or_default()
+}

@@ -135,8 +135,12 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
     },
-    /// Print the JSON Schema of the policy file.
-    Schema,
+    /// Print a JSON Schema: of the policy file (default), the plugin manifest, or an audit record.
+    Schema {
+        /// Which schema.
+        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit"])]
+        which: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -153,11 +157,13 @@ fn main() -> ExitCode {
             argv,
         } => exec(policy, report_json, env, argv),
         Cmd::Probe { json, groups } => probe(json, groups),
-        Cmd::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&file::json_schema()).unwrap_or_default()
-            );
+        Cmd::Schema { which } => {
+            let schema = match which.as_str() {
+                "manifest" => plugbox::manifest::file::json_schema(),
+                "audit" => plugbox::audit::record::json_schema(),
+                _ => file::json_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Cmd::Audit { action } => {

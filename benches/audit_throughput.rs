@@ -1,0 +1,147 @@
+//! Audit benchmarks in one interleaved run:
+//! - records per second for each durability setting (one writer thread, and four threads
+//!   sharing one log), with a typical call-decision record;
+//! - the overhead audit adds to a plugin→host capability round trip (audit on with the
+//!   default group commit, versus `danger_disabled`), interleaved.
+//!
+//! Run: `cargo bench --bench audit_throughput` (`cargo test` runs a short smoke test).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use plugbox::audit::{AuditLog, AuditOptions, Durability, EventKind, Record, Subject};
+use plugbox::capability::{typed, CallContext, CallError, Reply};
+use plugbox::engine::{Engine, EngineConfig};
+use plugbox::manifest::Grants;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn record(i: u64) -> Record {
+    let mut r = Record::new(
+        EventKind::Call,
+        Subject {
+            name: "word-count".into(),
+            version: "1.4.2".into(),
+            instance: "word-count#1".into(),
+            digest: Some("ab".repeat(32)),
+        },
+    );
+    r.capability = Some("doc.get_text".into());
+    r.decision = Some("allow");
+    r.rule = Some("allow-list");
+    r.call_id = Some(i);
+    r.request_bytes = Some(96);
+    r.args_sha256 = Some("cd".repeat(32));
+    r
+}
+
+fn rate(durability: Durability, threads: u64, per_thread: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = AuditOptions {
+        durability,
+        ..AuditOptions::default()
+    };
+    let log = AuditLog::open_with(&dir.path().join("audit.jsonl"), options).expect("open");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    log.write(&record(t * per_thread + i)).expect("write");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("join");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    log.seal().expect("seal");
+    (threads * per_thread) as f64 / secs
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: u64 = if benching { 400_000 } else { 2_000 };
+    println!("audit records per second ({n} records per run; median of 3):");
+    for (label, d) in [
+        ("fsync every record", Durability::Fsync),
+        ("group commit (default)", Durability::Group),
+        ("os", Durability::Os),
+    ] {
+        let count = if d == Durability::Fsync { n / 100 } else { n };
+        for threads in [1u64, 4] {
+            let mut runs: Vec<f64> = (0..3).map(|_| rate(d, threads, count / threads)).collect();
+            runs.sort_by(f64::total_cmp);
+            println!(
+                "  {label:<24} {threads} thread(s): {:>10.0} records/s{}",
+                runs[1],
+                if d == Durability::Group {
+                    "  (target >= 200000)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    // Round-trip overhead: audit on vs off, interleaved in blocks.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plugin_dir = root.join("benches/plugins/echo");
+    let calls = if benching { 3000 } else { 50 };
+    let mut engines = Vec::new();
+    for disabled in [false, true] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut config =
+            EngineConfig::new(dir.path().join("audit.jsonl"), dir.path().join("state"));
+        config.audit.danger_disabled = disabled;
+        let engine = Engine::new(config).expect("engine");
+        engine
+            .register(
+                "bench.echo",
+                typed(|_: CallContext, args: Value| async move {
+                    Ok::<_, CallError>(args["x"].clone())
+                }),
+            )
+            .expect("register");
+        let plugin = engine
+            .load(&plugin_dir, &Grants::all_requested())
+            .await
+            .expect("load");
+        engines.push((engine, plugin, dir, Vec::<u64>::new()));
+    }
+    let payload = "x".repeat(80);
+    for _ in 0..5 {
+        for (_, plugin, _, samples) in engines.iter_mut() {
+            let Reply::Json(v) = plugin
+                .call("host_loop", json!({"n": calls, "payload": payload}))
+                .await
+                .expect("loop")
+            else {
+                panic!()
+            };
+            samples.extend(v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()));
+        }
+    }
+    let p50 = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2] as f64 / 1e3
+    };
+    let on = p50(&mut engines[0].3);
+    let off = p50(&mut engines[1].3);
+    println!(
+        "plugin->host round trip, {} calls each, interleaved:",
+        engines[0].3.len()
+    );
+    println!("  audit on (group commit)  p50 {on:>7.1} us");
+    println!("  audit off (danger)       p50 {off:>7.1} us");
+    println!(
+        "  overhead                 {:+.1}% (target <= 5%)",
+        (on / off - 1.0) * 100.0
+    );
+    for (_, plugin, _, _) in engines {
+        plugin.shutdown().await;
+    }
+}
