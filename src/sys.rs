@@ -479,8 +479,9 @@ pub fn open_beneath(
             } else {
                 0
             }) as u64,
-        // openat2 rejects a mode without O_CREAT/O_TMPFILE.
-        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        // openat2 rejects a mode without O_CREAT/O_TMPFILE (O_TMPFILE includes the
+        // O_DIRECTORY bit, so it is tested whole).
+        mode: if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
             u64::from(mode)
         } else {
             0

@@ -15,21 +15,32 @@ const PLUGINS: u64 = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
-    let total: u64 = std::env::var("PLUGBOX_LOAD_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = std::env::var("PLUGBOX_LOAD_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let per_plugin = total / PLUGINS;
     let te = TestEngine::new();
     te.engine
-        .register("load.noop", typed(|_: CallContext, _: Value| async { Ok::<_, CallError>(Value::Null) }))
+        .register(
+            "load.noop",
+            typed(|_: CallContext, _: Value| async { Ok::<_, CallError>(Value::Null) }),
+        )
         .expect("register");
     let source = TestPlugin::new(
         "load",
-        "[capabilities]\n\"load.noop\" = {}\n[limits]\nwall_seconds = 3600\ncpu_seconds = 3600\ncalls_per_second = 1000000\ncall_burst = 1000000\ncall_timeout_ms = 3600000\n",
+        "[capabilities]\n\"load.noop\" = {}\n# 64 plugins share the default uid and so its RLIMIT_NPROC budget.\n[process]\nmax_threads = 1024\n[limits]\nwall_seconds = 3600\ncpu_seconds = 3600\ncalls_per_second = 1000000\ncall_burst = 1000000\ncall_timeout_ms = 3600000\n",
         "import plugbox\n@plugbox.command\ndef burst(n):\n    call = plugbox.host.call\n    for i in range(n):\n        call('load.noop', i=i)\n    return n\n",
     );
     let started = std::time::Instant::now();
     let mut plugins = Vec::new();
     for _ in 0..PLUGINS {
-        plugins.push(te.engine.load(source.path(), &Grants::all_requested()).await.expect("load"));
+        plugins.push(
+            te.engine
+                .load(source.path(), &Grants::all_requested())
+                .await
+                .expect("load"),
+        );
     }
     let mut tasks = Vec::new();
     for p in plugins {
@@ -40,7 +51,10 @@ async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.expect("join").expect("burst"), Reply::Json(json!(per_plugin)));
+        assert_eq!(
+            t.await.expect("join").expect("burst"),
+            Reply::Json(json!(per_plugin))
+        );
     }
     let elapsed = started.elapsed();
     te.engine.audit().seal().expect("seal");
@@ -51,7 +65,11 @@ async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
     for line in std::io::BufReader::new(file).lines() {
         let line = line.expect("line");
         let v: Value = serde_json::from_str(&line).expect("json");
-        assert_eq!(v["seq"].as_u64(), Some(expected), "sequence numbers are contiguous");
+        assert_eq!(
+            v["seq"].as_u64(),
+            Some(expected),
+            "sequence numbers are contiguous"
+        );
         expected += 1;
         if v["capability"] == "load.noop" {
             match v["event"].as_str() {

@@ -13,7 +13,11 @@ use serde_json::json;
 use std::time::Duration;
 
 fn none_granted() -> Grants {
-    Grants::from_file(GrantFile { schema: 1, capabilities: Default::default() }).expect("grants")
+    Grants::from_file(GrantFile {
+        schema: 1,
+        capabilities: Default::default(),
+    })
+    .expect("grants")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,13 +30,18 @@ async fn required_capabilities_not_granted_refuse_the_load_listing_every_one() {
     );
     let grants = none_granted().grant("log", CapabilityGrant::default());
     match te.engine.load(p.path(), &grants).await {
-        Err(LoadError::Manifest(ManifestError::NotGranted { missing, .. })) => assert_eq!(missing, ["kv.get", "kv.set"]),
+        Err(LoadError::Manifest(ManifestError::NotGranted { missing, .. })) => {
+            assert_eq!(missing, ["kv.get", "kv.set"])
+        }
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("loaded"),
     }
     let refused = te.events("load_refused");
     assert_eq!(refused.len(), 1);
-    assert!(refused[0]["reason"].as_str().unwrap().contains("kv.get, kv.set"));
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("kv.get, kv.set"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +54,10 @@ async fn optional_capabilities_that_are_not_granted_are_simply_absent() {
     );
     let grants = none_granted().grant("log", CapabilityGrant::default());
     let plugin = te.engine.load(p.path(), &grants).await.expect("load");
-    assert_eq!(plugin.call("try_kv", json!({})).await.expect("call"), Reply::Json(json!("denied")));
+    assert_eq!(
+        plugin.call("try_kv", json!({})).await.expect("call"),
+        Reply::Json(json!("denied"))
+    );
     let handshake = te.events("handshake");
     assert_eq!(handshake[0]["detail"]["capabilities"], json!(["log"]));
 }
@@ -54,10 +66,20 @@ async fn optional_capabilities_that_are_not_granted_are_simply_absent() {
 async fn an_incompatible_api_names_both_versions() {
     let te = TestEngine::new();
     let p = TestPlugin::new("future", "", "import plugbox\n");
-    let manifest = std::fs::read_to_string(p.path().join("plugbox.toml")).unwrap().replace("api = \"^1\"", "api = \"^2\"");
+    let manifest = std::fs::read_to_string(p.path().join("plugbox.toml"))
+        .unwrap()
+        .replace("api = \"^1\"", "api = \"^2\"");
     std::fs::write(p.path().join("plugbox.toml"), manifest).unwrap();
-    let err = te.engine.load(p.path(), &Grants::all_requested()).await.err().expect("refused");
-    assert_eq!(err.to_string(), "manifest: plugin.api: future 1.0.0 requires host API ^2, but this host provides 1.0.0");
+    let err = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "manifest: plugin.api: future 1.0.0 requires host API ^2, but this host provides 1.0.0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,27 +92,59 @@ async fn typed_host_capabilities_check_argument_types() {
     }
     let te = TestEngine::new();
     te.engine
-        .register("math.add", typed(|_: CallContext, args: Add| async move { Ok::<_, CallError>(args.a + args.b) }))
+        .register(
+            "math.add",
+            typed(|_: CallContext, args: Add| async move { Ok::<_, CallError>(args.a + args.b) }),
+        )
         .expect("register");
     let p = TestPlugin::new(
         "adder",
         "[capabilities]\n\"math.add\" = {}\n",
         "import plugbox\n@plugbox.command\ndef run(a, b):\n    try:\n        return plugbox.host.call('math.add', a=a, b=b)\n    except plugbox.PlugboxError as e:\n        return e.code\n",
     );
-    let plugin = te.engine.load(p.path(), &Grants::all_requested()).await.expect("load");
-    assert_eq!(plugin.call("run", json!({"a": 2, "b": 40})).await.expect("call"), Reply::Json(json!(42)));
-    assert_eq!(plugin.call("run", json!({"a": "2", "b": 40})).await.expect("call"), Reply::Json(json!("invalid")));
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    assert_eq!(
+        plugin
+            .call("run", json!({"a": 2, "b": 40}))
+            .await
+            .expect("call"),
+        Reply::Json(json!(42))
+    );
+    assert_eq!(
+        plugin
+            .call("run", json!({"a": "2", "b": 40}))
+            .await
+            .expect("call"),
+        Reply::Json(json!("invalid"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_exception_reaches_the_host_typed_with_its_traceback() {
     let te = TestEngine::new();
     let p = TestPlugin::new("raiser", "", "import plugbox\n@plugbox.command\ndef boom(x):\n    print('stdout is not the channel')\n    raise ValueError(f'bad {x}')\n");
-    let plugin = te.engine.load(p.path(), &Grants::all_requested()).await.expect("load");
-    let err = plugin.call("boom", json!({"x": 7})).await.expect_err("raises");
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    let err = plugin
+        .call("boom", json!({"x": 7}))
+        .await
+        .expect_err("raises");
     assert_eq!(err.code, ErrorCode::PluginError);
     assert!(err.message.contains("ValueError: bad 7"), "{err:?}");
-    assert!(err.traceback.as_deref().unwrap_or("").contains("line 5, in boom"), "{err:?}");
+    assert!(
+        err.traceback
+            .as_deref()
+            .unwrap_or("")
+            .contains("line 5, in boom"),
+        "{err:?}"
+    );
     let unknown = plugin.call("nope", json!({})).await.expect_err("unknown");
     assert_eq!(unknown.code, ErrorCode::Invalid);
     assert!(te.events("protocol_violation").is_empty());
@@ -100,12 +154,26 @@ async fn a_plugin_exception_reaches_the_host_typed_with_its_traceback() {
 async fn dropping_a_call_cancels_it_and_the_plugin_stays_usable() {
     let te = TestEngine::new();
     let p = TestPlugin::new("sleeper", "", "import plugbox, time\n@plugbox.command\ndef nap(s):\n    time.sleep(s)\n    return 'woke'\n@plugbox.command\ndef ping2():\n    return 'pong'\n");
-    let plugin = te.engine.load(p.path(), &Grants::all_requested()).await.expect("load");
-    let dropped = tokio::time::timeout(Duration::from_millis(200), plugin.call("nap", json!({"s": 2}))).await;
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(200),
+        plugin.call("nap", json!({"s": 2})),
+    )
+    .await;
     assert!(dropped.is_err(), "the caller gave up");
-    assert_eq!(plugin.call("ping2", json!({})).await.expect("call"), Reply::Json(json!("pong")));
+    assert_eq!(
+        plugin.call("ping2", json!({})).await.expect("call"),
+        Reply::Json(json!("pong"))
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(te.events("protocol_violation").is_empty(), "a late answer to a cancelled call is not a violation");
+    assert!(
+        te.events("protocol_violation").is_empty(),
+        "a late answer to a cancelled call is not a violation"
+    );
     assert!(plugin.exited().is_none());
 }
 
@@ -118,16 +186,62 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
         "import plugbox\n@plugbox.command\ndef put(k, v):\n    return plugbox.host.call('kv.set', key=k, value=v)\n@plugbox.command\ndef get(k):\n    return plugbox.host.call('kv.get', key=k)\n@plugbox.command\ndef keys():\n    return plugbox.host.call('kv.list')\n@plugbox.command\ndef save(name, data: bytes):\n    return plugbox.host.call('fs.write', path='out/' + name, data=data)\n@plugbox.command\ndef ls():\n    return plugbox.host.call('fs.list', path='out')\n",
     );
     std::fs::create_dir(p.path().join("out")).unwrap();
-    let first = te.engine.load(p.path(), &Grants::all_requested()).await.expect("load");
-    first.call("put", json!({"k": "greeting", "v": {"text": "hi", "n": 1}})).await.expect("put");
-    first.call_with_body("save", serde_json::Map::from_iter([("name".to_owned(), json!("a.bin"))]), "data", vec![0, 1, 2, 255]).await.expect("save");
-    let too_big = first.call_with_body("save", serde_json::Map::from_iter([("name".to_owned(), json!("b.bin"))]), "data", vec![7; 2048]).await;
-    assert!(matches!(too_big, Err(ref e) if e.code == ErrorCode::PluginError && e.message.contains("LimitExceeded")), "{too_big:?}");
+    let first = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    first
+        .call("put", json!({"k": "greeting", "v": {"text": "hi", "n": 1}}))
+        .await
+        .expect("put");
+    first
+        .call_with_body(
+            "save",
+            serde_json::Map::from_iter([("name".to_owned(), json!("a.bin"))]),
+            "data",
+            vec![0, 1, 2, 255],
+        )
+        .await
+        .expect("save");
+    let too_big = first
+        .call_with_body(
+            "save",
+            serde_json::Map::from_iter([("name".to_owned(), json!("b.bin"))]),
+            "data",
+            vec![7; 2048],
+        )
+        .await;
+    assert!(
+        matches!(too_big, Err(ref e) if e.code == ErrorCode::PluginError && e.message.contains("LimitExceeded")),
+        "{too_big:?}"
+    );
     first.shutdown().await;
-    let second = te.engine.load(p.path(), &Grants::all_requested()).await.expect("reload");
-    assert_eq!(second.call("get", json!({"k": "greeting"})).await.expect("get"), Reply::Json(json!({"text": "hi", "n": 1})));
-    assert_eq!(second.call("keys", json!({})).await.expect("keys"), Reply::Json(json!(["greeting"])));
-    assert_eq!(std::fs::read(p.path().join("out/a.bin")).unwrap(), [0, 1, 2, 255]);
-    let Reply::Json(listing) = second.call("ls", json!({})).await.expect("ls") else { panic!() };
-    assert_eq!(listing, json!([{"name": "a.bin", "kind": "file", "size": 4}]));
+    let second = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("reload");
+    assert_eq!(
+        second
+            .call("get", json!({"k": "greeting"}))
+            .await
+            .expect("get"),
+        Reply::Json(json!({"text": "hi", "n": 1}))
+    );
+    assert_eq!(
+        second.call("keys", json!({})).await.expect("keys"),
+        Reply::Json(json!(["greeting"]))
+    );
+    assert_eq!(
+        std::fs::read(p.path().join("out/a.bin")).unwrap(),
+        [0, 1, 2, 255]
+    );
+    let Reply::Json(listing) = second.call("ls", json!({})).await.expect("ls") else {
+        panic!()
+    };
+    assert_eq!(
+        listing,
+        json!([{"name": "a.bin", "kind": "file", "size": 4}])
+    );
 }

@@ -149,11 +149,21 @@ fn the_committed_json_schema_is_the_generated_one() {
 fn the_committed_manifest_and_audit_schemas_are_the_generated_ones() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for (file, generated) in [
-        ("docs/manifest.schema.json", plugbox::manifest::file::json_schema()),
-        ("docs/audit-record.schema.json", plugbox::audit::record::json_schema()),
+        (
+            "docs/manifest.schema.json",
+            plugbox::manifest::file::json_schema(),
+        ),
+        (
+            "docs/audit-record.schema.json",
+            plugbox::audit::record::json_schema(),
+        ),
     ] {
         let committed: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(root.join(file)).expect("read")).expect("json");
-        assert_eq!(committed, generated, "regenerate {file} with: cargo run -- schema manifest|audit");
+            serde_json::from_str(&std::fs::read_to_string(root.join(file)).expect("read"))
+                .expect("json");
+        assert_eq!(
+            committed, generated,
+            "regenerate {file} with: cargo run -- schema manifest|audit"
+        );
     }
 }

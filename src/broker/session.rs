@@ -86,9 +86,17 @@ impl Drop for CancelOnDrop<'_> {
             return;
         }
         let s = self.session;
-        s.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-        s.abandoned.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id);
-        let _ = s.out.try_send(Message::Cancel { id: self.id }.encode(&[]).into());
+        s.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        s.abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.id);
+        let _ = s
+            .out
+            .try_send(Message::Cancel { id: self.id }.encode(&[]).into());
     }
 }
 
@@ -304,7 +312,11 @@ impl Session {
             Some(tx) => {
                 let _ = tx.send(reply);
             }
-            None if self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) => {}
+            None if self
+                .abandoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id) => {}
             None => self.violation(
                 None,
                 ErrorCode::Protocol,

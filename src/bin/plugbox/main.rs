@@ -163,7 +163,10 @@ fn main() -> ExitCode {
                 "audit" => plugbox::audit::record::json_schema(),
                 _ => file::json_schema(),
             };
-            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Cmd::Audit { action } => {
