@@ -82,7 +82,7 @@ async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
     let made = per_plugin * PLUGINS;
     assert_eq!(allowed, made, "one allow record per call made");
     assert_eq!(outcomes_ok, made, "one outcome record per call made");
-    let verdict = plugbox::audit::verify::verify(&[te.audit.clone()]).expect("verify");
+    let verdict = plugbox::audit::verify::verify(std::slice::from_ref(&te.audit)).expect("verify");
     assert!(verdict.broken.is_none(), "{verdict:?}");
     eprintln!(
         "load: {made} calls from {PLUGINS} plugins in {:.1} s ({:.0} calls/s), {} records verified",

@@ -166,6 +166,11 @@ pub fn escape_text(text: &str) -> String {
     out
 }
 
+/// The JSON Schema of one audit log line.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RecordLine)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,9 +185,4 @@ mod tests {
         assert_eq!(cut.chars().filter(|&c| c == 'é').count(), MAX_TEXT_CHARS);
         assert!(cut.ends_with("[truncated]"));
     }
-}
-
-/// The JSON Schema of one audit log line.
-pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(RecordLine)).unwrap_or_default()
 }

@@ -23,7 +23,7 @@ mod plugin;
 mod supervise;
 
 pub use load::LoadError;
-pub use plugin::{ExitInfo, Plugin};
+pub use plugin::{ExitInfo, Plugin, SHUTDOWN_GRACE};
 
 use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::capability::fs::{Fs, FsOp};
