@@ -1,6 +1,7 @@
 //! Manifest: a plugin directory's `plugbox.toml`, validated, and intersected with the host's
 //! grants into the plugin's effective capabilities.
 
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod file;

@@ -135,6 +135,17 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
     },
+    /// What a new version of a plugin asks for beyond the old one. Exit 0 if it escalates
+    /// nothing, 1 if it does.
+    Diff {
+        /// The old plugin directory.
+        old: PathBuf,
+        /// The new plugin directory.
+        new: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a JSON Schema: of the policy file (default), the plugin manifest, or an audit record.
     Schema {
         /// Which schema.
@@ -193,6 +204,10 @@ fn main() -> ExitCode {
             };
             result.unwrap_or_else(|e| fail(&e))
         }
+        Cmd::Diff { old, new, json } => match diff_cmd(&old, &new, json) {
+            Ok(code) => code,
+            Err(e) => fail(&e),
+        },
         Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -227,6 +242,33 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn diff_cmd(old: &std::path::Path, new: &std::path::Path, json: bool) -> Result<ExitCode, String> {
+    let load =
+        |p: &std::path::Path| plugbox::manifest::Manifest::load(p).map_err(|e| e.to_string());
+    let (o, n) = (load(old)?, load(new)?);
+    let changes = plugbox::manifest::diff::diff(&o, &n);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&changes).unwrap_or_default()
+        );
+    } else {
+        println!("{} {} -> {} {}", o.name, o.version, n.name, n.version);
+        if changes.is_empty() {
+            println!("  asks for nothing more");
+        }
+        for c in &changes {
+            println!("  {:<10} {:<36} {}", c.kind, c.field, c.detail);
+        }
+    }
+    let escalates = changes.iter().any(|c| c.kind == "escalates");
+    Ok(if escalates {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Pairs each `--args` with the `--call` before it, by position on the command line.
