@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod broker;
 pub mod capability;
+pub mod discovery;
 pub mod engine;
 pub mod fuzzing;
 pub mod ipc;

@@ -135,6 +135,22 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
     },
+    /// List plugins (directories, installed Python distributions, plugbox_plugins.*) without
+    /// running any plugin code.
+    List {
+        /// Directories holding plugin directories (DIR/*/plugbox.toml); repeatable.
+        #[arg(long = "path", value_name = "DIR")]
+        paths: Vec<PathBuf>,
+        /// Interpreter whose site directories are searched (run with -I -S).
+        #[arg(long, value_name = "INTERPRETER")]
+        python: Option<PathBuf>,
+        /// Search these site directories instead of asking an interpreter; repeatable.
+        #[arg(long = "site", value_name = "DIR")]
+        sites: Vec<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// What a new version of a plugin asks for beyond the old one. Exit 0 if it escalates
     /// nothing, 1 if it does.
     Diff {
@@ -203,6 +219,42 @@ fn main() -> ExitCode {
                 AuditCmd::Summary { files } => audit::summary(&files),
             };
             result.unwrap_or_else(|e| fail(&e))
+        }
+        Cmd::List {
+            paths,
+            python,
+            mut sites,
+            json,
+        } => {
+            if let Some(py) = python {
+                match plugbox::discovery::site_dirs(&py) {
+                    Ok(dirs) => sites.extend(dirs),
+                    Err(e) => return fail(&format!("discovery: {e}")),
+                }
+            }
+            let mut all = plugbox::discovery::in_directories(&paths);
+            all.extend(plugbox::discovery::in_site_dirs(&sites));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                for f in &all {
+                    let what = match (&f.name, &f.error) {
+                        (Some(n), _) => format!(
+                            "{n} {}  [{}]",
+                            f.version.as_deref().unwrap_or(""),
+                            f.capabilities.join(", ")
+                        ),
+                        (None, Some(e)) => format!("INVALID: {e}"),
+                        (None, None) => String::new(),
+                    };
+                    println!(
+                        "{:<12} {:<50} {what}",
+                        f.route,
+                        f.location.display().to_string()
+                    );
+                }
+            }
+            ExitCode::SUCCESS
         }
         Cmd::Diff { old, new, json } => match diff_cmd(&old, &new, json) {
             Ok(code) => code,

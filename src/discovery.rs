@@ -1,0 +1,172 @@
+//! Discovery: finding plugins without running any of their code.
+//!
+//! Three routes, all by reading files only:
+//! - plugin directories: `DIR/*/plugbox.toml`;
+//! - installed Python distributions whose `*.dist-info/entry_points.txt` declares the group
+//!   `[plugbox.plugins]`; the entry's top-level package must ship a `plugbox.toml`;
+//! - namespace packages `plugbox_plugins.<name>` (`SITE/plugbox_plugins/<name>/plugbox.toml`).
+//!
+//! Site directories come from the interpreter run with `-I -S` (no `site` processing, so no
+//! `.pth` file of an installed package executes), or are given explicitly. One invalid plugin
+//! never hides the others.
+
+use crate::manifest::{Manifest, MANIFEST_NAME};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Largest `entry_points.txt` read.
+const MAX_ENTRY_POINTS_BYTES: u64 = 64 * 1024;
+
+/// One plugin found, valid or not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    /// `directory`, `entry-point` or `namespace`.
+    pub route: &'static str,
+    /// The plugin directory.
+    pub location: PathBuf,
+    /// Manifest name and version, when valid.
+    pub name: Option<String>,
+    /// Version.
+    pub version: Option<String>,
+    /// Requested capabilities.
+    pub capabilities: Vec<String>,
+    /// `None` when valid; the reason otherwise.
+    pub error: Option<String>,
+}
+
+fn found(route: &'static str, location: PathBuf) -> Found {
+    let result = Manifest::load(&location);
+    match result {
+        Ok(m) => Found {
+            route,
+            name: Some(m.name.clone()),
+            version: Some(m.version.to_string()),
+            capabilities: m.requested.keys().cloned().collect(),
+            location,
+            error: None,
+        },
+        Err(e) => Found {
+            route,
+            location,
+            name: None,
+            version: None,
+            capabilities: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Plugins in `DIR/*/plugbox.toml` for each directory.
+pub fn in_directories(dirs: &[PathBuf]) -> Vec<Found> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join(MANIFEST_NAME).is_file())
+            .collect();
+        subdirs.sort();
+        out.extend(subdirs.into_iter().map(|d| found("directory", d)));
+    }
+    out
+}
+
+/// Plugins installed in Python site directories (entry points and namespace packages).
+pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
+    let mut out = Vec::new();
+    for site in sites {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(site)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for dist in entries
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "dist-info"))
+        {
+            for package in entry_point_packages(&dist.join("entry_points.txt")) {
+                let dir = site.join(&package);
+                if dir.join(MANIFEST_NAME).is_file() {
+                    out.push(found("entry-point", dir));
+                } else {
+                    out.push(Found {
+                        route: "entry-point",
+                        location: dir,
+                        name: None,
+                        version: None,
+                        capabilities: Vec::new(),
+                        error: Some(format!(
+                            "{} declares plugbox.plugins but ships no {MANIFEST_NAME}",
+                            dist.display()
+                        )),
+                    });
+                }
+            }
+        }
+        let ns = site.join("plugbox_plugins");
+        out.extend(in_directories(&[ns]).into_iter().map(|f| Found {
+            route: "namespace",
+            ..f
+        }));
+    }
+    out
+}
+
+/// Top-level package names of the `[plugbox.plugins]` entries of one `entry_points.txt`.
+fn entry_point_packages(path: &Path) -> Vec<String> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    if meta.len() > MAX_ENTRY_POINTS_BYTES {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut in_group = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_group = line == "[plugbox.plugins]";
+            continue;
+        }
+        if !in_group || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((_, target)) = line.split_once('=') {
+            let module = target.trim().split(':').next().unwrap_or("").trim();
+            let package = module.split('.').next().unwrap_or("");
+            let valid = !package.is_empty()
+                && package
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if valid && !out.iter().any(|p| p == package) {
+                out.push(package.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The site directories of `python`, asked with `-I -S` so that no `.pth` file runs.
+pub fn site_dirs(python: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let out = std::process::Command::new(python)
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import json, site; print(json.dumps(site.getsitepackages()))",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{} could not list its site directories",
+            python.display()
+        )));
+    }
+    let dirs: Vec<PathBuf> = serde_json::from_slice(&out.stdout).map_err(std::io::Error::other)?;
+    Ok(dirs.into_iter().filter(|d| d.is_dir()).collect())
+}
