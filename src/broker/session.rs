@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Recoverable protocol violations tolerated before the plugin is cut off.
@@ -60,6 +61,7 @@ pub struct Session {
     subject: Subject,
     audit: Arc<AuditLog>,
     out: mpsc::Sender<Outgoing>,
+    writer: SharedWriter,
     gate: Gate,
     commands: Vec<String>,
     call_timeout: Duration,
@@ -72,6 +74,10 @@ pub struct Session {
     abandoned: Mutex<std::collections::HashSet<u64>>,
     end: watch::Sender<Option<EndReason>>,
 }
+
+/// The channel's write half, shared by the session (which writes replies and calls directly,
+/// saving a task hand-off per frame) and the writer task (frames queued from sync contexts).
+pub type SharedWriter = Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>;
 
 /// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
 struct CancelOnDrop<'a> {
@@ -106,6 +112,7 @@ impl Session {
         info: Arc<PluginInfo>,
         audit: Arc<AuditLog>,
         out: mpsc::Sender<Outgoing>,
+        writer: SharedWriter,
         gate: Gate,
         commands: Vec<String>,
         call_timeout: Duration,
@@ -116,6 +123,7 @@ impl Session {
             subject,
             audit,
             out,
+            writer,
             gate,
             commands,
             call_timeout,
@@ -259,7 +267,7 @@ impl Session {
         let frames = std::mem::take(&mut *self.immediate.lock().unwrap_or_else(|p| p.into_inner()));
         for frame in frames {
             tokio::select! {
-                sent = self.out.send(frame) => if sent.is_err() { return false },
+                sent = self.write(frame) => if !sent { return false },
                 _ = self.ended() => return false,
             }
         }
@@ -476,7 +484,27 @@ impl Session {
         r.duration_us = Some(started.elapsed().as_micros() as u64);
         r.outcome = Some(code.to_owned());
         if self.write_audit(&r) {
-            let _ = self.out.send(frame).await;
+            self.write(frame).await;
+        }
+    }
+
+    /// Writes one frame now. A plugin that does not read for a whole call timeout is cut off.
+    pub async fn write(&self, frame: Outgoing) -> bool {
+        let mut half = self.writer.lock().await;
+        let io = async {
+            half.write_all(&frame.head).await?;
+            if !frame.body.is_empty() {
+                half.write_all(&frame.body).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(self.call_timeout, io).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.stalled();
+                false
+            }
         }
     }
 
@@ -489,7 +517,7 @@ impl Session {
 
     /// Queues a frame for the plugin, waiting if its outbox is full.
     pub async fn send_frame(&self, frame: Vec<u8>) {
-        let _ = self.out.send(frame.into()).await;
+        self.write(frame.into()).await;
     }
 
     /// Calls an exported command of the plugin.
@@ -536,7 +564,7 @@ impl Session {
             id,
             armed: true,
         };
-        let result = if self.out.send(frame).await.is_err() {
+        let result = if !self.write(frame).await {
             Err(CallError::host("the plugin connection is closed"))
         } else {
             self.await_reply(id, rx).await
@@ -566,10 +594,7 @@ impl Session {
             Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
             Err(_) => {}
         }
-        let _ = self
-            .out
-            .send(Message::Cancel { id }.encode(&[]).into())
-            .await;
+        self.write(Message::Cancel { id }.encode(&[]).into()).await;
         if tokio::time::timeout(CANCEL_GRACE, &mut rx).await.is_err() {
             self.pending
                 .lock()

@@ -282,21 +282,18 @@ impl Engine {
         self.inner.audit.write(&r)?;
 
         let (out_tx, out_rx) = mpsc::channel(OUTBOX_FRAMES);
+        let shared = Arc::new(tokio::sync::Mutex::new(write_half));
         let session = Session::new(
             Arc::clone(&info),
             Arc::clone(&self.inner.audit),
             out_tx,
+            Arc::clone(&shared),
             gate,
             commands,
             manifest.policy.limits().call_timeout,
         );
         let span = tracing::info_span!("plugin", name = %info.name, version = %info.version, instance = %info.instance);
-        tokio::spawn(writer(
-            write_half,
-            out_rx,
-            Arc::clone(&session),
-            manifest.policy.limits().call_timeout,
-        ));
+        tokio::spawn(writer(out_rx, Arc::clone(&session)));
         tokio::spawn(Arc::clone(&session).run_reader(reader).instrument(span));
         let exit = supervise::start(
             Arc::clone(&session),
@@ -320,22 +317,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Sends queued frames. A plugin that stops reading for a whole call timeout is cut off.
-async fn writer(
-    mut half: tokio::net::unix::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>,
-    session: Arc<Session>,
-    stall: std::time::Duration,
-) {
+/// Sends frames queued from contexts that cannot wait (a dropped call's `cancel`).
+async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: Arc<Session>) {
     while let Some(frame) = rx.recv().await {
-        let send = async {
-            half.write_all(&frame.head).await?;
-            half.write_all(&frame.body).await
-        };
-        match tokio::time::timeout(stall, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => return session.stalled(),
+        if !session.write(frame).await {
+            return;
         }
     }
 }
