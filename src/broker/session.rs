@@ -483,9 +483,11 @@ impl Session {
         r.response_bytes = Some((frame.head.len() + frame.body.len()) as u64);
         r.duration_us = Some(started.elapsed().as_micros() as u64);
         r.outcome = Some(code.to_owned());
-        if self.write_audit(&r) {
-            self.write(frame).await;
-        }
+        // The decision was recorded before dispatch; the outcome is recorded right after the
+        // reply leaves, off the caller's critical path. If it cannot be written, the session
+        // ends and no further call runs.
+        self.write(frame).await;
+        self.write_audit(&r);
     }
 
     /// Writes one frame now. A plugin that does not read for a whole call timeout is cut off.
@@ -505,6 +507,32 @@ impl Session {
                 self.stalled();
                 false
             }
+        }
+    }
+
+    /// Waits (up to `limit`) for plugin→host calls still being served to finish and record
+    /// their outcome, then aborts the rest. The supervisor calls it before the exit record, so
+    /// a plugin's records end with its exit.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for (_, task) in self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            task.abort();
         }
     }
 

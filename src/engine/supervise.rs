@@ -36,6 +36,7 @@ pub(crate) fn start(
             .and_then(Result::ok)
             .flatten();
         session.terminate(EndReason::Closed);
+        session.drain(Duration::from_secs(1)).await;
         let mut r = Record::new(event, session.subject().clone());
         r.reason = Some(escape_text(&cause));
         r.detail = Some(match status {
