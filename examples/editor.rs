@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stingy = Grants::from_file(plugbox::manifest::GrantFile {
         schema: 1,
         capabilities: Default::default(),
+        code_digest: None,
     })?
     .grant("log", CapabilityGrant::default());
     match engine.load(&plugins.join("word-count"), &stingy).await {

@@ -16,6 +16,7 @@ fn none_granted() -> Grants {
     Grants::from_file(GrantFile {
         schema: 1,
         capabilities: Default::default(),
+        code_digest: None,
     })
     .expect("grants")
 }
@@ -243,5 +244,51 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
     assert_eq!(
         listing,
         json!([{"name": "a.bin", "kind": "file", "size": 4}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_pinned_to_a_code_digest_refuses_changed_code() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new(
+        "pinned",
+        "",
+        "import plugbox\n@plugbox.command\ndef v():\n    return 1\n",
+    );
+    let digest = plugbox::manifest::digest::code_digest(p.path()).expect("digest");
+    let pinned = Grants::all_requested().pin_digest(&digest);
+    let ok = te
+        .engine
+        .load(p.path(), &pinned)
+        .await
+        .expect("approved code loads");
+    ok.shutdown().await;
+    std::fs::write(
+        p.path().join("main.py"),
+        "import plugbox\n@plugbox.command\ndef v():\n    return 2\n",
+    )
+    .unwrap();
+    let err = te
+        .engine
+        .load(p.path(), &pinned)
+        .await
+        .err()
+        .expect("changed code is refused");
+    assert!(
+        matches!(
+            err,
+            LoadError::Manifest(ManifestError::DigestMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&digest), "{err}");
+    let refused = te.events("load_refused");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("re-approve"));
+    assert_ne!(
+        refused[0]["plugin"]["digest"].as_str(),
+        Some(digest.as_str())
     );
 }

@@ -89,8 +89,11 @@ impl Engine {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
             instance: instance.clone(),
-            digest: Some(digest),
+            digest: Some(digest.clone()),
         };
+        if let Err(e) = grants.check_digest(&manifest.name, &digest) {
+            return Err(self.refused(&subject, e.into()));
+        }
         let gate = match self.gate_for(&manifest, grants) {
             Ok(g) => g,
             Err(e) => return Err(self.refused(&subject, e)),

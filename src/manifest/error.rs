@@ -42,6 +42,16 @@ pub enum ManifestError {
         /// The host's version.
         host: String,
     },
+    /// The plugin's code changed since its grant was approved.
+    #[error("grants: {plugin}'s code digest {actual} differs from the approved {approved}; re-approve it")]
+    DigestMismatch {
+        /// The plugin.
+        plugin: String,
+        /// The pinned digest.
+        approved: String,
+        /// The digest of the files now.
+        actual: String,
+    },
     /// Required capabilities were not granted.
     #[error("grants: {plugin} requires capabilities that are not granted: {}", missing.join(", "))]
     NotGranted {

@@ -90,6 +90,10 @@ pub struct GrantFile {
     /// Capabilities granted, by exact name.
     #[serde(default)]
     pub capabilities: BTreeMap<String, CapabilityGrant>,
+    /// The approved sha256 of the plugin's files (`plugbox check` prints it): a plugin whose
+    /// code differs is refused until it is approved again.
+    #[serde(default)]
+    pub code_digest: Option<String>,
 }
 
 /// The ceiling for one capability.

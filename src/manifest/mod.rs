@@ -55,6 +55,7 @@ pub struct EffectiveCapability {
 pub struct Grants {
     all: bool,
     capabilities: BTreeMap<String, CapabilityGrant>,
+    code_digest: Option<String>,
 }
 
 impl Grants {
@@ -63,6 +64,7 @@ impl Grants {
         Self {
             all: true,
             capabilities: BTreeMap::new(),
+            code_digest: None,
         }
     }
 
@@ -77,6 +79,7 @@ impl Grants {
         Ok(Self {
             all: false,
             capabilities: file.capabilities,
+            code_digest: file.code_digest,
         })
     }
 
@@ -88,6 +91,24 @@ impl Grants {
             message: e.message().replace('\n', " "),
         })?;
         Self::from_file(file)
+    }
+
+    /// Pins the grant to one code digest: a plugin whose files hash differently is refused.
+    pub fn pin_digest(mut self, digest: &str) -> Self {
+        self.code_digest = Some(digest.to_owned());
+        self
+    }
+
+    /// Checks a plugin's code digest against the pinned one, if any.
+    pub fn check_digest(&self, plugin: &str, actual: &str) -> Result<(), ManifestError> {
+        match &self.code_digest {
+            Some(approved) if approved != actual => Err(ManifestError::DigestMismatch {
+                plugin: plugin.to_owned(),
+                approved: approved.clone(),
+                actual: actual.to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Adds or replaces one grant.
