@@ -531,3 +531,13 @@ pub fn set_socket_buffers(fd: RawFd, bytes: i32) -> io::Result<()> {
     set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))?;
     set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
 }
+
+/// Restores the default SIGPIPE action (Rust ignores it), so a reporting command whose output
+/// pipe closes (`plugbox audit show ... | head`) ends quietly like other Unix tools.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler and touches no
+    // memory; it is called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -176,6 +176,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Reporting commands end quietly when their reader goes away; `exec` and `run` keep
+    // supervising (they handle a closed stdout themselves).
+    if !matches!(cli.command, Cmd::Exec { .. } | Cmd::Run { .. }) {
+        plugbox::sys::default_sigpipe();
+    }
     match cli.command {
         Cmd::Exec {
             policy,
