@@ -292,3 +292,53 @@ async fn a_grant_pinned_to_a_code_digest_refuses_changed_code() {
         Some(digest.as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_caps_live_plugins_and_counts_each_ones_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = plugbox::engine::EngineConfig::new(
+        dir.path().join("audit.jsonl"),
+        dir.path().join("state"),
+    );
+    config.max_plugins = 2;
+    let engine = plugbox::engine::Engine::new(config).unwrap();
+    let p = TestPlugin::new(
+        "counted",
+        "[capabilities]\n\"log\" = {}\n",
+        "import plugbox\n@plugbox.command\ndef work():\n    plugbox.host.call('log', level='info', message='x')\n    try:\n        plugbox.host.call('kv.get', key='k', timeout=None)\n    except plugbox.PlugboxError:\n        pass\n    return 1\n",
+    );
+    let a = engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("first");
+    let b = engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("second");
+    assert_eq!(engine.live_plugins(), 2);
+    let third = engine.load(p.path(), &Grants::all_requested()).await;
+    assert!(
+        matches!(third, Err(LoadError::Capacity(2))),
+        "{:?}",
+        third.err()
+    );
+    for _ in 0..3 {
+        a.call("work", json!({})).await.expect("work");
+    }
+    let stats = a.stats();
+    assert_eq!((stats.invokes, stats.invoke_errors), (3, 0));
+    assert_eq!(
+        stats.calls, 3,
+        "log calls reached the gate (kv.get is refused by the SDK's fast check)"
+    );
+    assert!(stats.call_p50_us.is_some() && stats.invoke_p99_us.is_some());
+    b.shutdown().await;
+    assert_eq!(engine.live_plugins(), 1);
+    let again = engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("room again");
+    again.shutdown().await;
+    a.shutdown().await;
+    assert_eq!(engine.live_plugins(), 0);
+}

@@ -4,5 +4,6 @@ pub mod channel;
 pub mod gate;
 pub mod rate;
 pub mod session;
+pub mod stats;
 
 pub use session::{EndReason, Session};

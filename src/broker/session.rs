@@ -69,6 +69,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_id: AtomicU64,
     violations: AtomicU32,
+    stats: super::stats::Stats,
     immediate: Mutex<Vec<Outgoing>>,
     /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
     abandoned: Mutex<std::collections::HashSet<u64>>,
@@ -131,6 +132,7 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             violations: AtomicU32::new(0),
+            stats: super::stats::Stats::default(),
             immediate: Mutex::new(Vec::new()),
             abandoned: Mutex::new(std::collections::HashSet::new()),
             end: watch::channel(None).0,
@@ -140,6 +142,11 @@ impl Session {
     /// The audit subject of this plugin.
     pub fn subject(&self) -> &Subject {
         &self.subject
+    }
+
+    /// The plugin's counters now.
+    pub fn stats(&self) -> super::stats::StatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The commands the plugin exported.
@@ -376,6 +383,7 @@ impl Session {
         r.request_bytes = Some(request_bytes);
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
         let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
+            self.stats.decided(false);
             r.decision = Some("deny");
             r.rule = Some(rule);
             r.reason = Some(escape_text(reason));
@@ -400,6 +408,7 @@ impl Session {
         if let Err(e) = granted.handler.check(&ctx, &request) {
             return deny(&mut r, e.code, "capability.scope", &e.message);
         }
+        self.stats.decided(true);
         r.decision = Some("allow");
         r.rule = Some("allow-list");
         if !self.write_audit(&r) {
@@ -456,6 +465,7 @@ impl Session {
         started: Instant,
         outcome: Result<Reply, CallError>,
     ) {
+        self.stats.finished(outcome.is_ok(), started.elapsed());
         let (frame, code) = match outcome {
             Ok(Reply::Json(value)) => (
                 Message::Result {
@@ -598,6 +608,7 @@ impl Session {
             self.await_reply(id, rx).await
         };
         guard.armed = false;
+        self.stats.invoked(result.is_ok(), started.elapsed());
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
         r.capability = Some(command.to_owned());

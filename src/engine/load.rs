@@ -64,6 +64,9 @@ pub enum LoadError {
     /// A host resource failed.
     #[error("load: {0}")]
     Host(String),
+    /// The engine already runs its maximum number of plugins.
+    #[error("load: the engine already runs its maximum of {0} plugins")]
+    Capacity(usize),
 }
 
 impl Engine {
@@ -98,9 +101,17 @@ impl Engine {
             Ok(g) => g,
             Err(e) => return Err(self.refused(&subject, e)),
         };
+        let max = self.inner.config.max_plugins;
+        if self.inner.live.fetch_add(1, Ordering::AcqRel) >= max {
+            self.inner.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.refused(&subject, LoadError::Capacity(max)));
+        }
         match self.start(manifest, subject.clone(), gate).await {
             Ok(plugin) => Ok(plugin),
-            Err(e) => Err(self.refused(&subject, e)),
+            Err(e) => {
+                self.inner.live.fetch_sub(1, Ordering::AcqRel);
+                Err(self.refused(&subject, e))
+            }
         }
     }
 
@@ -303,6 +314,7 @@ impl Engine {
             Arc::clone(&self.inner.audit),
             pid,
             manifest.policy.limits().wall_seconds,
+            Arc::clone(&self.inner.live),
         )
         .map_err(|e| LoadError::Host(format!("pidfd: {e}")))?;
         // From here the supervisor owns the process tree.

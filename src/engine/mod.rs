@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// Audit durability and rotation.
     pub audit: AuditOptions,
+    /// Most plugin processes alive at once; further loads are refused.
+    pub max_plugins: usize,
 }
 
 impl EngineConfig {
@@ -79,6 +81,7 @@ impl EngineConfig {
             sdk_dir: default_sdk_dir(),
             handshake_timeout: Duration::from_secs(10),
             audit: AuditOptions::default(),
+            max_plugins: 256,
         }
     }
 }
@@ -120,6 +123,7 @@ pub(crate) struct Inner {
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) capabilities: RwLock<HashMap<String, Arc<dyn Capability>>>,
     pub(crate) next_instance: AtomicU64,
+    pub(crate) live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Engine {
@@ -146,6 +150,7 @@ impl Engine {
                 audit,
                 capabilities: RwLock::new(caps),
                 next_instance: AtomicU64::new(1),
+                live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             }),
         })
     }
@@ -167,6 +172,11 @@ impl Engine {
         }
         caps.insert(name.to_owned(), capability);
         Ok(())
+    }
+
+    /// Plugin processes alive now.
+    pub fn live_plugins(&self) -> usize {
+        self.inner.live.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The audit log every plugin of this engine writes to.

@@ -64,6 +64,11 @@ impl Plugin {
         self.pid
     }
 
+    /// Calls, denials, errors and latency percentiles so far.
+    pub fn stats(&self) -> crate::broker::stats::StatsSnapshot {
+        self.session.stats()
+    }
+
     /// The commands the plugin exported in its handshake.
     pub fn commands(&self) -> &[String] {
         self.session.commands()

@@ -16,6 +16,7 @@ pub(crate) fn start(
     audit: Arc<AuditLog>,
     pid: libc::pid_t,
     wall_seconds: u64,
+    live: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
     let (tx, rx) = watch::channel(None);
@@ -47,6 +48,7 @@ pub(crate) fn start(
         if let Err(e) = audit.write(&r) {
             tracing::error!("{e}");
         }
+        live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let _ = tx.send(Some(ExitInfo { status, cause }));
     });
     Ok(rx)

@@ -121,6 +121,9 @@ enum Cmd {
         /// Audit durability: fsync (every record), group (batched fsync, at most 10 ms late), os.
         #[arg(long, value_name = "MODE", default_value = "group")]
         durability: plugbox::audit::Durability,
+        /// Print the plugin's counters (calls, denials, errors, latency percentiles) at the end.
+        #[arg(long)]
+        stats: bool,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -278,6 +281,7 @@ fn main() -> ExitCode {
             args,
             log_format,
             durability,
+            stats,
         } => {
             init_logging(&log_format);
             let sub = matches.subcommand_matches("run");
@@ -292,6 +296,7 @@ fn main() -> ExitCode {
                 state,
                 calls,
                 durability,
+                stats,
             };
             match run::run(opts) {
                 Ok(code) => code,

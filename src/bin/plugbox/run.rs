@@ -21,6 +21,7 @@ pub struct RunOptions {
     pub state: PathBuf,
     pub calls: Vec<CallSpec>,
     pub durability: plugbox::audit::Durability,
+    pub stats: bool,
 }
 
 pub fn run(opts: RunOptions) -> Result<ExitCode, String> {
@@ -62,6 +63,9 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
         if engine.audit().is_failed() {
             break;
         }
+    }
+    if opts.stats {
+        println!("{}", json!({ "stats": plugin.stats() }));
     }
     let exit = plugin.shutdown().await;
     tracing::debug!(cause = %exit.cause, "plugin stopped");

@@ -1,0 +1,130 @@
+//! Per-plugin counters: calls, denials, errors and latency percentiles, readable at any time.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency samples kept per direction (a ring: the most recent calls).
+const SAMPLES: usize = 4096;
+
+/// Live counters of one plugin.
+#[derive(Debug, Default)]
+pub struct Stats {
+    calls: AtomicU64,
+    denied: AtomicU64,
+    errors: AtomicU64,
+    invokes: AtomicU64,
+    invoke_errors: AtomicU64,
+    call_latency: Mutex<Ring>,
+    invoke_latency: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    micros: Vec<u64>,
+    next: usize,
+}
+
+impl Ring {
+    fn push(&mut self, d: Duration) {
+        let us = d.as_micros() as u64;
+        if self.micros.len() < SAMPLES {
+            self.micros.push(us);
+        } else {
+            self.micros[self.next] = us;
+        }
+        self.next = (self.next + 1) % SAMPLES;
+    }
+
+    fn percentiles(&self) -> (Option<u64>, Option<u64>) {
+        if self.micros.is_empty() {
+            return (None, None);
+        }
+        let mut v = self.micros.clone();
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+        (Some(at(0.5)), Some(at(0.99)))
+    }
+}
+
+/// A point-in-time copy of a plugin's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Plugin→host calls decided.
+    pub calls: u64,
+    /// Of which denied by the gate.
+    pub denied: u64,
+    /// Allowed calls that ended in an error.
+    pub errors: u64,
+    /// Host→plugin calls made.
+    pub invokes: u64,
+    /// Host→plugin calls that failed.
+    pub invoke_errors: u64,
+    /// Plugin→host call latency, p50 and p99 over recent calls, microseconds.
+    pub call_p50_us: Option<u64>,
+    /// See `call_p50_us`.
+    pub call_p99_us: Option<u64>,
+    /// Host→plugin call latency, p50 and p99 over recent calls, microseconds.
+    pub invoke_p50_us: Option<u64>,
+    /// See `invoke_p50_us`.
+    pub invoke_p99_us: Option<u64>,
+}
+
+impl Stats {
+    /// A plugin→host call was decided.
+    pub fn decided(&self, allowed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !allowed {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An allowed plugin→host call finished.
+    pub fn finished(&self, ok: bool, took: Duration) {
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.call_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(took);
+    }
+
+    /// A host→plugin call finished.
+    pub fn invoked(&self, ok: bool, took: Duration) {
+        self.invokes.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.invoke_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.invoke_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(took);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let (call_p50_us, call_p99_us) = self
+            .call_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .percentiles();
+        let (invoke_p50_us, invoke_p99_us) = self
+            .invoke_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .percentiles();
+        StatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            invokes: self.invokes.load(Ordering::Relaxed),
+            invoke_errors: self.invoke_errors.load(Ordering::Relaxed),
+            call_p50_us,
+            call_p99_us,
+            invoke_p50_us,
+            invoke_p99_us,
+        }
+    }
+}
