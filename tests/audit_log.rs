@@ -38,6 +38,20 @@ fn real_log(dir: &Path) -> PathBuf {
     log
 }
 
+/// `--call add --args {"text":"nI"}` for I in 0..n.
+fn add_calls(n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|i| {
+            [
+                "--call".to_owned(),
+                "add".to_owned(),
+                "--args".to_owned(),
+                format!(r#"{{"text":"n{i}"}}"#),
+            ]
+        })
+        .collect()
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("read")
@@ -245,16 +259,7 @@ fn when_the_log_fills_up_mid_run_no_call_runs_without_its_record() {
     let _m = mount_tmpfs(&small, "size=48k");
     let log = small.join("audit.jsonl");
     let state = dir.path().join("state");
-    let calls: Vec<String> = (0..400)
-        .flat_map(|i| {
-            [
-                "--call".to_owned(),
-                "add".to_owned(),
-                "--args".to_owned(),
-                format!(r#"{{"text":"n{i}"}}"#),
-            ]
-        })
-        .collect();
+    let calls = add_calls(400);
     let out = Command::new(plugbox())
         .arg("run")
         .arg(notes())
@@ -310,16 +315,7 @@ fn when_the_log_fills_up_mid_run_no_call_runs_without_its_record() {
 fn a_host_killed_mid_run_leaves_a_log_that_verifies_up_to_its_last_line() {
     let dir = tempfile::tempdir().expect("tmp");
     let log = dir.path().join("audit.jsonl");
-    let calls: Vec<String> = (0..3000)
-        .flat_map(|i| {
-            [
-                "--call".to_owned(),
-                "add".to_owned(),
-                "--args".to_owned(),
-                format!(r#"{{"text":"n{i}"}}"#),
-            ]
-        })
-        .collect();
+    let calls = add_calls(3000);
     let mut child = Command::new(plugbox())
         .arg("run")
         .arg(notes())

@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 const LOG: &str = "[capabilities]\n\"log\" = {}\n";
 
 async fn report(te: &TestEngine, plugin: &TestPlugin) -> Value {
-    let p = te
-        .engine
-        .load(plugin.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(te, plugin).await;
     match p.call("report", json!({})).await.expect("report") {
         Reply::Json(v) => v,
         other => panic!("{other:?}"),
     }
+}
+
+/// Loads `plugin` with everything it requests granted.
+async fn load(te: &TestEngine, plugin: &TestPlugin) -> plugbox::engine::Plugin {
+    te.engine
+        .load(plugin.path(), &Grants::all_requested())
+        .await
+        .expect("load")
 }
 
 /// The host still loads and runs a well-behaved plugin.
@@ -32,11 +36,7 @@ async fn host_still_serves(te: &TestEngine) {
         "",
         "import plugbox\n@plugbox.command\ndef ping2():\n    return 'pong'\n",
     );
-    let p = te
-        .engine
-        .load(ok.path(), &Grants::all_requested())
-        .await
-        .expect("load healthy");
+    let p = load(te, &ok).await;
     assert_eq!(
         p.call("ping2", json!({})).await.expect("call"),
         Reply::Json(json!("pong"))
@@ -52,11 +52,7 @@ async fn oversized_length_prefix_is_cut_off_before_allocation() {
         "",
         "import rawwire as w, struct, time\nw.handshake()\nw.write_all(struct.pack('>I', 0xFFFFFFFF))\ntime.sleep(10)\n",
     );
-    let p = te
-        .engine
-        .load(bad.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &bad).await;
     let v = te
         .wait_for("violation", |r| r["event"] == "protocol_violation")
         .await;
@@ -92,11 +88,7 @@ for id_, extra in ((1, 0), (2, 1)):
 time.sleep(10)
 "#;
     let bad = TestPlugin::new("capper", LOG, script);
-    let p = te
-        .engine
-        .load(bad.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &bad).await;
     let accepted = te
         .wait_for("call 1", |r| r["event"] == "call" && r["call_id"] == 1)
         .await;
@@ -119,11 +111,7 @@ time.sleep(10)
 async fn partial_frame_then_eof_is_a_violation() {
     let te = TestEngine::new();
     let bad = TestPlugin::new("partial", "", "import rawwire as w, os\nw.handshake()\nw.write_all(b'\\x00\\x00\\x00\\x30\\x00')\nos._exit(0)\n");
-    let p = te
-        .engine
-        .load(bad.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &bad).await;
     let v = te
         .wait_for("truncated", |r| r["event"] == "protocol_violation")
         .await;
@@ -143,21 +131,13 @@ async fn one_byte_per_second_blocks_no_one_and_dies_at_the_wall_clock() {
         "[limits]\nwall_seconds = 3\n",
         "import rawwire as w, time\nw.handshake()\nfor b in w.frame({'type':'call','id':1,'method':'log','args':{}}):\n    w.write_all(bytes([b])); time.sleep(1)\n",
     );
-    let p = te
-        .engine
-        .load(slow.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &slow).await;
     let ok = TestPlugin::new(
         "fast",
         "",
         "import plugbox\n@plugbox.command\ndef echo(x):\n    return x\n",
     );
-    let fast = te
-        .engine
-        .load(ok.path(), &Grants::all_requested())
-        .await
-        .expect("load fast");
+    let fast = load(&te, &ok).await;
     let mut slowest = Duration::ZERO;
     for i in 0..50 {
         let t = Instant::now();
@@ -232,11 +212,7 @@ async fn every_json_test_suite_n_file_is_rejected_with_the_host_alive() {
         LOG,
         "import rawwire as w, time\nw.handshake()\nw.send(b'')\ntime.sleep(10)\n",
     );
-    let p = te
-        .engine
-        .load(empty.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &empty).await;
     assert!(p.wait().await.cause.contains("header length 0 is invalid"));
     host_still_serves(&te).await;
 }
@@ -490,21 +466,13 @@ w.serve_report(codes)
         "[capabilities]\n\"log\" = {}\n[limits]\ncalls_per_second = 100\ncall_burst = 50\n",
         script,
     );
-    let flood = te
-        .engine
-        .load(plugin.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let flood = load(&te, &plugin).await;
     let ok = TestPlugin::new(
         "bystander",
         "",
         "import plugbox\n@plugbox.command\ndef echo(x):\n    return x\n",
     );
-    let bystander = te
-        .engine
-        .load(ok.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let bystander = load(&te, &ok).await;
     let t = Instant::now();
     assert_eq!(
         bystander.call("echo", json!({"x": 1})).await.expect("echo"),
@@ -544,11 +512,7 @@ while True:
         os._exit(0)
 "#;
     let plugin = TestPlugin::new("dupreply", "", script);
-    let p = te
-        .engine
-        .load(plugin.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &plugin).await;
     assert_eq!(
         p.call("report", json!({})).await.expect("report"),
         Reply::Json(json!("first"))
@@ -590,11 +554,7 @@ s.sendmsg([w.frame({"type": "call", "id": 1, "method": "log", "args": {}})],
 time.sleep(10)
 "#;
     let plugin = TestPlugin::new("fdpass", LOG, script);
-    let p = te
-        .engine
-        .load(plugin.path(), &Grants::all_requested())
-        .await
-        .expect("load");
+    let p = load(&te, &plugin).await;
     let v = te
         .wait_for("fd passing", |r| r["event"] == "protocol_violation")
         .await;

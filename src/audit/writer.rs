@@ -526,6 +526,9 @@ mod tests {
                 .expect("write");
         }
         let path = log.path().to_owned();
+        // Seal explicitly: the group-commit thread may briefly hold the last reference, so a
+        // seal left to Drop could land after this test reads the file.
+        log.seal().expect("seal");
         drop(log);
         let text = std::fs::read_to_string(path).expect("read");
         let records: Vec<serde_json::Value> = text

@@ -683,5 +683,5 @@ fn digest(header: &[u8], body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(header);
     h.update(body);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::audit::chain::hex(&h.finalize())
 }

@@ -96,7 +96,7 @@ fn file_for(dir: &Path, key: &str) -> Result<PathBuf, CallError> {
         )));
     }
     let digest = Sha256::digest(key.as_bytes());
-    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let name = crate::audit::chain::hex(&digest);
     Ok(dir.join(name))
 }
 

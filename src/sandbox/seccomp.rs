@@ -281,9 +281,5 @@ fn digest(program: &[SockFilter]) -> String {
         hasher.update([ins.jt, ins.jf]);
         hasher.update(ins.k.to_ne_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::audit::chain::hex(&hasher.finalize())
 }
