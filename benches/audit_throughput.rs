@@ -107,7 +107,7 @@ async fn main() {
             )
             .expect("register");
         let plugin = engine
-            .load(&plugin_dir, &Grants::all_requested())
+            .spawn_instance(&plugin_dir, &Grants::all_requested())
             .await
             .expect("load");
         engines.push((engine, plugin, dir, Vec::<u64>::new()));

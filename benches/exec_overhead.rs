@@ -116,6 +116,7 @@ fn request(args: &[&str]) -> SpawnRequest {
         stdout: Stdio::piped(),
         stderr: Stdio::inherit(),
         keep_fd: None,
+        ids: None,
     }
 }
 

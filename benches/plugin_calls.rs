@@ -61,7 +61,10 @@ async fn main() {
             .success());
         bare.push(t.elapsed());
         let t = Instant::now();
-        let p = engine.load(&plugin_dir, &grants).await.expect("load");
+        let p = engine
+            .spawn_instance(&plugin_dir, &grants)
+            .await
+            .expect("load");
         ready.push(t.elapsed());
         p.shutdown().await;
     }
@@ -74,7 +77,10 @@ async fn main() {
         ms(r) - ms(b)
     );
 
-    let plugin = engine.load(&plugin_dir, &grants).await.expect("load");
+    let plugin = engine
+        .spawn_instance(&plugin_dir, &grants)
+        .await
+        .expect("load");
     let raw_prepared = Prepared::new(
         Policy::strictest().with_read_paths([root.join("benches")]),
         PYTHON.as_ref(),
@@ -216,6 +222,7 @@ fn spawn_raw(
             stdout: Stdio::piped(),
             stderr: Stdio::inherit(),
             keep_fd: Some(child.as_raw_fd()),
+            ids: None,
         },
     )
     .expect("spawn raw");

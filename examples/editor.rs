@@ -86,7 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         document.lock().map(|d| d.clone()).unwrap_or_default()
     );
 
-    // An operator who grants word-count nothing but `log` gets a clear refusal at load time.
+    // An operator who grants word-count nothing but `log` gets a clear refusal at load time
+    // (unloaded first: loading a loaded plugin with other grants is a conflict).
+    engine.unload("word-count").await;
     let stingy = Grants::from_file(plugbox::manifest::GrantFile {
         schema: 1,
         capabilities: Default::default(),
@@ -98,8 +100,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => println!("with only `log` granted: {e}"),
     }
 
-    word_count.shutdown().await;
-    title_case.shutdown().await;
+    println!("title-case: {:?}", title_case.stats());
+    drop(word_count);
+    engine.shutdown().await?;
     let records = std::fs::read_to_string(engine.audit().path())?
         .lines()
         .count();

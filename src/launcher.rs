@@ -70,6 +70,7 @@ pub fn run(
         stdout: Stdio::piped(),
         stderr: Stdio::piped(),
         keep_fd: None,
+        ids: None,
     };
     let started = Instant::now();
     let mut child = spawn(prepared, request)?;

@@ -37,7 +37,7 @@ async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
     for _ in 0..PLUGINS {
         plugins.push(
             te.engine
-                .load(source.path(), &Grants::all_requested())
+                .spawn_instance(source.path(), &Grants::all_requested())
                 .await
                 .expect("load"),
         );

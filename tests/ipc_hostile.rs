@@ -22,9 +22,9 @@ async fn report(te: &TestEngine, plugin: &TestPlugin) -> Value {
 }
 
 /// Loads `plugin` with everything it requests granted.
-async fn load(te: &TestEngine, plugin: &TestPlugin) -> plugbox::engine::Plugin {
+async fn load(te: &TestEngine, plugin: &TestPlugin) -> plugbox::engine::Instance {
     te.engine
-        .load(plugin.path(), &Grants::all_requested())
+        .spawn_instance(plugin.path(), &Grants::all_requested())
         .await
         .expect("load")
 }
@@ -524,7 +524,7 @@ while True:
             .collect()
     };
     te.wait_for("duplicate", |r| {
-        r["event"] == "protocol_violation" && r["reason"].as_str().unwrap().contains("call 1")
+        r["event"] == "protocol_violation" && r["reason"].as_str().unwrap().contains("call 2")
     })
     .await;
     let r = reasons();
@@ -535,7 +535,8 @@ while True:
     );
     assert!(
         r.iter()
-            .any(|s| s.contains("unknown or already answered call 1")),
+            // Call 1 was the first health probe.
+            .any(|s| s.contains("unknown or already answered call 2")),
         "{r:?}"
     );
     p.shutdown().await;

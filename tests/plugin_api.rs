@@ -30,7 +30,7 @@ async fn required_capabilities_not_granted_refuse_the_load_listing_every_one() {
         "import plugbox\n",
     );
     let grants = none_granted().grant("log", CapabilityGrant::default());
-    match te.engine.load(p.path(), &grants).await {
+    match te.engine.spawn_instance(p.path(), &grants).await {
         Err(LoadError::Manifest(ManifestError::NotGranted { missing, .. })) => {
             assert_eq!(missing, ["kv.get", "kv.set"])
         }
@@ -54,7 +54,11 @@ async fn optional_capabilities_that_are_not_granted_are_simply_absent() {
         "import plugbox\n@plugbox.command\ndef try_kv():\n    try:\n        plugbox.host.call('kv.get', key='k')\n        return 'allowed'\n    except plugbox.CapabilityDenied as e:\n        return e.code\n",
     );
     let grants = none_granted().grant("log", CapabilityGrant::default());
-    let plugin = te.engine.load(p.path(), &grants).await.expect("load");
+    let plugin = te
+        .engine
+        .spawn_instance(p.path(), &grants)
+        .await
+        .expect("load");
     assert_eq!(
         plugin.call("try_kv", json!({})).await.expect("call"),
         Reply::Json(json!("denied"))
@@ -73,7 +77,7 @@ async fn an_incompatible_api_names_both_versions() {
     std::fs::write(p.path().join("plugbox.toml"), manifest).unwrap();
     let err = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .err()
         .expect("refused");
@@ -105,7 +109,7 @@ async fn typed_host_capabilities_check_argument_types() {
     );
     let plugin = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("load");
     assert_eq!(
@@ -130,7 +134,7 @@ async fn a_plugin_exception_reaches_the_host_typed_with_its_traceback() {
     let p = TestPlugin::new("raiser", "", "import plugbox\n@plugbox.command\ndef boom(x):\n    print('stdout is not the channel')\n    raise ValueError(f'bad {x}')\n");
     let plugin = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("load");
     let err = plugin
@@ -157,7 +161,7 @@ async fn dropping_a_call_cancels_it_and_the_plugin_stays_usable() {
     let p = TestPlugin::new("sleeper", "", "import plugbox, time\n@plugbox.command\ndef nap(s):\n    time.sleep(s)\n    return 'woke'\n@plugbox.command\ndef ping2():\n    return 'pong'\n");
     let plugin = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("load");
     let dropped = tokio::time::timeout(
@@ -189,7 +193,7 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
     std::fs::create_dir(p.path().join("out")).unwrap();
     let first = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("load");
     first
@@ -220,7 +224,7 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
     first.shutdown().await;
     let second = te
         .engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("reload");
     assert_eq!(
@@ -259,7 +263,7 @@ async fn a_grant_pinned_to_a_code_digest_refuses_changed_code() {
     let pinned = Grants::all_requested().pin_digest(&digest);
     let ok = te
         .engine
-        .load(p.path(), &pinned)
+        .spawn_instance(p.path(), &pinned)
         .await
         .expect("approved code loads");
     ok.shutdown().await;
@@ -270,7 +274,7 @@ async fn a_grant_pinned_to_a_code_digest_refuses_changed_code() {
     .unwrap();
     let err = te
         .engine
-        .load(p.path(), &pinned)
+        .spawn_instance(p.path(), &pinned)
         .await
         .err()
         .expect("changed code is refused");
@@ -308,15 +312,17 @@ async fn the_engine_caps_live_plugins_and_counts_each_ones_calls() {
         "import plugbox\n@plugbox.command\ndef work():\n    plugbox.host.call('log', level='info', message='x')\n    try:\n        plugbox.host.call('kv.get', key='k', timeout=None)\n    except plugbox.PlugboxError:\n        pass\n    return 1\n",
     );
     let a = engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("first");
     let b = engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("second");
     assert_eq!(engine.live_plugins(), 2);
-    let third = engine.load(p.path(), &Grants::all_requested()).await;
+    let third = engine
+        .spawn_instance(p.path(), &Grants::all_requested())
+        .await;
     assert!(
         matches!(third, Err(LoadError::Capacity(2))),
         "{:?}",
@@ -335,7 +341,7 @@ async fn the_engine_caps_live_plugins_and_counts_each_ones_calls() {
     b.shutdown().await;
     assert_eq!(engine.live_plugins(), 1);
     let again = engine
-        .load(p.path(), &Grants::all_requested())
+        .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("room again");
     again.shutdown().await;

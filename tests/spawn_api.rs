@@ -16,6 +16,7 @@ fn request(keep_fd: Option<i32>) -> SpawnRequest {
         stdout: Stdio::piped(),
         stderr: Stdio::piped(),
         keep_fd,
+        ids: None,
     }
 }
 

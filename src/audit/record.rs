@@ -45,6 +45,10 @@ pub enum EventKind {
     HealthFailure,
     /// A plugin was restarted.
     Restart,
+    /// A plugin or one of its instances changed lifecycle state; `detail` holds `from` and `to`.
+    State,
+    /// A plugin's restart circuit opened (calls fail fast) or closed again.
+    Circuit,
 }
 
 /// The identity of the plugin instance a record is about.

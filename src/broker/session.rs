@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const MAX_VIOLATIONS: u32 = 16;
 /// How long a plugin has to answer a `cancel` before it is killed.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+/// The built-in health command every plugin runtime answers with `"pong"` (protocol.md §6).
+pub const PING: &str = "plugbox.ping";
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub enum EndReason {
     IgnoredCancel(u64),
     /// The host asked for shutdown.
     Shutdown,
+    /// The engine's supervisor ended it (a failed health check, a retirement).
+    Supervisor(String),
 }
 
 impl EndReason {
@@ -49,8 +53,21 @@ impl EndReason {
             EndReason::AuditFailed(why) => format!("audit log failed: {why}"),
             EndReason::IgnoredCancel(id) => format!("call {id} not answered after cancel"),
             EndReason::Shutdown => "shutdown".into(),
+            EndReason::Supervisor(why) => why.clone(),
         }
     }
+}
+
+/// What a session enforces and counts, fixed at the handshake.
+pub struct Terms {
+    /// The allow-list with its limits.
+    pub gate: Gate,
+    /// Commands the plugin exported.
+    pub commands: Vec<String>,
+    /// Deadline of each call, either direction.
+    pub call_timeout: Duration,
+    /// Where calls are counted (shared by every instance of a managed plugin).
+    pub stats: Arc<super::stats::Stats>,
 }
 
 type Pending = oneshot::Sender<Result<Reply, CallError>>;
@@ -69,7 +86,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_id: AtomicU64,
     violations: AtomicU32,
-    stats: super::stats::Stats,
+    stats: Arc<super::stats::Stats>,
     immediate: Mutex<Vec<Outgoing>>,
     /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
     abandoned: Mutex<std::collections::HashSet<u64>>,
@@ -114,10 +131,14 @@ impl Session {
         audit: Arc<AuditLog>,
         out: mpsc::Sender<Outgoing>,
         writer: SharedWriter,
-        gate: Gate,
-        commands: Vec<String>,
-        call_timeout: Duration,
+        terms: Terms,
     ) -> Arc<Self> {
+        let Terms {
+            gate,
+            commands,
+            call_timeout,
+            stats,
+        } = terms;
         let subject = info.subject();
         Arc::new(Self {
             info,
@@ -132,7 +153,7 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             violations: AtomicU32::new(0),
-            stats: super::stats::Stats::default(),
+            stats,
             immediate: Mutex::new(Vec::new()),
             abandoned: Mutex::new(std::collections::HashSet::new()),
             end: watch::channel(None).0,
@@ -565,14 +586,54 @@ impl Session {
         args: Map<String, Value>,
         body: Option<(String, Vec<u8>)>,
     ) -> Result<Reply, CallError> {
-        if command != "plugbox.ping" && !self.commands.iter().any(|c| c == command) {
+        if command != PING && !self.commands.iter().any(|c| c == command) {
             return Err(CallError::invalid(format!(
                 "{} exports no command {command:?}",
                 self.info.name
             )));
         }
-        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
+        let (id, result) = self.exchange(command, args, body, self.call_timeout).await;
+        self.stats.invoked(result.is_ok(), started.elapsed());
+        let mut r = self.record(EventKind::Invoke);
+        r.call_id = Some(id);
+        r.capability = Some(command.to_owned());
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        r.outcome = Some(match &result {
+            Ok(_) => "ok".into(),
+            Err(e) => e.code.as_str().into(),
+        });
+        if !self.write_audit(&r) {
+            return Err(CallError::host("audit log unavailable"));
+        }
+        result
+    }
+
+    /// A health probe: `plugbox.ping` with deadline `timeout`, neither counted nor audited
+    /// when it succeeds (the supervisor audits failures). Returns the round-trip time.
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration, CallError> {
+        let started = Instant::now();
+        let (_, result) = self.exchange(PING, Map::new(), None, timeout).await;
+        match result {
+            Ok(Reply::Json(Value::String(s))) if s == "pong" => Ok(started.elapsed()),
+            Ok(_) => Err(CallError::new(
+                ErrorCode::Invalid,
+                format!("{PING} answered something other than \"pong\""),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one host→plugin call and waits up to `timeout` for its reply (then cancels it).
+    /// Returns the call id with the outcome.
+    async fn exchange(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+        timeout: Duration,
+    ) -> (u64, Result<Reply, CallError>) {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -584,7 +645,7 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            return Err(CallError::host("the plugin connection is closed"));
+            return (id, Err(CallError::host("the plugin connection is closed")));
         }
         let (body_name, bytes) = match body {
             Some((name, bytes)) => (Some(name), bytes),
@@ -605,30 +666,19 @@ impl Session {
         let result = if !self.write(frame).await {
             Err(CallError::host("the plugin connection is closed"))
         } else {
-            self.await_reply(id, rx).await
+            self.await_reply(id, rx, timeout).await
         };
         guard.armed = false;
-        self.stats.invoked(result.is_ok(), started.elapsed());
-        let mut r = self.record(EventKind::Invoke);
-        r.call_id = Some(id);
-        r.capability = Some(command.to_owned());
-        r.duration_us = Some(started.elapsed().as_micros() as u64);
-        r.outcome = Some(match &result {
-            Ok(_) => "ok".into(),
-            Err(e) => e.code.as_str().into(),
-        });
-        if !self.write_audit(&r) {
-            return Err(CallError::host("audit log unavailable"));
-        }
-        result
+        (id, result)
     }
 
     async fn await_reply(
         &self,
         id: u64,
         mut rx: oneshot::Receiver<Result<Reply, CallError>>,
+        timeout: Duration,
     ) -> Result<Reply, CallError> {
-        match tokio::time::timeout(self.call_timeout, &mut rx).await {
+        match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(result)) => return result,
             Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
             Err(_) => {}
@@ -639,16 +689,16 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            let mut r = self.record(EventKind::Limit);
+            let mut r = self.record(EventKind::Timeout);
             r.call_id = Some(id);
             r.rule = Some("limits.call_timeout_ms");
-            r.reason = Some("the plugin ignored cancellation".into());
+            r.reason = Some("the plugin ignored cancellation; killing it".into());
             self.write_audit(&r);
             self.terminate(EndReason::IgnoredCancel(id));
         }
         Err(CallError::new(
             ErrorCode::Timeout,
-            format!("no reply within {:?}", self.call_timeout),
+            format!("no reply within {timeout:?}"),
         ))
     }
 }

@@ -1,11 +1,17 @@
-//! Loading one plugin: manifest, grants, sandbox, spawn, handshake. Atomic: on any failure the
-//! process tree is killed, a `load_refused` record names the step, and nothing stays running.
+//! Starting one plugin instance: validation once (manifest, grants, digest, sandbox
+//! preparation), then per instance: spawn, handshake, first health probe. Atomic: on any
+//! failure the process tree is killed, a `load_refused` record names the step, and nothing
+//! stays running.
 
-use super::plugin::Plugin;
-use super::{output, supervise, Engine};
+use super::instance::Instance;
+use super::lifecycle::{record_transition, State};
+use super::uids::UidLease;
+use super::{output, teardown, Engine};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::channel::ChannelReader;
 use crate::broker::gate::{Gate, Granted};
+use crate::broker::session::Terms;
+use crate::broker::stats::Stats;
 use crate::broker::Session;
 use crate::capability::PluginInfo;
 use crate::ipc::frame::{FrameLimits, MAX_FRAME_BYTES, MAX_HEADER_BYTES};
@@ -17,7 +23,7 @@ use crate::sandbox::{spawn, tree, Environment, PrepareError, Prepared, SpawnErro
 use crate::sys;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,22 +71,68 @@ pub enum LoadError {
     #[error("load: {0}")]
     Host(String),
     /// The engine already runs its maximum number of plugins.
-    #[error("load: the engine already runs its maximum of {0} plugins")]
+    #[error("load: the engine already runs its maximum of {0} plugin processes")]
     Capacity(usize),
+    /// The first health probe failed.
+    #[error("health: the first health probe failed: {0}")]
+    Health(String),
+    /// A plugin of this name is loaded from other code or grants; use `reload`.
+    #[error("load: {name} is already loaded as {loaded}; unload or reload it to change it")]
+    Conflict {
+        /// The plugin.
+        name: String,
+        /// What is loaded (version and digest).
+        loaded: String,
+    },
+    /// The engine is shutting down.
+    #[error("load: the engine is shutting down")]
+    ShuttingDown,
+}
+
+impl LoadError {
+    /// The activation step that failed, as recorded in `load_refused` records.
+    pub fn step(&self) -> &'static str {
+        match self {
+            LoadError::Manifest(_) | LoadError::UnknownCapabilities { .. } => "validate",
+            LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
+            LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
+            LoadError::Handshake(_) => "handshake",
+            LoadError::Health(_) => "health",
+            LoadError::Audit(_) => "audit",
+            LoadError::Host(_) => "host",
+            LoadError::Conflict { .. } | LoadError::ShuttingDown => "register",
+        }
+    }
+}
+
+/// A plugin that passed every check that needs no process. Every instance of it, restarts
+/// included, starts from this: the sandbox is prepared once per activation, not per spawn.
+pub(crate) struct Validated {
+    pub(crate) manifest: Manifest,
+    pub(crate) grants: Grants,
+    pub(crate) digest: String,
+    /// The plugin's subject (instance `-`).
+    pub(crate) subject: Subject,
+    prepared: Prepared,
+    sdk: PathBuf,
 }
 
 impl Engine {
-    /// Loads, confines, spawns and handshakes the plugin in `dir` under `grants`.
-    pub async fn load(&self, dir: &Path, grants: &Grants) -> Result<Plugin, LoadError> {
+    /// Starts one **unmanaged** instance of the plugin in `dir` under `grants`: validated,
+    /// confined, spawned, handshaken and probed once. Nothing restarts it and the engine does
+    /// not register it; most hosts want [`Engine::load`] instead.
+    pub async fn spawn_instance(&self, dir: &Path, grants: &Grants) -> Result<Instance, LoadError> {
+        let validated = self.validate(dir, grants)?;
+        self.start_instance(&validated, Arc::default()).await
+    }
+
+    /// Every check that runs no plugin code, and the sandbox preparation. A refusal is
+    /// audited (`load_refused`, naming the step).
+    pub(crate) fn validate(&self, dir: &Path, grants: &Grants) -> Result<Validated, LoadError> {
         let manifest = match Manifest::load(dir) {
             Ok(m) => m,
             Err(e) => return Err(self.refused(&unknown_subject(dir), e.into())),
         };
-        let instance = format!(
-            "{}#{}",
-            manifest.name,
-            self.inner.next_instance.fetch_add(1, Ordering::AcqRel)
-        );
         let digest = match crate::manifest::digest::code_digest(&manifest.dir) {
             Ok(d) => d,
             Err(e) => {
@@ -91,25 +143,114 @@ impl Engine {
         let subject = Subject {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
-            instance: instance.clone(),
+            instance: "-".into(),
             digest: Some(digest.clone()),
         };
         if let Err(e) = grants.check_digest(&manifest.name, &digest) {
             return Err(self.refused(&subject, e.into()));
         }
-        let gate = match self.gate_for(&manifest, grants) {
-            Ok(g) => g,
+        if let Err(e) = self.gate_for(&manifest, grants) {
+            return Err(self.refused(&subject, e));
+        }
+        let (prepared, sdk) = match self.prepare(&manifest) {
+            Ok(p) => p,
             Err(e) => return Err(self.refused(&subject, e)),
+        };
+        Ok(Validated {
+            manifest,
+            grants: grants.clone(),
+            digest,
+            subject,
+            prepared,
+            sdk,
+        })
+    }
+
+    /// Builds the Landlock ruleset and seccomp program, and checks that the uid the plugin
+    /// will run as can reach its directory and the SDK.
+    fn prepare(&self, manifest: &Manifest) -> Result<(Prepared, PathBuf), LoadError> {
+        let config = &self.inner.config;
+        let sdk = config
+            .sdk_dir
+            .canonicalize()
+            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", config.sdk_dir.display())))?;
+        let policy = manifest
+            .policy
+            .clone()
+            .with_read_paths([manifest.dir.clone(), sdk.clone()]);
+        let prepared = Prepared::new(
+            policy,
+            manifest.runtime.as_ref(),
+            Some(RUNTIME_PATH.as_ref()),
+        )?;
+        if sys::geteuid() == 0 {
+            let (uid, gid) = match (self.uses_pool(&prepared), &self.inner.uids) {
+                (true, Some(pool)) => (pool.first(), pool.first()),
+                _ => prepared.ids(),
+            };
+            check_dir_reachable(&manifest.dir, uid, gid)?;
+            check_dir_reachable(&sdk, uid, gid)?;
+        }
+        Ok((prepared, sdk))
+    }
+
+    /// Does an instance of `prepared` take its uid from the engine's pool? Only when the host
+    /// is root and the policy keeps the default identity (65534); an explicit one is kept.
+    fn uses_pool(&self, prepared: &Prepared) -> bool {
+        self.inner.uids.is_some() && sys::geteuid() == 0 && prepared.ids() == (65534, 65534)
+    }
+
+    /// Spawns, handshakes and probes one instance of `validated`; its calls count into
+    /// `stats`. Atomic: on failure the tree is killed and a `load_refused` record names the
+    /// step.
+    pub(crate) async fn start_instance(
+        &self,
+        validated: &Validated,
+        stats: Arc<Stats>,
+    ) -> Result<Instance, LoadError> {
+        let instance = format!(
+            "{}#{}",
+            validated.manifest.name,
+            self.inner.next_instance.fetch_add(1, Ordering::AcqRel)
+        );
+        let subject = Subject {
+            instance,
+            ..validated.subject.clone()
         };
         let max = self.inner.config.max_plugins;
         if self.inner.live.fetch_add(1, Ordering::AcqRel) >= max {
             self.inner.live.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refused(&subject, LoadError::Capacity(max)));
         }
-        match self.start(manifest, subject.clone(), gate).await {
-            Ok(plugin) => Ok(plugin),
+        let lease = if self.uses_pool(&validated.prepared) {
+            match self.inner.uids.as_ref().and_then(|pool| pool.acquire()) {
+                Some(lease) => Some(lease),
+                None => {
+                    self.inner.live.fetch_sub(1, Ordering::AcqRel);
+                    let e = LoadError::Host("no free uid left in the engine's uid pool".into());
+                    return Err(self.refused(&subject, e));
+                }
+            }
+        } else {
+            None
+        };
+        let started = record_transition(&self.inner.audit, &subject, None, State::Spawning, None)
+            .map_err(LoadError::from);
+        let result = match started {
+            Ok(()) => self.start(validated, subject.clone(), stats, lease).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(instance) => Ok(instance),
             Err(e) => {
                 self.inner.live.fetch_sub(1, Ordering::AcqRel);
+                let _ = record_transition(
+                    &self.inner.audit,
+                    &subject,
+                    None,
+                    State::Failed,
+                    Some(&format!("{}: {e}", e.step())),
+                );
                 Err(self.refused(&subject, e))
             }
         }
@@ -119,6 +260,7 @@ impl Engine {
         let mut r = Record::new(EventKind::LoadRefused, subject.clone());
         r.decision = Some("deny");
         r.reason = Some(escape_text(&error.to_string()));
+        r.detail = Some(serde_json::json!({ "step": error.step() }));
         match self.inner.audit.write(&r) {
             Ok(_) => error,
             Err(audit) => LoadError::Audit(audit),
@@ -170,29 +312,16 @@ impl Engine {
 
     async fn start(
         &self,
-        manifest: Manifest,
+        validated: &Validated,
         subject: Subject,
-        gate: Gate,
-    ) -> Result<Plugin, LoadError> {
+        stats: Arc<Stats>,
+        lease: Option<UidLease>,
+    ) -> Result<Instance, LoadError> {
         let config = &self.inner.config;
-        let sdk = config
-            .sdk_dir
-            .canonicalize()
-            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", config.sdk_dir.display())))?;
-        let policy = manifest
-            .policy
-            .clone()
-            .with_read_paths([manifest.dir.clone(), sdk.clone()]);
-        let prepared = Prepared::new(
-            policy,
-            manifest.runtime.as_ref(),
-            Some(RUNTIME_PATH.as_ref()),
-        )?;
-        let (uid, gid) = prepared.ids();
-        if sys::geteuid() == 0 {
-            check_dir_reachable(&manifest.dir, uid, gid)?;
-            check_dir_reachable(&sdk, uid, gid)?;
-        }
+        let manifest = &validated.manifest;
+        let prepared = &validated.prepared;
+        let gate = self.gate_for(manifest, &validated.grants)?;
+        let ids = lease.as_ref().map(|l| (l.id(), l.id()));
         let state_dir = config.state_dir.join(&manifest.name);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| LoadError::Host(format!("state {}: {e}", state_dir.display())))?;
@@ -221,7 +350,7 @@ impl Engine {
         env.set("PLUGBOX_INSTANCE".as_ref(), info.instance.as_ref());
         let bootstrap = format!(
             "import sys; sys.path[:0]=[{}]; import plugbox._runtime as r; r.main({})",
-            py_str(&sdk),
+            py_str(&validated.sdk),
             py_str(&manifest.entry)
         );
         let env_names = env.names();
@@ -232,15 +361,27 @@ impl Engine {
             stdout: Stdio::piped(),
             stderr: Stdio::piped(),
             keep_fd: Some(plugin_end.as_raw_fd()),
+            ids,
         };
-        let mut child = spawn(&prepared, request)?;
+        let mut child = spawn(prepared, request)?;
         drop(plugin_end);
         let pid = child.pid;
         let guard = KillOnDrop(pid);
+        let mut report = prepared.report(env_names);
+        if let Some((uid, gid)) = ids {
+            (report.uid, report.gid) = (uid, gid);
+        }
         let mut r = Record::new(EventKind::Spawn, subject.clone());
-        r.detail =
-            Some(serde_json::json!({ "pid": pid, "enforcement": prepared.report(env_names) }));
+        r.detail = Some(serde_json::json!({ "pid": pid, "enforcement": report }));
         self.inner.audit.write(&r)?;
+        let audit = &self.inner.audit;
+        record_transition(
+            audit,
+            &subject,
+            Some(State::Spawning),
+            State::Handshaking,
+            None,
+        )?;
         output::forward(
             &info,
             &self.inner.audit,
@@ -258,7 +399,7 @@ impl Engine {
         let (read_half, mut write_half) = stream.into_split();
         let mut reader = FrameReader::new(ChannelReader::new(read_half), FrameLimits::default());
         let hello = tokio::time::timeout(config.handshake_timeout, reader.next()).await;
-        let commands = match check_hello(&manifest, hello) {
+        let commands = match check_hello(manifest, hello) {
             Ok(commands) => commands,
             Err(why) => {
                 let refuse = Message::Refuse {
@@ -302,24 +443,40 @@ impl Engine {
             Arc::clone(&self.inner.audit),
             out_tx,
             Arc::clone(&shared),
-            gate,
-            commands,
-            manifest.policy.limits().call_timeout,
+            Terms {
+                gate,
+                commands,
+                call_timeout: manifest.policy.limits().call_timeout,
+                stats,
+            },
         );
         let span = tracing::info_span!("plugin", name = %info.name, version = %info.version, instance = %info.instance);
         tokio::spawn(writer(out_rx, Arc::clone(&session)));
         tokio::spawn(Arc::clone(&session).run_reader(reader).instrument(span));
-        let exit = supervise::start(
+        let exit = teardown::start(
             Arc::clone(&session),
             Arc::clone(&self.inner.audit),
             pid,
             manifest.policy.limits().wall_seconds,
             Arc::clone(&self.inner.live),
+            lease,
         )
         .map_err(|e| LoadError::Host(format!("pidfd: {e}")))?;
-        // From here the supervisor owns the process tree.
+        // From here the teardown task owns the process tree: dropping the instance kills it.
         std::mem::forget(guard);
-        Ok(Plugin::new(session, info, pid, exit))
+        let instance = Instance::new(session, info, pid, exit);
+        let timeout = manifest.policy.supervision().health_timeout;
+        if let Err(e) = instance.ping(timeout).await {
+            return Err(LoadError::Health(e.message));
+        }
+        record_transition(
+            audit,
+            &subject,
+            Some(State::Handshaking),
+            State::Ready,
+            None,
+        )?;
+        Ok(instance)
     }
 }
 

@@ -12,18 +12,26 @@
 //! }))?;
 //! let plugin = engine.load("plugins/word-count".as_ref(), &Grants::all_requested()).await?;
 //! let reply = plugin.call("count", serde_json::json!({"text": "a b c"})).await?;
-//! println!("{reply:?}");
-//! plugin.shutdown().await;
+//! println!("{reply:?} {:?}", plugin.stats());
+//! engine.shutdown().await?; // unloads every plugin and seals the audit log
 //! # Ok(()) }
 //! ```
 
+mod instance;
+mod lifecycle;
 mod load;
 mod output;
 mod plugin;
-mod supervise;
+mod registry;
+mod restart;
+mod supervisor;
+mod teardown;
+mod uids;
 
+pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
+pub use lifecycle::State;
 pub use load::LoadError;
-pub use plugin::{ExitInfo, Plugin, SHUTDOWN_GRACE};
+pub use plugin::{Plugin, PluginStats};
 
 use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::capability::fs::{Fs, FsOp};
@@ -67,8 +75,12 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// Audit durability and rotation.
     pub audit: AuditOptions,
-    /// Most plugin processes alive at once; further loads are refused.
+    /// Most plugin processes (instances) alive at once; further starts are refused.
     pub max_plugins: usize,
+    /// When the host is root: the first of `max_plugins` uids (and gids) handed out one per
+    /// live instance whose policy keeps the default identity (65534), so that each plugin
+    /// process has a uid of its own. `None` runs them all as the policy's uid.
+    pub uid_base: Option<u32>,
 }
 
 impl EngineConfig {
@@ -82,9 +94,14 @@ impl EngineConfig {
             handshake_timeout: Duration::from_secs(10),
             audit: AuditOptions::default(),
             max_plugins: 256,
+            uid_base: Some(DEFAULT_UID_BASE),
         }
     }
 }
+
+/// First uid of the default per-instance range (far above distribution and container
+/// ranges; every id in it is unused on this kind of host).
+pub const DEFAULT_UID_BASE: u32 = 1_900_000_000;
 
 /// The SDK directory: `PLUGBOX_SDK` if set, else `python/` of this source tree.
 pub fn default_sdk_dir() -> PathBuf {
@@ -124,6 +141,24 @@ pub(crate) struct Inner {
     pub(crate) capabilities: RwLock<HashMap<String, Arc<dyn Capability>>>,
     pub(crate) next_instance: AtomicU64,
     pub(crate) live: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) registry: registry::Registry,
+    pub(crate) uids: Option<Arc<uids::UidPool>>,
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    /// The last handle on the engine is gone: no plugin process may outlive it.
+    fn drop(&mut self) {
+        let registry = std::mem::take(self.registry.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for m in registry.into_values() {
+            m.set_state(State::Stopped, Some("the engine was dropped"));
+            for instance in m.take_all() {
+                instance.retire();
+                let _ = crate::sys::kill_group(instance.pid(), libc::SIGKILL);
+                instance.kill("the engine was dropped");
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -134,6 +169,15 @@ impl Engine {
             source,
         })?;
         let audit = AuditLog::open_with(&config.audit_log, config.audit.clone())?;
+        // Each live plugin holds a few descriptors (channel, pidfd, output pipes).
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        let uids = config
+            .uid_base
+            .filter(|_| crate::sys::geteuid() == 0)
+            .map(|base| {
+                let count = u32::try_from(config.max_plugins).unwrap_or(u32::MAX);
+                uids::UidPool::new(base, count.min(u32::MAX - base))
+            });
         precompile_sdk(&config.sdk_dir);
         let mut caps: HashMap<String, Arc<dyn Capability>> = HashMap::new();
         caps.insert("log".into(), Arc::new(Log));
@@ -151,6 +195,9 @@ impl Engine {
                 capabilities: RwLock::new(caps),
                 next_instance: AtomicU64::new(1),
                 live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                registry: Default::default(),
+                uids,
+                closing: Default::default(),
             }),
         })
     }

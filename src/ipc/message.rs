@@ -34,6 +34,9 @@ pub enum ErrorCode {
     PluginError,
     /// The peer broke the protocol.
     Protocol,
+    /// The plugin is not running: stopped, failed, or its restart circuit is open. Returned
+    /// by the engine's API to callers; no peer sends it.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::HostError => "host_error",
             ErrorCode::PluginError => "plugin_error",
             ErrorCode::Protocol => "protocol",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::policy::file::{
     FilesystemSection, LandlockSection, LimitsSection, NetworkSection, PolicyFile, ProcessSection,
-    SyscallsSection,
+    SupervisionSection, SyscallsSection,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,9 @@ pub struct ManifestFile {
     /// As in a sandbox policy.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// As in a sandbox policy.
+    #[serde(default)]
+    pub supervision: SupervisionSection,
 }
 
 /// `[plugin]`.
@@ -97,7 +100,7 @@ pub struct GrantFile {
 }
 
 /// The ceiling for one capability.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityGrant {
     /// For `fs.*`: the roots a plugin may name (it gets those of its requested roots that are
@@ -120,6 +123,7 @@ impl ManifestFile {
             process: self.process.clone(),
             syscalls: self.syscalls.clone(),
             limits: self.limits.clone(),
+            supervision: self.supervision.clone(),
         }
     }
 }

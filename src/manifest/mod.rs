@@ -51,7 +51,7 @@ pub struct EffectiveCapability {
 }
 
 /// The host's ceiling.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     all: bool,
     capabilities: BTreeMap<String, CapabilityGrant>,

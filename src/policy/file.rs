@@ -33,6 +33,9 @@ pub struct PolicyFile {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Restart policy and health checks.
+    #[serde(default)]
+    pub supervision: SupervisionSection,
 }
 
 /// `[landlock]`: what the kernel must be able to enforce.
@@ -88,6 +91,12 @@ pub struct ProcessSection {
     /// Group id the program runs as when plugbox runs as root. Never 0.
     #[serde(default = "default_nobody")]
     pub gid: u32,
+    /// Most processes of this plugin the engine runs at once; calls go to a ready one.
+    #[serde(default = "default_one")]
+    pub instances: u32,
+    /// Instances kept running (warm) even when idle; at least 1, at most `instances`.
+    #[serde(default = "default_one")]
+    pub min_warm: u32,
 }
 
 /// `[syscalls]`: named seccomp groups added to the baseline.
@@ -133,6 +142,90 @@ pub struct LimitsSection {
     /// Longest a single call (either direction) may take, milliseconds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+}
+
+/// When a plugin instance that ended without being asked to is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// Never: the plugin fails with its first unplanned exit.
+    Never,
+    /// After a crash, a failed health check or a kill, with exponential backoff, at most
+    /// `max_restarts` times in `restart_window_seconds`; past that the circuit opens.
+    OnFailure,
+}
+
+/// `[supervision]`: how the engine watches and restarts a loaded plugin.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSection {
+    /// `"never"` or `"on-failure"`.
+    #[serde(default = "default_restart")]
+    pub restart: RestartMode,
+    /// Restarts allowed within `restart_window_seconds` before the circuit opens.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// The window restarts are counted in, seconds.
+    #[serde(default = "default_restart_window_seconds")]
+    pub restart_window_seconds: u64,
+    /// Delay before the first restart, milliseconds; it doubles with each restart in the window.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest delay before a restart, milliseconds.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// How long an open circuit fails calls fast before one trial restart, seconds.
+    #[serde(default = "default_circuit_open_seconds")]
+    pub circuit_open_seconds: u64,
+    /// Interval between health pings of each instance, milliseconds.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
+    /// Deadline of a health ping (and of the first one, at activation), milliseconds.
+    #[serde(default = "default_health_timeout_ms")]
+    pub health_timeout_ms: u64,
+}
+
+fn default_one() -> u32 {
+    1
+}
+fn default_restart() -> RestartMode {
+    RestartMode::OnFailure
+}
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_restart_window_seconds() -> u64 {
+    60
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+fn default_backoff_max_ms() -> u64 {
+    5000
+}
+fn default_circuit_open_seconds() -> u64 {
+    30
+}
+fn default_health_interval_ms() -> u64 {
+    5000
+}
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+
+impl Default for SupervisionSection {
+    fn default() -> Self {
+        Self {
+            restart: default_restart(),
+            max_restarts: default_max_restarts(),
+            restart_window_seconds: default_restart_window_seconds(),
+            backoff_ms: default_backoff_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            circuit_open_seconds: default_circuit_open_seconds(),
+            health_interval_ms: default_health_interval_ms(),
+            health_timeout_ms: default_health_timeout_ms(),
+        }
+    }
 }
 
 fn default_min_abi() -> u8 {
@@ -190,6 +283,8 @@ impl Default for ProcessSection {
             max_threads: default_max_threads(),
             uid: default_nobody(),
             gid: default_nobody(),
+            instances: default_one(),
+            min_warm: default_one(),
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Policy {
     process: ProcessRules,
     syscall_groups: Vec<&'static SyscallGroup>,
     limits: Limits,
+    supervision: Supervision,
 }
 
 /// Filesystem grants beyond the baseline, each an absolute path covering its subtree.
@@ -70,6 +71,32 @@ pub struct ProcessRules {
     pub uid: u32,
     /// Gid when plugbox runs as root (never 0).
     pub gid: u32,
+    /// Most instances run at once.
+    pub instances: u32,
+    /// Instances kept running when idle.
+    pub min_warm: u32,
+}
+
+/// Restart policy and health checks of a loaded plugin.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Supervision {
+    /// Restart after unplanned exits?
+    pub restart: file::RestartMode,
+    /// Restarts allowed within `restart_window` before the circuit opens.
+    pub max_restarts: u32,
+    /// Window restarts are counted in.
+    pub restart_window: std::time::Duration,
+    /// First restart delay (doubles per restart in the window).
+    pub backoff: std::time::Duration,
+    /// Longest restart delay.
+    pub backoff_max: std::time::Duration,
+    /// How long an open circuit fails calls before a trial restart.
+    pub circuit_open: std::time::Duration,
+    /// Interval between health pings.
+    pub health_interval: std::time::Duration,
+    /// Deadline of one health ping.
+    pub health_timeout: std::time::Duration,
 }
 
 /// Resource limits, in bytes and seconds.
@@ -160,6 +187,11 @@ impl Policy {
     /// Resource limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Restart policy and health checks.
+    pub fn supervision(&self) -> &Supervision {
+        &self.supervision
     }
 
     /// This policy with `paths` added to the read-only grants (the engine adds a plugin's

@@ -6,8 +6,9 @@
 use super::error::PolicyError;
 use super::file::PolicyFile;
 use super::syscall_groups::{self, SyscallGroup};
-use super::{FsRules, Limits, NetRules, Policy, ProcessRules};
+use super::{FsRules, Limits, NetRules, Policy, ProcessRules, Supervision};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Highest Landlock ABI this build knows.
 pub const LANDLOCK_ABI_KNOWN: u8 = 7;
@@ -44,6 +45,7 @@ pub fn validate(file: PolicyFile) -> Result<Policy, PolicyError> {
         process: process(file.process)?,
         syscall_groups: groups(file.syscalls.allow)?,
         limits: limits(file.limits)?,
+        supervision: supervision(file.supervision)?,
     })
 }
 
@@ -115,6 +117,54 @@ fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyE
         max_threads: section.max_threads,
         uid: section.uid,
         gid: section.gid,
+        instances: in_range("process.instances", section.instances.into(), 1, 64)? as u32,
+        min_warm: in_range(
+            "process.min_warm",
+            section.min_warm.into(),
+            1,
+            section.instances.clamp(1, 64).into(),
+        )? as u32,
+    })
+}
+
+fn supervision(s: super::file::SupervisionSection) -> Result<Supervision, PolicyError> {
+    let ms = Duration::from_millis;
+    let backoff = in_range("supervision.backoff_ms", s.backoff_ms, 1, 3_600_000)?;
+    let interval = in_range(
+        "supervision.health_interval_ms",
+        s.health_interval_ms,
+        10,
+        3_600_000,
+    )?;
+    Ok(Supervision {
+        restart: s.restart,
+        max_restarts: in_range("supervision.max_restarts", s.max_restarts.into(), 0, 1000)? as u32,
+        restart_window: Duration::from_secs(in_range(
+            "supervision.restart_window_seconds",
+            s.restart_window_seconds,
+            1,
+            86_400,
+        )?),
+        backoff: ms(backoff),
+        backoff_max: ms(in_range(
+            "supervision.backoff_max_ms",
+            s.backoff_max_ms,
+            backoff,
+            3_600_000,
+        )?),
+        circuit_open: Duration::from_secs(in_range(
+            "supervision.circuit_open_seconds",
+            s.circuit_open_seconds,
+            1,
+            86_400,
+        )?),
+        health_interval: ms(interval),
+        health_timeout: ms(in_range(
+            "supervision.health_timeout_ms",
+            s.health_timeout_ms,
+            1,
+            600_000,
+        )?),
     })
 }
 

@@ -129,6 +129,9 @@ pub struct SpawnContext {
     pub report_fd: RawFd,
     /// An fd to keep open across exec at the same number (the IPC channel), if any.
     pub keep_fd: Option<RawFd>,
+    /// `(uid, gid)` replacing the policy's for this spawn (a per-instance identity); only
+    /// used when the plan switches ids (the host is root).
+    pub ids: Option<(u32, u32)>,
 }
 
 impl ChildPlan {
@@ -167,7 +170,7 @@ impl ChildPlan {
                 sys::set_securebits(SECUREBITS_LOCKED),
             )?;
         }
-        if let Some((uid, gid)) = self.switch_ids {
+        if let Some((uid, gid)) = self.switch_ids.map(|planned| ctx.ids.unwrap_or(planned)) {
             step(ctx, Step::DropGroups, sys::clear_groups())?;
             step(ctx, Step::SetGid, sys::set_all_gids(gid))?;
             step(ctx, Step::SetUid, sys::set_all_uids(uid))?;

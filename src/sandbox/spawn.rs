@@ -54,6 +54,9 @@ pub struct SpawnRequest {
     /// An fd (not close-on-exec after the steps) to hand to the command, such as the IPC
     /// channel.
     pub keep_fd: Option<RawFd>,
+    /// `(uid, gid)` for this spawn instead of the policy's, when the host is root (such as a
+    /// uid of its own per plugin instance). Neither may be 0.
+    pub ids: Option<(u32, u32)>,
 }
 
 /// A running, confined process. Its pid is also its process-group id.
@@ -67,6 +70,14 @@ pub struct Sandboxed {
 
 /// Forks, confines and execs `prepared`'s command.
 pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, SpawnError> {
+    if let Some((uid, gid)) = request.ids {
+        if uid == 0 || gid == 0 {
+            return Err(SpawnError::Host {
+                what: "identity",
+                source: io::Error::new(io::ErrorKind::InvalidInput, "uid and gid 0 are refused"),
+            });
+        }
+    }
     let (report_rx, report_tx) = sys::pipe_cloexec().map_err(|source| SpawnError::Host {
         what: "pipe2",
         source,
@@ -75,6 +86,7 @@ pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, Sp
         parent_pid: sys::getpid(),
         report_fd: report_tx.as_raw_fd(),
         keep_fd: request.keep_fd,
+        ids: request.ids,
     };
     let path = prepared.command().path();
     let mut command = Command::new(path);

@@ -51,10 +51,16 @@ pub struct TestEngine {
 impl TestEngine {
     /// A new engine with its own audit log and state directory.
     pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// Like [`TestEngine::new`], with `adjust` applied to the configuration.
+    pub fn with(adjust: impl FnOnce(&mut EngineConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let audit = dir.path().join("audit.jsonl");
-        let engine =
-            Engine::new(EngineConfig::new(&audit, dir.path().join("state"))).expect("engine");
+        let mut config = EngineConfig::new(&audit, dir.path().join("state"));
+        adjust(&mut config);
+        let engine = Engine::new(config).expect("engine");
         Self {
             engine,
             _dir: dir,

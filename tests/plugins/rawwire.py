@@ -49,6 +49,10 @@ def handshake(commands=("report",)):
     send({"type": "hello", "protocol": 1, "plugin": {"name": NAME, "version": VERSION}, "commands": list(commands)})
     welcome, _ = recv()
     assert welcome["type"] == "welcome", welcome
+    # The host's first health probe: the instance is ready once it is answered.
+    ping, _ = recv()
+    assert ping["type"] == "call" and ping["method"] == "plugbox.ping", ping
+    send({"type": "result", "id": ping["id"], "result": "pong"})
     return welcome
 
 

@@ -67,10 +67,9 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     if opts.stats {
         println!("{}", json!({ "stats": plugin.stats() }));
     }
-    let exit = plugin.shutdown().await;
-    tracing::debug!(cause = %exit.cause, "plugin stopped");
-    // A clean shutdown seals the log; a failed log makes the whole run an engine failure.
-    engine.audit().seal().map_err(|e| e.to_string())?;
+    // Unloads the plugin (drain, shutdown, SIGTERM, SIGKILL) and seals the log; a failed log
+    // makes the whole run an engine failure.
+    engine.shutdown().await.map_err(|e| e.to_string())?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

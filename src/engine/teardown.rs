@@ -1,7 +1,8 @@
 //! Supervision of one plugin process tree: exit, wall clock, and session end all lead to the
 //! same teardown (kill the whole group, reap, audit).
 
-use super::plugin::ExitInfo;
+use super::instance::ExitInfo;
+use super::uids::UidLease;
 use crate::audit::{escape_text, AuditLog, EventKind, Record};
 use crate::broker::{EndReason, Session};
 use crate::sandbox::tree;
@@ -10,6 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How the cause of a kill at `limits.wall_seconds` begins.
+pub(crate) const WALL_CLOCK_CAUSE: &str = "limits.wall_seconds";
+
 /// Starts watching `pid` (also its process group); returns where its exit will be published.
 pub(crate) fn start(
     session: Arc<Session>,
@@ -17,6 +21,7 @@ pub(crate) fn start(
     pid: libc::pid_t,
     wall_seconds: u64,
     live: Arc<std::sync::atomic::AtomicUsize>,
+    lease: Option<UidLease>,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
     let (tx, rx) = watch::channel(None);
@@ -28,7 +33,7 @@ pub(crate) fn start(
                 EndReason::Closed => (EventKind::Exit, "closed its channel".to_owned()),
                 other => (EventKind::Kill, other.describe()),
             },
-            _ = wall => (EventKind::Kill, format!("limits.wall_seconds ({wall_seconds}) reached")),
+            _ = wall => (EventKind::Kill, format!("{WALL_CLOCK_CAUSE} ({wall_seconds}) reached")),
             why = audit.failed() => (EventKind::Kill, format!("the audit log failed: {why}")),
         };
         let status = tokio::task::spawn_blocking(move || tree::kill_tree(pid, pid))
@@ -48,6 +53,8 @@ pub(crate) fn start(
         if let Err(e) = audit.write(&r) {
             tracing::error!("{e}");
         }
+        // The tree is gone: its uid may serve another instance.
+        drop(lease);
         live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let _ = tx.send(Some(ExitInfo { status, cause }));
     });

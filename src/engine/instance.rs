@@ -1,0 +1,203 @@
+//! The host's handle on one plugin process (one instance): calls, health probes, shutdown.
+
+use crate::broker::{EndReason, Session};
+use crate::capability::{CallError, PluginInfo, Reply};
+use crate::ipc::Message;
+use crate::sys::{self, WaitStatus};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a plugin has to exit after `shutdown` before its tree gets SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the tree has after SIGTERM before SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_millis(500);
+
+/// How a plugin process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit status of its first process, if it was reaped here.
+    pub status: Option<WaitStatus>,
+    /// Why it ended.
+    pub cause: String,
+}
+
+/// One running plugin process. Dropping it kills its process tree.
+///
+/// [`Engine::spawn_instance`](super::Engine::spawn_instance) returns one unmanaged: nothing
+/// restarts it. A managed [`Plugin`](super::Plugin) keeps a pool of them.
+pub struct Instance {
+    session: Arc<Session>,
+    info: Arc<PluginInfo>,
+    pid: libc::pid_t,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    in_flight: AtomicUsize,
+    retiring: AtomicBool,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        session: Arc<Session>,
+        info: Arc<PluginInfo>,
+        pid: libc::pid_t,
+        exit: watch::Receiver<Option<ExitInfo>>,
+    ) -> Self {
+        Self {
+            session,
+            info,
+            pid,
+            exit,
+            in_flight: AtomicUsize::new(0),
+            retiring: AtomicBool::new(false),
+        }
+    }
+
+    /// Manifest name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// Manifest version.
+    pub fn version(&self) -> &str {
+        &self.info.version
+    }
+
+    /// Instance id (`name#n`, unique in this engine).
+    pub fn instance(&self) -> &str {
+        &self.info.instance
+    }
+
+    /// Process id (and process-group id) of the plugin's first process.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Calls, denials, errors and latency percentiles so far (shared by every instance of a
+    /// managed plugin).
+    pub fn stats(&self) -> crate::broker::stats::StatsSnapshot {
+        self.session.stats()
+    }
+
+    /// The commands the plugin exported in its handshake.
+    pub fn commands(&self) -> &[String] {
+        self.session.commands()
+    }
+
+    /// Host calls to this instance not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Calls `command` with keyword arguments `args` (a JSON object). Dropping the returned
+    /// future cancels the call: the plugin is sent `cancel` and a late reply is ignored.
+    pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
+        let Value::Object(args) = args else {
+            return Err(CallError::invalid("arguments must be a JSON object"));
+        };
+        let _busy = Busy::enter(&self.in_flight);
+        self.session.invoke(command, args, None).await
+    }
+
+    /// Calls `command` passing `body` as the raw bytes of argument `body_name`.
+    pub async fn call_with_body(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body_name: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, CallError> {
+        let _busy = Busy::enter(&self.in_flight);
+        self.session
+            .invoke(command, args, Some((body_name.to_owned(), body)))
+            .await
+    }
+
+    /// One health probe (`plugbox.ping`) with deadline `timeout`; returns the round trip.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, CallError> {
+        self.session.probe(timeout).await
+    }
+
+    /// Has the process ended? Returns how, once it has.
+    pub fn exited(&self) -> Option<ExitInfo> {
+        self.exit.borrow().clone()
+    }
+
+    /// Waits until the process tree is gone.
+    pub async fn wait(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(info) = rx.borrow_and_update().clone() {
+                return info;
+            }
+            if rx.changed().await.is_err() {
+                return ExitInfo {
+                    status: None,
+                    cause: "supervisor stopped".into(),
+                };
+            }
+        }
+    }
+
+    /// Ends the process tree at once (SIGKILL), recording `why` as the cause.
+    pub fn kill(&self, why: impl Into<String>) {
+        self.session.terminate(EndReason::Supervisor(why.into()));
+    }
+
+    /// Graceful shutdown: the `shutdown` message, [`SHUTDOWN_GRACE`] to exit, then SIGTERM to
+    /// the whole tree, [`TERM_GRACE`], then SIGKILL.
+    pub async fn shutdown(&self) -> ExitInfo {
+        self.retiring.store(true, Ordering::Release);
+        if self.exited().is_none() {
+            self.session
+                .send_frame(Message::Shutdown {}.encode(&[]))
+                .await;
+        }
+        if let Ok(info) = tokio::time::timeout(SHUTDOWN_GRACE, self.wait()).await {
+            return info;
+        }
+        let _ = sys::kill_group(self.pid, libc::SIGTERM);
+        if let Ok(info) = tokio::time::timeout(TERM_GRACE, self.wait()).await {
+            return info;
+        }
+        self.session.terminate(EndReason::Shutdown);
+        self.wait().await
+    }
+
+    /// Was this instance asked to go (shutdown or retirement), so its exit is planned?
+    pub(crate) fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+
+    /// Marks the exit that follows as planned.
+    pub(crate) fn retire(&self) {
+        self.retiring.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.exit.borrow().is_none() {
+            self.session.terminate(EndReason::Shutdown);
+            // Also directly, in case the runtime that runs the supervisor is going away.
+            let _ = sys::kill_group(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Counts one call in flight for as long as it lives (a dropped call future included).
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
