@@ -7,8 +7,9 @@
 //! - namespace packages `plugbox_plugins.<name>` (`SITE/plugbox_plugins/<name>/plugbox.toml`).
 //!
 //! Site directories come from the interpreter run with `-I -S` (no `site` processing, so no
-//! `.pth` file of an installed package executes), or are given explicitly. One invalid plugin
-//! never hides the others.
+//! `.pth` file of an installed package executes; a virtual environment is recognised by its
+//! `pyvenv.cfg`, as `site` would), or are given explicitly. One invalid plugin never hides the
+//! others.
 
 use crate::manifest::{Manifest, MANIFEST_NAME};
 use serde::Serialize;
@@ -150,15 +151,35 @@ fn entry_point_packages(path: &Path) -> Vec<String> {
     out
 }
 
-/// The site directories of `python`, asked with `-I -S` so that no `.pth` file runs.
+/// Asks the interpreter for its site directories. Under `-S` the `site` module never runs
+/// `site.venv()`, so a virtual environment's interpreter reports its base installation's
+/// directories; this does what `site.venv()` does to `sys.prefix` (find `pyvenv.cfg` beside the
+/// executable or one level up, honour `include-system-site-packages`) without its
+/// `addsitepackages()`, which would execute `.pth` files.
+const SITE_DIRS_SCRIPT: &str = r#"import json, os, site, sys
+exe_dir = os.path.dirname(os.path.abspath(sys.executable))
+prefix = os.path.dirname(exe_dir)
+dirs = site.getsitepackages()
+for cfg in (os.path.join(exe_dir, "pyvenv.cfg"), os.path.join(prefix, "pyvenv.cfg")):
+    if os.path.isfile(cfg):
+        system = "true"
+        with open(cfg, encoding="utf-8") as f:
+            for line in f:
+                key, eq, value = line.partition("=")
+                if eq and key.strip().lower() == "include-system-site-packages":
+                    system = value.strip().lower()
+        sys.prefix = sys.exec_prefix = prefix
+        dirs = site.getsitepackages([prefix]) + (dirs if system == "true" else [])
+        break
+print(json.dumps(dirs))
+"#;
+
+/// The site directories of `python`, asked with `-I -S` so that no `.pth` file runs. For a
+/// virtual environment's interpreter: the environment's own site directories (then the base
+/// installation's, when it was created with `--system-site-packages`).
 pub fn site_dirs(python: &Path) -> std::io::Result<Vec<PathBuf>> {
     let out = std::process::Command::new(python)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import json, site; print(json.dumps(site.getsitepackages()))",
-        ])
+        .args(["-I", "-S", "-c", SITE_DIRS_SCRIPT])
         .stdin(std::process::Stdio::null())
         .output()?;
     if !out.status.success() {
@@ -168,5 +189,11 @@ pub fn site_dirs(python: &Path) -> std::io::Result<Vec<PathBuf>> {
         )));
     }
     let dirs: Vec<PathBuf> = serde_json::from_slice(&out.stdout).map_err(std::io::Error::other)?;
-    Ok(dirs.into_iter().filter(|d| d.is_dir()).collect())
+    let mut seen = Vec::new();
+    for d in dirs {
+        if d.is_dir() && !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    Ok(seen)
 }
