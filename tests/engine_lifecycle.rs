@@ -405,3 +405,31 @@ async fn dropping_the_engine_kills_every_plugin_process() {
     let e = pa.call("echo", json!({"x": 1})).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_refuses_code_that_changed_on_disk_since_load() {
+    let te = TestEngine::new();
+    let main = format!("{ECHO}@plugbox.command\ndef crash():\n    os._exit(9)\n");
+    let p = TestPlugin::new(
+        "tampered",
+        "[supervision]\nbackoff_ms = 10\nmax_restarts = 1\n",
+        &main,
+    );
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    std::fs::write(p.path().join("main.py"), format!("{main}# changed\n")).unwrap();
+    let _ = plugin.call("crash", json!({})).await;
+    let refused = te
+        .wait_for("refused restart", |r| r["event"] == "load_refused")
+        .await;
+    assert_eq!(refused["detail"]["step"], "validate");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("differs from the approved"),
+        "{refused}"
+    );
+    assert_eq!(spawned_pids(&te).len(), 1, "the changed code never ran");
+    te.wait_for("circuit", |r| r["event"] == "circuit").await;
+    assert_eq!(plugin.state(), State::Failed);
+}

@@ -256,7 +256,8 @@ impl Engine {
         }
     }
 
-    fn refused(&self, subject: &Subject, error: LoadError) -> LoadError {
+    /// Audits a refusal (`load_refused`, naming the step) and returns the error.
+    pub(crate) fn refused(&self, subject: &Subject, error: LoadError) -> LoadError {
         let mut r = Record::new(EventKind::LoadRefused, subject.clone());
         r.decision = Some("deny");
         r.reason = Some(escape_text(&error.to_string()));

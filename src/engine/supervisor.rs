@@ -242,9 +242,15 @@ impl Supervisor {
         let m = Arc::clone(&self.m);
         tokio::spawn(async move {
             let validated = m.validated();
-            let result = engine
-                .start_instance(&validated, Arc::clone(&m.stats))
-                .await;
+            // The code must still be what was validated (and approved) at load.
+            let result = match unchanged_code(&validated) {
+                Ok(()) => {
+                    engine
+                        .start_instance(&validated, Arc::clone(&m.stats))
+                        .await
+                }
+                Err(e) => Err(engine.refused(&validated.subject, e)),
+            };
             drop(engine);
             let _ = m.wake.send(Wake::Started { result, why });
         });
@@ -285,6 +291,22 @@ fn health_failed(m: &Managed, instance: &Instance, timeout: Duration, why: &str)
         tracing::error!("{e}");
     }
     instance.kill(format!("health check failed: {why}"));
+}
+
+/// Refuses a restart whose code on disk changed since it was validated.
+fn unchanged_code(validated: &super::load::Validated) -> Result<(), super::LoadError> {
+    let dir = &validated.manifest.dir;
+    let now = crate::manifest::digest::code_digest(dir)
+        .map_err(|e| super::LoadError::Host(format!("code digest: {e}")))?;
+    if now == validated.digest {
+        return Ok(());
+    }
+    Err(crate::manifest::ManifestError::DigestMismatch {
+        plugin: validated.manifest.name.clone(),
+        approved: validated.digest.clone(),
+        actual: now,
+    }
+    .into())
 }
 
 fn kind_text(why: StartKind) -> &'static str {
