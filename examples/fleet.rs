@@ -77,7 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let command = spec["command"].as_str().unwrap_or_default().to_owned();
             let args = spec.get("args").cloned().unwrap_or_else(|| json!({}));
-            work_items.push(async move { plugin.call(&command, args).await.is_ok() });
+            work_items.push(async move {
+                match plugin.call(&command, args).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        println!("  {}.{command}: {e}", plugin.name());
+                        false
+                    }
+                }
+            });
         }
     }
     let total = work_items.len();

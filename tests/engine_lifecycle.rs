@@ -433,3 +433,46 @@ async fn a_restart_refuses_code_that_changed_on_disk_since_load() {
     te.wait_for("circuit", |r| r["event"] == "circuit").await;
     assert_eq!(plugin.state(), State::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_escalates_needs_a_new_grant() {
+    let te = TestEngine::new();
+    let code = "import plugbox\n@plugbox.command\ndef which():\n    return plugbox.__name__\n";
+    let v1 = TestPlugin::new("growing", "[capabilities]\n\"log\" = {}\n", code);
+    let v2 = TestPlugin::new(
+        "growing",
+        "[capabilities]\n\"log\" = {}\n\"kv.get\" = {}\n[process]\ninstances = 2\n",
+        code,
+    );
+    let plugin = te.engine.load(v1.path(), &all()).await.expect("load");
+    let e = te
+        .engine
+        .reload("growing", v2.path(), &all())
+        .await
+        .unwrap_err();
+    assert_eq!(e.step(), "validate");
+    let text = e.to_string();
+    assert!(
+        text.contains("capabilities.\"kv.get\"") && text.contains("process.instances"),
+        "{text}"
+    );
+    assert_eq!(spawned_pids(&te).len(), 1, "nothing of v2 ran");
+    // The operator approves: a grant naming the new capability.
+    let approved = Grants::from_file(plugbox::manifest::GrantFile {
+        schema: 1,
+        capabilities: [("log", ()), ("kv.get", ())]
+            .into_iter()
+            .map(|(n, ())| (n.to_owned(), Default::default()))
+            .collect(),
+        code_digest: None,
+    })
+    .unwrap();
+    te.engine
+        .reload("growing", v2.path(), &approved)
+        .await
+        .expect("reload with a new grant");
+    assert_eq!(
+        plugin.call("which", json!({})).await.unwrap(),
+        Reply::Json(json!("plugbox"))
+    );
+}

@@ -87,13 +87,25 @@ pub enum LoadError {
     /// The engine is shutting down.
     #[error("load: the engine is shutting down")]
     ShuttingDown,
+    /// A reload asks for more than the loaded version, with the same grants.
+    #[error("reload: {name} {version} asks for more than the loaded version without a new grant: {}", changes.join("; "))]
+    Escalates {
+        /// The plugin.
+        name: String,
+        /// The new version.
+        version: String,
+        /// Each escalation, as `field: old -> new`.
+        changes: Vec<String>,
+    },
 }
 
 impl LoadError {
     /// The activation step that failed, as recorded in `load_refused` records.
     pub fn step(&self) -> &'static str {
         match self {
-            LoadError::Manifest(_) | LoadError::UnknownCapabilities { .. } => "validate",
+            LoadError::Manifest(_)
+            | LoadError::UnknownCapabilities { .. }
+            | LoadError::Escalates { .. } => "validate",
             LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
             LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
             LoadError::Handshake(_) => "handshake",

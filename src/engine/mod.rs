@@ -81,6 +81,9 @@ pub struct EngineConfig {
     /// live instance whose policy keeps the default identity (65534), so that each plugin
     /// process has a uid of its own. `None` runs them all as the policy's uid.
     pub uid_base: Option<u32>,
+    /// Refuse a reload whose new version asks for more than the loaded one, unless it comes
+    /// with grants other than those the plugin was loaded with.
+    pub refuse_escalation: bool,
 }
 
 impl EngineConfig {
@@ -95,6 +98,7 @@ impl EngineConfig {
             audit: AuditOptions::default(),
             max_plugins: 256,
             uid_base: Some(DEFAULT_UID_BASE),
+            refuse_escalation: true,
         }
     }
 }

@@ -128,6 +128,11 @@ impl Engine {
     /// Replaces the code of loaded plugin `name` with the one in `dir`: the new instances
     /// start (and are probed) first; only then do calls switch to them and the old ones
     /// drain. If the new version fails at any step, the old one keeps serving.
+    ///
+    /// With [`EngineConfig::refuse_escalation`](super::EngineConfig::refuse_escalation) (the
+    /// default), a new version that asks for more than the loaded one (capabilities, scopes,
+    /// paths, ports, process rights, limits: what `plugbox diff` lists) is refused unless
+    /// `grants` differs from the grants it was loaded with: escalation needs a new grant.
     pub async fn reload(
         &self,
         name: &str,
@@ -146,6 +151,22 @@ impl Engine {
             )));
         }
         let old_version = m.validated();
+        if self.inner.config.refuse_escalation && validated.grants == old_version.grants {
+            let changes: Vec<String> =
+                crate::manifest::diff::diff(&old_version.manifest, &validated.manifest)
+                    .into_iter()
+                    .filter(|c| c.kind == "escalates")
+                    .map(|c| format!("{}: {}", c.field, c.detail))
+                    .collect();
+            if !changes.is_empty() {
+                let e = LoadError::Escalates {
+                    name: name.to_owned(),
+                    version: validated.manifest.version.to_string(),
+                    changes,
+                };
+                return Err(self.refused(&validated.subject, e));
+            }
+        }
         let fresh = self.start_warm(&validated, &m).await?;
         *m.validated.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(validated);
         for instance in &fresh {

@@ -161,6 +161,11 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
             o.process().max_threads.into(),
             n.process().max_threads.into(),
         ),
+        (
+            "process.instances",
+            o.process().instances.into(),
+            n.process().instances.into(),
+        ),
     ];
     for (field, a, b) in limits {
         if b > a {
