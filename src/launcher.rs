@@ -4,9 +4,11 @@
 //! `output_bytes` have passed (then closes them, so further writes fail with `EPIPE`), enforces
 //! `wall_seconds`, and when the command ends or the time is up, kills and reaps the whole
 //! process tree. It is a subreaper, so double-forked descendants come back to it to be reaped.
+//! When the command may create processes, a watchdog (`sandbox::watchdog`) kills the tree if
+//! the launcher itself is killed.
 
 use crate::sandbox::tree;
-use crate::sandbox::{spawn, Environment, Prepared, SpawnError, SpawnRequest};
+use crate::sandbox::{spawn, Environment, Prepared, SpawnError, SpawnRequest, Watchdog};
 use crate::sys::{self, WaitStatus};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -61,6 +63,8 @@ pub fn run(
     args: Vec<OsString>,
     env: Environment,
 ) -> Result<ExecOutcome, LaunchError> {
+    // Before becoming a subreaper, so that the watchdog is re-parented to init, not to us.
+    let watchdog = start_watchdog(prepared)?;
     sys::set_child_subreaper().map_err(supervise_err("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     let limits = prepared.policy().limits();
     let request = SpawnRequest {
@@ -75,6 +79,14 @@ pub fn run(
     let started = Instant::now();
     let mut child = spawn(prepared, request)?;
     let pid = child.pid;
+    if let Some(watchdog) = &watchdog {
+        // The first process leads the group (it called setsid), so its pid is the group id.
+        if let Err(e) = watchdog.register(pid) {
+            // Fail closed: a tree the watchdog does not guard does not run.
+            let _ = tree::kill_tree(pid, pid);
+            return Err(supervise_err("register with the watchdog")(e));
+        }
+    }
     let pidfd = sys::pidfd_open(pid).map_err(supervise_err("pidfd_open"))?;
     let mut output = Output {
         stdout: child.child.stdout.take(),
@@ -88,6 +100,11 @@ pub fn run(
         sys::wait_exited_keep_zombie(pid).map_err(supervise_err("waitid"))?;
     }
     let status = tree::kill_tree(pid, pid).map_err(supervise_err("kill process tree"))?;
+    if let Some(watchdog) = watchdog {
+        // The group is empty and its id free for reuse: the watchdog must forget it. Failing
+        // here changes nothing for the command, which has ended.
+        let _ = watchdog.unregister(pid);
+    }
     output.drain()?;
     let status = status.unwrap_or(WaitStatus::Signaled(libc::SIGKILL));
     if wall_timeout {
@@ -107,6 +124,18 @@ pub fn run(
         wall_timeout,
         output_cut: output.cut,
     })
+}
+
+/// Starts the host-death watchdog when the command may create processes: SIGKILLing
+/// `plugbox exec` then kills its whole tree too. A command without subprocesses is a single
+/// process, which `PR_SET_PDEATHSIG` already kills, so it does not pay for the fork.
+fn start_watchdog(prepared: &Prepared) -> Result<Option<Watchdog>, LaunchError> {
+    if !prepared.policy().process().subprocesses {
+        return Ok(None);
+    }
+    Watchdog::start(1)
+        .map(Some)
+        .map_err(supervise_err("start the watchdog"))
 }
 
 /// The command's two output pipes and what is left of the output budget.

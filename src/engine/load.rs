@@ -379,7 +379,12 @@ impl Engine {
         let mut child = spawn(prepared, request)?;
         drop(plugin_end);
         let pid = child.pid;
-        let guard = KillOnDrop(pid);
+        let guard = KillOnDrop(pid, Arc::clone(&self.inner.watchdog));
+        // From here a host death kills the whole group, grandchildren included.
+        self.inner
+            .watchdog
+            .register(pid)
+            .map_err(|e| LoadError::Host(format!("lifetime: host-death watchdog: {e}")))?;
         let mut report = prepared.report(env_names);
         if let Some((uid, gid)) = ids {
             (report.uid, report.gid) = (uid, gid);
@@ -473,6 +478,7 @@ impl Engine {
             manifest.policy.limits().wall_seconds,
             Arc::clone(&self.inner.live),
             lease,
+            Arc::clone(&self.inner.watchdog),
         )
         .map_err(|e| LoadError::Host(format!("pidfd: {e}")))?;
         // From here the teardown task owns the process tree: dropping the instance kills it.
@@ -493,12 +499,13 @@ impl Engine {
     }
 }
 
-/// Kills the process tree if loading stops half way.
-struct KillOnDrop(libc::pid_t);
+/// Kills the process tree if loading stops half way (then the watchdog forgets the group).
+struct KillOnDrop(libc::pid_t, Arc<crate::sandbox::Watchdog>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = tree::kill_tree(self.0, self.0);
+        let _ = self.1.unregister(self.0);
     }
 }
 

@@ -123,6 +123,10 @@ pub enum EngineError {
     /// A capability name is taken or malformed.
     #[error("engine: capability {0:?} is already registered or not a valid name")]
     Capability(String),
+    /// The host-death watchdog cannot be started (without it, a host killed with SIGKILL
+    /// would leave plugin subprocesses behind).
+    #[error("engine: lifetime: cannot start the host-death watchdog: {0}")]
+    Watchdog(std::io::Error),
     /// The state directory cannot be created.
     #[error("engine: state directory {path}: {source}")]
     State {
@@ -148,6 +152,8 @@ pub(crate) struct Inner {
     pub(crate) registry: registry::Registry,
     pub(crate) uids: Option<Arc<uids::UidPool>>,
     pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Kills every registered plugin process group if this host dies.
+    pub(crate) watchdog: Arc<crate::sandbox::Watchdog>,
 }
 
 impl Drop for Inner {
@@ -168,6 +174,9 @@ impl Drop for Inner {
 impl Engine {
     /// Opens the audit log and registers the built-in capabilities.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        // First, while the host is small: the watchdog is a copy-on-write fork of it.
+        let watchdog = crate::sandbox::Watchdog::start(config.max_plugins.max(1))
+            .map_err(EngineError::Watchdog)?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| EngineError::State {
             path: config.state_dir.clone(),
             source,
@@ -202,6 +211,7 @@ impl Engine {
                 registry: Default::default(),
                 uids,
                 closing: Default::default(),
+                watchdog: Arc::new(watchdog),
             }),
         })
     }

@@ -22,6 +22,7 @@ pub(crate) fn start(
     wall_seconds: u64,
     live: Arc<std::sync::atomic::AtomicUsize>,
     lease: Option<UidLease>,
+    watchdog: Arc<crate::sandbox::Watchdog>,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
     let (tx, rx) = watch::channel(None);
@@ -41,6 +42,10 @@ pub(crate) fn start(
             .ok()
             .and_then(Result::ok)
             .flatten();
+        // The group is empty: its id may be reused, so the watchdog must forget it.
+        if let Err(e) = watchdog.unregister(pid) {
+            tracing::error!(pid, "host-death watchdog: {e}");
+        }
         session.terminate(EndReason::Closed);
         session.drain(Duration::from_secs(1)).await;
         let mut r = Record::new(event, session.subject().clone());

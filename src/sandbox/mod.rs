@@ -1,7 +1,8 @@
 //! Sandbox: preparing confinement in the parent and applying it in the child.
 //!
 //! Parent side: [`command`], [`landlock`], [`seccomp`], [`rlimits`] and [`prepare`] build
-//! everything once per policy; [`spawn()`] forks; [`tree`] tears a process tree down.
+//! everything once per policy; [`spawn()`] forks; [`tree`] tears a process tree down;
+//! [`watchdog`] kills every plugin's tree if the host itself dies.
 //! Child side: [`child`] holds the ordered steps run between fork and exec.
 
 pub mod bpf_tree;
@@ -15,7 +16,9 @@ pub mod rlimits;
 pub mod seccomp;
 pub mod spawn;
 pub mod tree;
+pub mod watchdog;
 
 pub use env::Environment;
 pub use prepare::{PrepareError, Prepared};
 pub use spawn::{spawn, Sandboxed, SpawnError, SpawnRequest};
+pub use watchdog::Watchdog;

@@ -3,12 +3,21 @@
 //! Every function here is a thin wrapper over one syscall (or libc call that is a single
 //! syscall). Functions used between `fork` and `exec` are async-signal-safe: they do not
 //! allocate, lock or touch thread-local state beyond `errno`.
+//!
+//! One submodule is more than a wrapper: [`fork_watchdog`] (in `sys/watchdog.rs`) forks the
+//! host-death watchdog and holds the code that process runs, under the same rules.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+
+mod watchdog;
+pub use watchdog::{
+    fork_watchdog, is_child_subreaper, recv_record, send_record, set_send_timeout,
+    socketpair_seqpacket, try_waitpid,
+};
 
 /// One classic-BPF instruction, as the kernel's `struct sock_filter`.
 pub use seccompiler::sock_filter as SockFilter;

@@ -1,0 +1,154 @@
+//! Nothing a plugin started outlives it: grandchildren (a daemonised `sleep`, with
+//! `subprocesses = true`) are gone after unload, after a call timeout kills the plugin, and
+//! after the host itself is SIGKILLed (a real `plugbox run` process, killed by this test).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::plugins::{TestEngine, TestPlugin};
+use plugbox::manifest::Grants;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// `spawn(marker)` leaves a daemonised `sleep <marker>` behind (its parent shell exits, so it
+/// is re-parented away from the plugin); `spawn_and_hold` then waits, `spawn_and_hog` then
+/// holds the GIL so that the plugin answers nothing, not even a cancel.
+const SPAWNER: &str = r#"import plugbox, subprocess, time
+def _spawn(marker):
+    subprocess.run(['/bin/sh', '-c', '( /usr/bin/sleep ' + marker + ' & ) ; exit 0'], check=True)
+@plugbox.command
+def spawn(marker):
+    _spawn(marker)
+    return 'spawned'
+@plugbox.command
+def spawn_and_hold(marker):
+    _spawn(marker)
+    time.sleep(120)
+@plugbox.command
+def spawn_and_hog(marker):
+    _spawn(marker)
+    import re
+    re.match(r'(a*)*$', 'a' * 40 + 'b')
+"#;
+
+const POLICY: &str = "[process]\nsubprocesses = true\n[filesystem]\nexecute = [\"/usr/bin\", \"/bin\"]\n[limits]\nwall_seconds = 120\n";
+
+/// A `sleep` duration no other process uses: `4242.<pid><nanos>`.
+fn marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("4242.{}{nanos}", std::process::id())
+}
+
+/// Live `sleep <marker>` processes.
+fn with_marker(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline == format!("/usr/bin/sleep\0{marker}\0").as_bytes() && common::alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchildren_are_killed_when_the_plugin_is_unloaded() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new("spawner", POLICY, SPAWNER);
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    let m = marker();
+    plugin
+        .call("spawn", json!({ "marker": m }))
+        .await
+        .expect("spawn");
+    let daemons = with_marker(&m);
+    assert_eq!(daemons.len(), 1, "the daemon runs: {daemons:?}");
+    assert!(te.engine.unload("spawner").await);
+    until("the daemon to die", Duration::from_secs(3), || {
+        with_marker(&m).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchildren_are_killed_when_a_call_timeout_kills_the_plugin() {
+    let te = TestEngine::new();
+    let policy = format!("{POLICY}call_timeout_ms = 300\n[supervision]\nrestart = \"never\"\n");
+    let p = TestPlugin::new("spawner", &policy, SPAWNER);
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    let m = marker();
+    let e = plugin
+        .call("spawn_and_hog", json!({ "marker": m }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, plugbox::ipc::ErrorCode::Timeout);
+    te.wait_for("the kill", |r| r["event"] == "kill").await;
+    until("the daemon to die", Duration::from_secs(3), || {
+        with_marker(&m).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchildren_are_killed_when_the_host_is_sigkilled() {
+    let p = TestPlugin::new(
+        "spawner",
+        &format!("{POLICY}call_timeout_ms = 120000\n"),
+        SPAWNER,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let m = marker();
+    let mut host = std::process::Command::new(common::plugbox())
+        .arg("run")
+        .arg(p.path())
+        .arg("--audit")
+        .arg(work.path().join("audit.jsonl"))
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .args(["--call", "spawn_and_hold", "--args"])
+        .arg(json!({ "marker": m }).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("plugbox run");
+    until("the daemon to start", Duration::from_secs(20), || {
+        !with_marker(&m).is_empty()
+    })
+    .await;
+    let audit = std::fs::read_to_string(work.path().join("audit.jsonl")).unwrap();
+    let plugin_pid = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "spawn")
+        .and_then(|r| r["detail"]["pid"].as_i64())
+        .expect("spawn record") as i32;
+    host.kill().expect("SIGKILL the host");
+    host.wait().expect("reap the host");
+    until("the daemon to die", Duration::from_secs(3), || {
+        with_marker(&m).is_empty()
+    })
+    .await;
+    assert!(!common::alive(plugin_pid), "the plugin outlived its host");
+}
