@@ -3,27 +3,26 @@
 //! failure the process tree is killed, a `load_refused` record names the step, and nothing
 //! stays running.
 
+use super::handshake::check_hello;
 use super::instance::Instance;
 use super::lifecycle::{record_transition, State};
 use super::uids::UidLease;
-use super::{output, teardown, Engine};
+use super::validate::Validated;
+use super::{output, teardown, Engine, LoadError};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::channel::ChannelReader;
-use crate::broker::gate::{Gate, Granted};
 use crate::broker::session::Terms;
 use crate::broker::stats::Stats;
 use crate::broker::Session;
 use crate::capability::PluginInfo;
 use crate::ipc::frame::{FrameLimits, MAX_FRAME_BYTES, MAX_HEADER_BYTES};
-use crate::ipc::message::{Message, PluginIdentity, WireError, WireLimits, PROTOCOL_VERSION};
+use crate::ipc::message::{Message, WireError, WireLimits, PROTOCOL_VERSION};
 use crate::ipc::{ErrorCode, FrameReader};
-use crate::manifest::{Grants, Manifest, ManifestError};
-use crate::sandbox::command::{check_dir_reachable, CommandError};
-use crate::sandbox::{spawn, tree, Environment, PrepareError, Prepared, SpawnError, SpawnRequest};
+use crate::manifest::Grants;
+use crate::sandbox::{spawn, tree, Environment, SpawnRequest};
 use crate::sys;
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,97 +37,6 @@ const CHANNEL_BUFFER_BYTES: i32 = 4 * 1024 * 1024;
 /// Frames queued towards one plugin before senders wait (each at most one frame cap).
 const OUTBOX_FRAMES: usize = 8;
 
-/// Why a plugin could not be loaded. Each variant is one step.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The manifest, API check or grants refused it.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// A capability it requires does not exist in this host.
-    #[error("load: {plugin} requires capabilities this host does not provide: {}", missing.join(", "))]
-    UnknownCapabilities {
-        /// The plugin.
-        plugin: String,
-        /// The names.
-        missing: Vec<String>,
-    },
-    /// The sandbox uid cannot reach the plugin or the SDK.
-    #[error("load: {0}")]
-    Reach(#[from] CommandError),
-    /// The sandbox cannot be prepared as the policy demands.
-    #[error(transparent)]
-    Prepare(#[from] PrepareError),
-    /// The process could not be started.
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-    /// The handshake failed.
-    #[error("handshake: {0}")]
-    Handshake(String),
-    /// The audit log failed.
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
-    /// A host resource failed.
-    #[error("load: {0}")]
-    Host(String),
-    /// The engine already runs its maximum number of plugins.
-    #[error("load: the engine already runs its maximum of {0} plugin processes")]
-    Capacity(usize),
-    /// The first health probe failed.
-    #[error("health: the first health probe failed: {0}")]
-    Health(String),
-    /// A plugin of this name is loaded from other code or grants; use `reload`.
-    #[error("load: {name} is already loaded as {loaded}; unload or reload it to change it")]
-    Conflict {
-        /// The plugin.
-        name: String,
-        /// What is loaded (version and digest).
-        loaded: String,
-    },
-    /// The engine is shutting down.
-    #[error("load: the engine is shutting down")]
-    ShuttingDown,
-    /// A reload asks for more than the loaded version, with the same grants.
-    #[error("reload: {name} {version} asks for more than the loaded version without a new grant: {}", changes.join("; "))]
-    Escalates {
-        /// The plugin.
-        name: String,
-        /// The new version.
-        version: String,
-        /// Each escalation, as `field: old -> new`.
-        changes: Vec<String>,
-    },
-}
-
-impl LoadError {
-    /// The activation step that failed, as recorded in `load_refused` records.
-    pub fn step(&self) -> &'static str {
-        match self {
-            LoadError::Manifest(_)
-            | LoadError::UnknownCapabilities { .. }
-            | LoadError::Escalates { .. } => "validate",
-            LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
-            LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
-            LoadError::Handshake(_) => "handshake",
-            LoadError::Health(_) => "health",
-            LoadError::Audit(_) => "audit",
-            LoadError::Host(_) => "host",
-            LoadError::Conflict { .. } | LoadError::ShuttingDown => "register",
-        }
-    }
-}
-
-/// A plugin that passed every check that needs no process. Every instance of it, restarts
-/// included, starts from this: the sandbox is prepared once per activation, not per spawn.
-pub(crate) struct Validated {
-    pub(crate) manifest: Manifest,
-    pub(crate) grants: Grants,
-    pub(crate) digest: String,
-    /// The plugin's subject (instance `-`).
-    pub(crate) subject: Subject,
-    prepared: Prepared,
-    sdk: PathBuf,
-}
-
 impl Engine {
     /// Starts one **unmanaged** instance of the plugin in `dir` under `grants`: validated,
     /// confined, spawned, handshaken and probed once. Nothing restarts it and the engine does
@@ -136,80 +44,6 @@ impl Engine {
     pub async fn spawn_instance(&self, dir: &Path, grants: &Grants) -> Result<Instance, LoadError> {
         let validated = self.validate(dir, grants)?;
         self.start_instance(&validated, Arc::default()).await
-    }
-
-    /// Every check that runs no plugin code, and the sandbox preparation. A refusal is
-    /// audited (`load_refused`, naming the step).
-    pub(crate) fn validate(&self, dir: &Path, grants: &Grants) -> Result<Validated, LoadError> {
-        let manifest = match Manifest::load(dir) {
-            Ok(m) => m,
-            Err(e) => return Err(self.refused(&unknown_subject(dir), e.into())),
-        };
-        let digest = match crate::manifest::digest::code_digest(&manifest.dir) {
-            Ok(d) => d,
-            Err(e) => {
-                let subject = unknown_subject(dir);
-                return Err(self.refused(&subject, LoadError::Host(format!("code digest: {e}"))));
-            }
-        };
-        let subject = Subject {
-            name: manifest.name.clone(),
-            version: manifest.version.to_string(),
-            instance: "-".into(),
-            digest: Some(digest.clone()),
-        };
-        if let Err(e) = grants.check_digest(&manifest.name, &digest) {
-            return Err(self.refused(&subject, e.into()));
-        }
-        if let Err(e) = self.gate_for(&manifest, grants) {
-            return Err(self.refused(&subject, e));
-        }
-        let (prepared, sdk) = match self.prepare(&manifest) {
-            Ok(p) => p,
-            Err(e) => return Err(self.refused(&subject, e)),
-        };
-        Ok(Validated {
-            manifest,
-            grants: grants.clone(),
-            digest,
-            subject,
-            prepared,
-            sdk,
-        })
-    }
-
-    /// Builds the Landlock ruleset and seccomp program, and checks that the uid the plugin
-    /// will run as can reach its directory and the SDK.
-    fn prepare(&self, manifest: &Manifest) -> Result<(Prepared, PathBuf), LoadError> {
-        let config = &self.inner.config;
-        let sdk = config
-            .sdk_dir
-            .canonicalize()
-            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", config.sdk_dir.display())))?;
-        let policy = manifest
-            .policy
-            .clone()
-            .with_read_paths([manifest.dir.clone(), sdk.clone()]);
-        let prepared = Prepared::new(
-            policy,
-            manifest.runtime.as_ref(),
-            Some(RUNTIME_PATH.as_ref()),
-        )?;
-        if sys::geteuid() == 0 {
-            let (uid, gid) = match (self.uses_pool(&prepared), &self.inner.uids) {
-                (true, Some(pool)) => (pool.first(), pool.first()),
-                _ => prepared.ids(),
-            };
-            check_dir_reachable(&manifest.dir, uid, gid)?;
-            check_dir_reachable(&sdk, uid, gid)?;
-        }
-        Ok((prepared, sdk))
-    }
-
-    /// Does an instance of `prepared` take its uid from the engine's pool? Only when the host
-    /// is root and the policy keeps the default identity (65534); an explicit one is kept.
-    fn uses_pool(&self, prepared: &Prepared) -> bool {
-        self.inner.uids.is_some() && sys::geteuid() == 0 && prepared.ids() == (65534, 65534)
     }
 
     /// Spawns, handshakes and probes one instance of `validated`; its calls count into
@@ -266,61 +100,6 @@ impl Engine {
                 Err(self.refused(&subject, e))
             }
         }
-    }
-
-    /// Audits a refusal (`load_refused`, naming the step) and returns the error.
-    pub(crate) fn refused(&self, subject: &Subject, error: LoadError) -> LoadError {
-        let mut r = Record::new(EventKind::LoadRefused, subject.clone());
-        r.decision = Some("deny");
-        r.reason = Some(escape_text(&error.to_string()));
-        r.detail = Some(serde_json::json!({ "step": error.step() }));
-        match self.inner.audit.write(&r) {
-            Ok(_) => error,
-            Err(audit) => LoadError::Audit(audit),
-        }
-    }
-
-    fn gate_for(&self, manifest: &Manifest, grants: &Grants) -> Result<Gate, LoadError> {
-        manifest.check_api(&self.inner.config.api_version)?;
-        let effective = manifest.effective(grants)?;
-        let caps = self
-            .inner
-            .capabilities
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut allowed = HashMap::new();
-        let mut missing = Vec::new();
-        for cap in effective {
-            match caps.get(&cap.name) {
-                Some(handler) => {
-                    let max_bytes = cap.max_bytes.unwrap_or_else(Engine::default_max_bytes);
-                    let granted = Granted {
-                        handler: Arc::clone(handler),
-                        max_bytes,
-                        grant: Arc::new(cap.clone()),
-                    };
-                    allowed.insert(cap.name.clone(), granted);
-                }
-                None if manifest
-                    .requested
-                    .get(&cap.name)
-                    .is_some_and(|r| r.optional) => {}
-                None => missing.push(cap.name.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(LoadError::UnknownCapabilities {
-                plugin: manifest.name.clone(),
-                missing,
-            });
-        }
-        let l = manifest.policy.limits();
-        Ok(Gate::new(
-            allowed,
-            l.calls_per_second,
-            l.call_burst,
-            l.calls_in_flight,
-        ))
     }
 
     async fn start(
@@ -518,70 +297,7 @@ async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: 
     }
 }
 
-type HelloResult =
-    Result<Result<Option<crate::ipc::Frame>, crate::ipc::FrameError>, tokio::time::error::Elapsed>;
-
-/// Validates the plugin's `hello`; returns its commands or the reason to refuse.
-fn check_hello(manifest: &Manifest, hello: HelloResult) -> Result<Vec<String>, String> {
-    let frame = match hello {
-        Err(_) => return Err("no hello before the handshake deadline".into()),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Ok(Ok(None)) => return Err("the plugin closed the channel before hello".into()),
-        Ok(Ok(Some(frame))) => frame,
-    };
-    let message = Message::decode(&frame.header).map_err(|e| e.to_string())?;
-    let Message::Hello {
-        protocol,
-        plugin,
-        commands,
-    } = message
-    else {
-        return Err("the first message must be hello".into());
-    };
-    if protocol < PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol {protocol} not supported; host speaks {PROTOCOL_VERSION}"
-        ));
-    }
-    let expected = PluginIdentity {
-        name: manifest.name.clone(),
-        version: manifest.version.to_string(),
-    };
-    if plugin != expected {
-        return Err(format!(
-            "hello names {} {}, the manifest {} {}",
-            escape_text(&plugin.name),
-            escape_text(&plugin.version),
-            expected.name,
-            expected.version
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for c in &commands {
-        let valid = !c.is_empty()
-            && c.len() <= 64
-            && c.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch));
-        if !valid || !seen.insert(c) {
-            return Err(format!(
-                "invalid or duplicate command name {}",
-                escape_text(c)
-            ));
-        }
-    }
-    Ok(commands)
-}
-
 /// A Python string literal (JSON strings are valid Python literals).
 fn py_str(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).unwrap_or_else(|_| "''".into())
-}
-
-fn unknown_subject(dir: &Path) -> Subject {
-    Subject {
-        name: escape_text(&dir.display().to_string()),
-        version: "unknown".into(),
-        instance: "-".into(),
-        digest: None,
-    }
 }

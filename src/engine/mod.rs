@@ -17,9 +17,11 @@
 //! # Ok(()) }
 //! ```
 
+mod handshake;
 mod instance;
 mod lifecycle;
 mod load;
+mod load_error;
 mod output;
 mod plugin;
 mod registry;
@@ -27,10 +29,12 @@ mod restart;
 mod supervisor;
 mod teardown;
 mod uids;
+mod validate;
 
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
-pub use load::LoadError;
+pub use load::RUNTIME_PATH;
+pub use load_error::LoadError;
 pub use plugin::{Plugin, PluginStats};
 
 use crate::audit::{AuditError, AuditLog, AuditOptions};

@@ -3,7 +3,7 @@
 
 use super::instance::Instance;
 use super::lifecycle::{record_transition, State};
-use super::load::Validated;
+use super::validate::Validated;
 use crate::audit::{AuditLog, EventKind, Record, Subject};
 use crate::broker::stats::{Stats, StatsSnapshot};
 use crate::capability::{CallError, Reply};

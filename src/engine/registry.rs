@@ -3,8 +3,8 @@
 
 use super::instance::Instance;
 use super::lifecycle::{record_transition, State};
-use super::load::Validated;
 use super::plugin::{Managed, Plugin, PluginStats, Wake};
+use super::validate::Validated;
 use super::{supervisor, Engine, LoadError};
 use crate::manifest::Grants;
 use futures_util::future::join_all;

@@ -112,7 +112,7 @@ pub fn try_waitpid(pid: libc::pid_t) -> io::Result<Option<WaitStatus>> {
         let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
         match check(ret.into()) {
             Ok(0) => return Ok(None),
-            Ok(_) => return Ok(Some(super::decode_status(status))),
+            Ok(_) => return Ok(Some(super::process::decode_status(status))),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }

@@ -1,0 +1,164 @@
+//! Host→plugin calls on a session: `invoke` (audited and counted), `probe` (the health ping),
+//! their deadline, cancellation, and the kill of a plugin that ignores a cancel.
+
+use super::{EndReason, Session, CANCEL_GRACE, PING};
+use crate::audit::EventKind;
+use crate::capability::{CallError, Reply};
+use crate::ipc::message::Message;
+use crate::ipc::ErrorCode;
+use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
+struct CancelOnDrop<'a> {
+    session: &'a Session,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let s = self.session;
+        s.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        s.abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.id);
+        let _ = s
+            .out
+            .try_send(Message::Cancel { id: self.id }.encode(&[]).into());
+    }
+}
+
+impl Session {
+    /// Calls an exported command of the plugin.
+    pub async fn invoke(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<Reply, CallError> {
+        if command != PING && !self.commands.iter().any(|c| c == command) {
+            return Err(CallError::invalid(format!(
+                "{} exports no command {command:?}",
+                self.info.name
+            )));
+        }
+        let started = Instant::now();
+        let (id, result) = self.exchange(command, args, body, self.call_timeout).await;
+        self.stats.invoked(result.is_ok(), started.elapsed());
+        let mut r = self.record(EventKind::Invoke);
+        r.call_id = Some(id);
+        r.capability = Some(command.to_owned());
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        r.outcome = Some(match &result {
+            Ok(_) => "ok".into(),
+            Err(e) => e.code.as_str().into(),
+        });
+        if !self.write_audit(&r) {
+            return Err(CallError::host("audit log unavailable"));
+        }
+        result
+    }
+
+    /// A health probe: `plugbox.ping` with deadline `timeout`, neither counted nor audited
+    /// when it succeeds (the supervisor audits failures). Returns the round-trip time.
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration, CallError> {
+        let started = Instant::now();
+        let (_, result) = self.exchange(PING, Map::new(), None, timeout).await;
+        match result {
+            Ok(Reply::Json(Value::String(s))) if s == "pong" => Ok(started.elapsed()),
+            Ok(_) => Err(CallError::new(
+                ErrorCode::Invalid,
+                format!("{PING} answered something other than \"pong\""),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one host→plugin call and waits up to `timeout` for its reply (then cancels it).
+    /// Returns the call id with the outcome.
+    async fn exchange(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+        timeout: Duration,
+    ) -> (u64, Result<Reply, CallError>) {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if self.end.borrow().is_some() {
+            // Ended before (or while) registering: `terminate` may have drained already.
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return (id, Err(CallError::host("the plugin connection is closed")));
+        }
+        let (body_name, bytes) = match body {
+            Some((name, bytes)) => (Some(name), bytes),
+            None => (None, Vec::new()),
+        };
+        let frame = Message::Call {
+            id,
+            method: command.to_owned(),
+            args,
+            body: body_name,
+        }
+        .encode_outgoing(bytes);
+        let mut guard = CancelOnDrop {
+            session: self,
+            id,
+            armed: true,
+        };
+        let result = if !self.write(frame).await {
+            Err(CallError::host("the plugin connection is closed"))
+        } else {
+            self.await_reply(id, rx, timeout).await
+        };
+        guard.armed = false;
+        (id, result)
+    }
+
+    async fn await_reply(
+        &self,
+        id: u64,
+        mut rx: oneshot::Receiver<Result<Reply, CallError>>,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(result)) => return result,
+            Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
+            Err(_) => {}
+        }
+        self.write(Message::Cancel { id }.encode(&[]).into()).await;
+        if tokio::time::timeout(CANCEL_GRACE, &mut rx).await.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let mut r = self.record(EventKind::Timeout);
+            r.call_id = Some(id);
+            r.rule = Some("limits.call_timeout_ms");
+            r.reason = Some("the plugin ignored cancellation; killing it".into());
+            self.write_audit(&r);
+            self.terminate(EndReason::IgnoredCancel(id));
+        }
+        Err(CallError::new(
+            ErrorCode::Timeout,
+            format!("no reply within {timeout:?}"),
+        ))
+    }
+}

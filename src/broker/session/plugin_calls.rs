@@ -1,0 +1,150 @@
+//! Plugin→host calls on a session: the gate's decision and its audit record before anything
+//! runs, dispatch to the capability with a deadline, the reply, and the outcome record.
+
+use super::*;
+
+impl Session {
+    pub(super) fn on_call(
+        self: &Arc<Self>,
+        id: u64,
+        method: String,
+        args: Map<String, Value>,
+        body_arg: Option<String>,
+        frame: Frame,
+    ) {
+        let request_bytes = (frame.header.len() + frame.body.len()) as u64;
+        if self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return self.violation(
+                Some(id),
+                ErrorCode::Invalid,
+                &format!("call id {id} is already in flight"),
+            );
+        }
+        let mut r = self.record(EventKind::Call);
+        r.call_id = Some(id);
+        r.capability = Some(escape_text(&method));
+        r.request_bytes = Some(request_bytes);
+        r.args_sha256 = Some(digest(&frame.header, &frame.body));
+        let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
+            self.stats.decided(false);
+            r.decision = Some("deny");
+            r.rule = Some(rule);
+            r.reason = Some(escape_text(reason));
+            if self.write_audit(r) {
+                self.send_now(error_frame(id, code, reason));
+            }
+        };
+        let (granted, permit) = match self.gate.decide(&method, request_bytes) {
+            Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
+            Decision::Allow(granted, permit) => (granted, permit),
+        };
+        let ctx = CallContext {
+            plugin: Arc::clone(&self.info),
+            grant: Arc::clone(&granted.grant),
+            max_bytes: granted.max_bytes,
+        };
+        let request = CallRequest {
+            args,
+            body: body_arg.map(|name| (name, frame.body)),
+        };
+        // Scope checks belong to the gate: a refused path is a denied call, never dispatched.
+        if let Err(e) = granted.handler.check(&ctx, &request) {
+            return deny(&mut r, e.code, "capability.scope", &e.message);
+        }
+        self.stats.decided(true);
+        r.decision = Some("allow");
+        r.rule = Some("allow-list");
+        if !self.write_audit(&r) {
+            // Fail closed: without its record the call never runs.
+            return self.send_now(error_frame(
+                id,
+                ErrorCode::HostError,
+                "audit log unavailable",
+            ));
+        }
+        let (start_tx, start_rx) = oneshot::channel::<()>();
+        let session = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let _ = start_rx.await;
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(
+                session.call_timeout,
+                granted.handler.call(ctx, request),
+            )
+            .await
+            {
+                Ok(Ok(reply)) if reply.size() as u64 > granted.max_bytes => {
+                    Err(CallError::too_large(format!(
+                        "reply of {} bytes exceeds {}",
+                        reply.size(),
+                        granted.max_bytes
+                    )))
+                }
+                Ok(result) => result,
+                Err(_) => Err(CallError::new(
+                    ErrorCode::Timeout,
+                    format!("no reply within {:?}", session.call_timeout),
+                )),
+            };
+            session.finish_call(id, &method, started, outcome).await;
+            drop(permit);
+            session
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, task.abort_handle());
+        let _ = start_tx.send(());
+    }
+
+    async fn finish_call(
+        &self,
+        id: u64,
+        method: &str,
+        started: Instant,
+        outcome: Result<Reply, CallError>,
+    ) {
+        self.stats.finished(outcome.is_ok(), started.elapsed());
+        let (frame, code) = match outcome {
+            Ok(Reply::Json(value)) => (
+                Message::Result {
+                    id,
+                    result: Some(value),
+                    body: false,
+                }
+                .encode_outgoing(Vec::new()),
+                "ok",
+            ),
+            Ok(Reply::Bytes(bytes)) => (
+                Message::Result {
+                    id,
+                    result: None,
+                    body: true,
+                }
+                .encode_outgoing(bytes),
+                "ok",
+            ),
+            Err(e) => (error_frame(id, e.code, &e.message).into(), e.code.as_str()),
+        };
+        let mut r = self.record(EventKind::CallOutcome);
+        r.call_id = Some(id);
+        r.capability = Some(escape_text(method));
+        r.response_bytes = Some((frame.head.len() + frame.body.len()) as u64);
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        r.outcome = Some(code.to_owned());
+        // The decision was recorded before dispatch; the outcome is recorded right after the
+        // reply leaves, off the caller's critical path. If it cannot be written, the session
+        // ends and no further call runs.
+        self.write(frame).await;
+        self.write_audit(&r);
+    }
+}

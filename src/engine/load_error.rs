@@ -1,0 +1,84 @@
+//! Why a plugin, or one instance of it, could not be started: one variant per step.
+
+use crate::manifest::ManifestError;
+use crate::sandbox::command::CommandError;
+use crate::sandbox::{PrepareError, SpawnError};
+
+/// Why a plugin could not be loaded. Each variant is one step.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The manifest, API check or grants refused it.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A capability it requires does not exist in this host.
+    #[error("load: {plugin} requires capabilities this host does not provide: {}", missing.join(", "))]
+    UnknownCapabilities {
+        /// The plugin.
+        plugin: String,
+        /// The names.
+        missing: Vec<String>,
+    },
+    /// The sandbox uid cannot reach the plugin or the SDK.
+    #[error("load: {0}")]
+    Reach(#[from] CommandError),
+    /// The sandbox cannot be prepared as the policy demands.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The process could not be started.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// A host resource failed.
+    #[error("load: {0}")]
+    Host(String),
+    /// The engine already runs its maximum number of plugins.
+    #[error("load: the engine already runs its maximum of {0} plugin processes")]
+    Capacity(usize),
+    /// The first health probe failed.
+    #[error("health: the first health probe failed: {0}")]
+    Health(String),
+    /// A plugin of this name is loaded from other code or grants; use `reload`.
+    #[error("load: {name} is already loaded as {loaded}; unload or reload it to change it")]
+    Conflict {
+        /// The plugin.
+        name: String,
+        /// What is loaded (version and digest).
+        loaded: String,
+    },
+    /// The engine is shutting down.
+    #[error("load: the engine is shutting down")]
+    ShuttingDown,
+    /// A reload asks for more than the loaded version, with the same grants.
+    #[error("reload: {name} {version} asks for more than the loaded version without a new grant: {}", changes.join("; "))]
+    Escalates {
+        /// The plugin.
+        name: String,
+        /// The new version.
+        version: String,
+        /// Each escalation, as `field: old -> new`.
+        changes: Vec<String>,
+    },
+}
+
+impl LoadError {
+    /// The activation step that failed, as recorded in `load_refused` records.
+    pub fn step(&self) -> &'static str {
+        match self {
+            LoadError::Manifest(_)
+            | LoadError::UnknownCapabilities { .. }
+            | LoadError::Escalates { .. } => "validate",
+            LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
+            LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
+            LoadError::Handshake(_) => "handshake",
+            LoadError::Health(_) => "health",
+            LoadError::Audit(_) => "audit",
+            LoadError::Host(_) => "host",
+            LoadError::Conflict { .. } | LoadError::ShuttingDown => "register",
+        }
+    }
+}

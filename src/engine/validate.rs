@@ -1,0 +1,167 @@
+//! The checks that run no plugin code, once per activation: manifest, code digest and its pin,
+//! API version and grants, capabilities this host provides, and the sandbox preparation
+//! (Landlock ruleset, seccomp program, reachability for the uid the plugin will run as).
+//! Every refusal is audited (`load_refused`, naming the step).
+
+use super::{Engine, LoadError, RUNTIME_PATH};
+use crate::audit::{escape_text, EventKind, Record, Subject};
+use crate::broker::gate::{Gate, Granted};
+use crate::manifest::{Grants, Manifest};
+use crate::sandbox::command::check_dir_reachable;
+use crate::sandbox::Prepared;
+use crate::sys;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A plugin that passed every check that needs no process. Every instance of it, restarts
+/// included, starts from this: the sandbox is prepared once per activation, not per spawn.
+pub(crate) struct Validated {
+    pub(crate) manifest: Manifest,
+    pub(crate) grants: Grants,
+    pub(crate) digest: String,
+    /// The plugin's subject (instance `-`).
+    pub(crate) subject: Subject,
+    pub(crate) prepared: Prepared,
+    pub(crate) sdk: PathBuf,
+}
+
+impl Engine {
+    /// Every check that runs no plugin code, and the sandbox preparation. A refusal is
+    /// audited (`load_refused`, naming the step).
+    pub(crate) fn validate(&self, dir: &Path, grants: &Grants) -> Result<Validated, LoadError> {
+        let manifest = match Manifest::load(dir) {
+            Ok(m) => m,
+            Err(e) => return Err(self.refused(&unknown_subject(dir), e.into())),
+        };
+        let digest = match crate::manifest::digest::code_digest(&manifest.dir) {
+            Ok(d) => d,
+            Err(e) => {
+                let subject = unknown_subject(dir);
+                return Err(self.refused(&subject, LoadError::Host(format!("code digest: {e}"))));
+            }
+        };
+        let subject = Subject {
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            instance: "-".into(),
+            digest: Some(digest.clone()),
+        };
+        if let Err(e) = grants.check_digest(&manifest.name, &digest) {
+            return Err(self.refused(&subject, e.into()));
+        }
+        if let Err(e) = self.gate_for(&manifest, grants) {
+            return Err(self.refused(&subject, e));
+        }
+        let (prepared, sdk) = match self.prepare(&manifest) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refused(&subject, e)),
+        };
+        Ok(Validated {
+            manifest,
+            grants: grants.clone(),
+            digest,
+            subject,
+            prepared,
+            sdk,
+        })
+    }
+
+    /// Builds the Landlock ruleset and seccomp program, and checks that the uid the plugin
+    /// will run as can reach its directory and the SDK.
+    fn prepare(&self, manifest: &Manifest) -> Result<(Prepared, PathBuf), LoadError> {
+        let config = &self.inner.config;
+        let sdk = config
+            .sdk_dir
+            .canonicalize()
+            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", config.sdk_dir.display())))?;
+        let policy = manifest
+            .policy
+            .clone()
+            .with_read_paths([manifest.dir.clone(), sdk.clone()]);
+        let prepared = Prepared::new(
+            policy,
+            manifest.runtime.as_ref(),
+            Some(RUNTIME_PATH.as_ref()),
+        )?;
+        if sys::geteuid() == 0 {
+            let (uid, gid) = match (self.uses_pool(&prepared), &self.inner.uids) {
+                (true, Some(pool)) => (pool.first(), pool.first()),
+                _ => prepared.ids(),
+            };
+            check_dir_reachable(&manifest.dir, uid, gid)?;
+            check_dir_reachable(&sdk, uid, gid)?;
+        }
+        Ok((prepared, sdk))
+    }
+
+    /// Does an instance of `prepared` take its uid from the engine's pool? Only when the host
+    /// is root and the policy keeps the default identity (65534); an explicit one is kept.
+    pub(crate) fn uses_pool(&self, prepared: &Prepared) -> bool {
+        self.inner.uids.is_some() && sys::geteuid() == 0 && prepared.ids() == (65534, 65534)
+    }
+
+    /// Audits a refusal (`load_refused`, naming the step) and returns the error.
+    pub(crate) fn refused(&self, subject: &Subject, error: LoadError) -> LoadError {
+        let mut r = Record::new(EventKind::LoadRefused, subject.clone());
+        r.decision = Some("deny");
+        r.reason = Some(escape_text(&error.to_string()));
+        r.detail = Some(serde_json::json!({ "step": error.step() }));
+        match self.inner.audit.write(&r) {
+            Ok(_) => error,
+            Err(audit) => LoadError::Audit(audit),
+        }
+    }
+
+    pub(crate) fn gate_for(&self, manifest: &Manifest, grants: &Grants) -> Result<Gate, LoadError> {
+        manifest.check_api(&self.inner.config.api_version)?;
+        let effective = manifest.effective(grants)?;
+        let caps = self
+            .inner
+            .capabilities
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut allowed = HashMap::new();
+        let mut missing = Vec::new();
+        for cap in effective {
+            match caps.get(&cap.name) {
+                Some(handler) => {
+                    let max_bytes = cap.max_bytes.unwrap_or_else(Engine::default_max_bytes);
+                    let granted = Granted {
+                        handler: Arc::clone(handler),
+                        max_bytes,
+                        grant: Arc::new(cap.clone()),
+                    };
+                    allowed.insert(cap.name.clone(), granted);
+                }
+                None if manifest
+                    .requested
+                    .get(&cap.name)
+                    .is_some_and(|r| r.optional) => {}
+                None => missing.push(cap.name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(LoadError::UnknownCapabilities {
+                plugin: manifest.name.clone(),
+                missing,
+            });
+        }
+        let l = manifest.policy.limits();
+        Ok(Gate::new(
+            allowed,
+            l.calls_per_second,
+            l.call_burst,
+            l.calls_in_flight,
+        ))
+    }
+}
+
+fn unknown_subject(dir: &Path) -> Subject {
+    Subject {
+        name: escape_text(&dir.display().to_string()),
+        version: "unknown".into(),
+        instance: "-".into(),
+        digest: None,
+    }
+}
