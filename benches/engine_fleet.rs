@@ -11,11 +11,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+use common::{median, ms, pct, status_kib};
+
 use futures_util::future::join_all;
-use plugbox::capability::{typed, CallContext, CallError};
-use plugbox::engine::{Engine, EngineConfig};
 use plugbox::manifest::Grants;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,19 +31,7 @@ async fn main() {
     let (calls, starts, rounds) = if benching { (5000, 20, 5) } else { (50, 2, 1) };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("tmp");
-    let engine = Engine::new(EngineConfig::new(
-        work.path().join("audit.jsonl"),
-        work.path().join("state"),
-    ))
-    .expect("engine");
-    engine
-        .register(
-            "bench.echo",
-            typed(
-                |_: CallContext, args: Value| async move { Ok::<_, CallError>(args["x"].clone()) },
-            ),
-        )
-        .expect("register");
+    let engine = common::echo_engine(work.path());
     let grants = Grants::all_requested();
     let fleet_dir = tempfile::Builder::new()
         .prefix("plugbox-fleet-")
@@ -125,7 +114,7 @@ async fn main() {
             assert!(c.wait().unwrap().success());
         }
         bare.push(t.elapsed());
-        let before = rss_kib();
+        let before = status_kib("VmRSS");
         let t = Instant::now();
         let loaded: Vec<_> = join_all(dirs.iter().map(|d| engine.load(d, &grants)))
             .await
@@ -134,7 +123,7 @@ async fn main() {
             .collect();
         ready.push(t.elapsed());
         rss.push(Duration::from_micros(
-            rss_kib().saturating_sub(before) * 1024 / FLEET as u64,
+            status_kib("VmRSS").saturating_sub(before) * 1024 / FLEET as u64,
         ));
         let names: Vec<String> = loaded.iter().map(|p| p.name()).collect();
         join_all(names.iter().map(|n| engine.unload(n))).await;
@@ -176,29 +165,4 @@ async fn timed<T, E: std::fmt::Debug>(f: impl std::future::Future<Output = Resul
     let t = Instant::now();
     f.await.expect("call");
     t.elapsed().as_nanos() as u64
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p) as usize] as f64 / 1e3
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }

@@ -11,18 +11,20 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use plugbox::capability::{typed, CallContext, CallError, Reply};
-use plugbox::engine::{Engine, EngineConfig};
+mod common;
+use common::{median, ms, pct, status_kib};
+
+use plugbox::capability::Reply;
 use plugbox::ipc::frame::{FrameLimits, FrameReader, MAX_FRAME_BYTES};
 use plugbox::ipc::Message;
 use plugbox::manifest::Grants;
 use plugbox::policy::Policy;
 use plugbox::sandbox::{spawn, Environment, Prepared, SpawnRequest};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -33,19 +35,7 @@ async fn main() {
     let (starts, calls) = if benching { (30, 3000) } else { (3, 50) };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("tmp");
-    let engine = Engine::new(EngineConfig::new(
-        work.path().join("audit.jsonl"),
-        work.path().join("state"),
-    ))
-    .expect("engine");
-    engine
-        .register(
-            "bench.echo",
-            typed(
-                |_: CallContext, args: Value| async move { Ok::<_, CallError>(args["x"].clone()) },
-            ),
-        )
-        .expect("register");
+    let engine = common::echo_engine(work.path());
     let plugin_dir = root.join("benches/plugins/echo");
     let grants = Grants::all_requested();
     let payload = "x".repeat(80);
@@ -126,7 +116,7 @@ async fn main() {
     let chunk = MAX_FRAME_BYTES as usize - 64 * 1024;
     let total = 64 << 20;
     let data = vec![7u8; chunk];
-    let rss_before = peak_rss_kib();
+    let rss_before = status_kib("VmHWM");
     let t = Instant::now();
     let mut moved = 0usize;
     while moved < total {
@@ -142,7 +132,7 @@ async fn main() {
         moved += n;
     }
     let secs = t.elapsed().as_secs_f64();
-    let rss_after = peak_rss_kib();
+    let rss_after = status_kib("VmHWM");
     println!(
         "bulk: 64 MiB host->plugin->host in {} frames: {:.3} s, {:.2} GB/s (target >= 1 GB/s)",
         total.div_ceil(chunk),
@@ -159,20 +149,6 @@ async fn main() {
     plugin.shutdown().await;
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p) as usize] as f64 / 1e3
-}
-
 fn report(label: &str, gated: &mut [u64], raw: &mut [u64]) {
     let (g50, g99, r50) = (pct(gated, 0.5), pct(gated, 0.99), pct(raw, 0.5));
     let mean = gated.iter().sum::<u64>() as f64 / gated.len() as f64;
@@ -185,17 +161,6 @@ fn report(label: &str, gated: &mut [u64], raw: &mut [u64]) {
         "  raw      p50 {r50:>7.1} us   ratio {:.2}x (target <= 1.3x)",
         g50 / r50
     );
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }
 
 /// Spawns `raw_echo.py MODE...` in the same sandbox with one end of a socketpair.

@@ -152,3 +152,49 @@ async fn grandchildren_are_killed_when_the_host_is_sigkilled() {
     .await;
     assert!(!common::alive(plugin_pid), "the plugin outlived its host");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_escalates_from_shutdown_to_sigterm_to_sigkill() {
+    let te = TestEngine::new();
+    // Polite: exits on `shutdown` with status 0.
+    let polite = TestPlugin::new("polite", "", "import plugbox\n");
+    // Stubborn: ignores SIGTERM, and a thread holding the GIL keeps it from reading `shutdown`.
+    let stubborn = TestPlugin::new(
+        "stubborn",
+        "",
+        "import plugbox, signal, _thread, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef _hog():\n    time.sleep(0.05)\n    import re\n    re.match(r'(a*)*$', 'a' * 40 + 'b')\n@plugbox.command\ndef wedge():\n    _thread.start_new_thread(_hog, ())\n    return 'wedged soon'\n",
+    );
+    let grants = Grants::all_requested();
+    te.engine
+        .load(polite.path(), &grants)
+        .await
+        .expect("polite");
+    let p = te
+        .engine
+        .load(stubborn.path(), &grants)
+        .await
+        .expect("stubborn");
+    p.call("wedge", json!({})).await.expect("wedge");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    assert!(te.engine.unload("polite").await);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let exit = te.wait_for("polite exit", |r| r["event"] == "exit").await;
+    assert_eq!(exit["detail"]["exit_code"], 0, "{exit}");
+
+    let started = Instant::now();
+    assert!(te.engine.unload("stubborn").await);
+    let took = started.elapsed();
+    let grace = plugbox::engine::SHUTDOWN_GRACE + plugbox::engine::TERM_GRACE;
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(2),
+        "{took:?}"
+    );
+    let kill = te.wait_for("stubborn kill", |r| r["event"] == "kill").await;
+    assert_eq!(kill["detail"]["signal"], 9, "{kill}");
+}

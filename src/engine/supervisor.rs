@@ -211,8 +211,11 @@ impl Supervisor {
                 tracing::error!("{e}");
             }
         }
-        if why == StartKind::Trial {
+        // A trial that is ready closes the circuit (so does any start that was already under
+        // way when it opened and still came up: the plugin works again).
+        if why == StartKind::Trial || self.m.circuit_open() {
             self.tracker.reset();
+            self.trial_at = None;
             self.m.close_circuit();
         }
         watch(&self.m, Arc::clone(&instance));
