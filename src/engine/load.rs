@@ -112,7 +112,7 @@ impl Engine {
         let config = &self.inner.config;
         let manifest = &validated.manifest;
         let prepared = &validated.prepared;
-        let gate = self.gate_for(manifest, &validated.grants)?;
+        let gate = Arc::clone(&validated.gate);
         let ids = lease.as_ref().map(|l| (l.id(), l.id()));
         let state_dir = config.state_dir.join(&manifest.name);
         std::fs::create_dir_all(&state_dir)

@@ -24,6 +24,8 @@ pub(crate) struct Validated {
     pub(crate) subject: Subject,
     pub(crate) prepared: Prepared,
     pub(crate) sdk: PathBuf,
+    /// The allow-list, rate and in-flight limits, shared by every instance.
+    pub(crate) gate: Arc<Gate>,
 }
 
 impl Engine {
@@ -50,9 +52,10 @@ impl Engine {
         if let Err(e) = grants.check_digest(&manifest.name, &digest) {
             return Err(self.refused(&subject, e.into()));
         }
-        if let Err(e) = self.gate_for(&manifest, grants) {
-            return Err(self.refused(&subject, e));
-        }
+        let gate = match self.gate_for(&manifest, grants) {
+            Ok(gate) => Arc::new(gate),
+            Err(e) => return Err(self.refused(&subject, e)),
+        };
         let (prepared, sdk) = match self.prepare(&manifest) {
             Ok(p) => p,
             Err(e) => return Err(self.refused(&subject, e)),
@@ -64,6 +67,7 @@ impl Engine {
             subject,
             prepared,
             sdk,
+            gate,
         })
     }
 
@@ -113,7 +117,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn gate_for(&self, manifest: &Manifest, grants: &Grants) -> Result<Gate, LoadError> {
+    fn gate_for(&self, manifest: &Manifest, grants: &Grants) -> Result<Gate, LoadError> {
         manifest.check_api(&self.inner.config.api_version)?;
         let effective = manifest.effective(grants)?;
         let caps = self

@@ -63,8 +63,9 @@ impl EndReason {
 
 /// What a session enforces and counts, fixed at the handshake.
 pub struct Terms {
-    /// The allow-list with its limits.
-    pub gate: Gate,
+    /// The allow-list with its limits (shared by every instance of a managed plugin, so
+    /// rates and in-flight limits are per plugin).
+    pub gate: Arc<Gate>,
     /// Commands the plugin exported.
     pub commands: Vec<String>,
     /// Deadline of each call, either direction.
@@ -82,7 +83,7 @@ pub struct Session {
     audit: Arc<AuditLog>,
     out: mpsc::Sender<Outgoing>,
     writer: SharedWriter,
-    gate: Gate,
+    gate: Arc<Gate>,
     commands: Vec<String>,
     call_timeout: Duration,
     pending: Mutex<HashMap<u64, Pending>>,
