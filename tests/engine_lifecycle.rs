@@ -476,3 +476,30 @@ async fn a_reload_that_escalates_needs_a_new_grant() {
         Reply::Json(json!("plugbox"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_for_the_plugin_across_its_instances() {
+    let te = TestEngine::new();
+    let main = "import plugbox, os\n@plugbox.command\ndef burst(n):\n    ok = 0\n    for _ in range(n):\n        try:\n            plugbox.host.call('kv.get', key='k')\n            ok += 1\n        except plugbox.PlugboxError:\n            pass\n    return [os.getpid(), ok]\n";
+    let p = TestPlugin::new(
+        "metered",
+        "[capabilities]\n\"kv.get\" = {}\n[process]\ninstances = 2\nmin_warm = 2\n[limits]\ncalls_per_second = 1\ncall_burst = 10\n",
+        main,
+    );
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    // Two calls at once go to the two instances; together they get one bucket of 10.
+    let (a, b) = tokio::join!(
+        plugin.call("burst", json!({"n": 10})),
+        plugin.call("burst", json!({"n": 10}))
+    );
+    let (a, b) = match (a.unwrap(), b.unwrap()) {
+        (Reply::Json(a), Reply::Json(b)) => (a, b),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(a[0], b[0], "both instances served");
+    let allowed = a[1].as_u64().unwrap() + b[1].as_u64().unwrap();
+    assert!(
+        (10..=11).contains(&allowed),
+        "{allowed} calls passed a burst of 10"
+    );
+}
