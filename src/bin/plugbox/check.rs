@@ -101,16 +101,23 @@ fn describe_policy(p: &Policy) {
         println!("  network   none");
     }
     let pr = p.process();
+    let identity = if (pr.uid, pr.gid) == (65534, 65534) {
+        "under the engine as root: a uid of its own per instance; otherwise 65534".to_owned()
+    } else {
+        format!("runs as uid {} gid {} when started as root", pr.uid, pr.gid)
+    };
     println!(
-        "  process   {}, at most {} threads, runs as uid {} gid {} when started as root",
+        "  process   {}, at most {} threads, {identity}",
         if pr.subprocesses {
             "may start subprocesses"
         } else {
             "no subprocesses"
         },
         pr.max_threads,
-        pr.uid,
-        pr.gid
+    );
+    println!(
+        "  instances {} at most, {} kept warm",
+        pr.instances, pr.min_warm
     );
     let groups: Vec<&str> = p.syscall_groups().iter().map(|g| g.name).collect();
     println!(
@@ -137,6 +144,24 @@ fn describe_policy(p: &Policy) {
         l.call_burst,
         l.calls_in_flight,
         l.call_timeout.as_millis()
+    );
+    let s = p.supervision();
+    let restart = match s.restart {
+        plugbox::policy::file::RestartMode::Never => "never restarted".to_owned(),
+        plugbox::policy::file::RestartMode::OnFailure => format!(
+            "restarted on failure after {} ms (doubling to {} ms), at most {} times in {} s, then calls fail fast for {} s",
+            s.backoff.as_millis(),
+            s.backoff_max.as_millis(),
+            s.max_restarts,
+            s.restart_window.as_secs(),
+            s.circuit_open.as_secs()
+        ),
+    };
+    println!("  restart   {restart}");
+    println!(
+        "  health    ping every {} ms, {} ms deadline",
+        s.health_interval.as_millis(),
+        s.health_timeout.as_millis()
     );
     println!("  landlock  requires ABI >= {}", p.min_landlock_abi());
 }
