@@ -5,7 +5,7 @@ use crate::capability::{CallError, PluginInfo, Reply};
 use crate::ipc::Message;
 use crate::sys::{self, WaitStatus};
 use serde_json::{Map, Value};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -35,6 +35,9 @@ pub struct Instance {
     exit: watch::Receiver<Option<ExitInfo>>,
     in_flight: AtomicUsize,
     retiring: AtomicBool,
+    /// When it last finished a call (or started), as milliseconds since `born`.
+    last_active_ms: AtomicU64,
+    born: std::time::Instant,
 }
 
 impl Instance {
@@ -51,6 +54,8 @@ impl Instance {
             exit,
             in_flight: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         }
     }
 
@@ -96,7 +101,7 @@ impl Instance {
         let Value::Object(args) = args else {
             return Err(CallError::invalid("arguments must be a JSON object"));
         };
-        let _busy = Busy::enter(&self.in_flight);
+        let _busy = Busy::enter(self);
         self.session.invoke(command, args, None).await
     }
 
@@ -108,10 +113,22 @@ impl Instance {
         body_name: &str,
         body: Vec<u8>,
     ) -> Result<Reply, CallError> {
-        let _busy = Busy::enter(&self.in_flight);
+        let _busy = Busy::enter(self);
         self.session
             .invoke(command, args, Some((body_name.to_owned(), body)))
             .await
+    }
+
+    /// How long since it last finished a call (or started, if it never served one).
+    pub(crate) fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
+        self.born.elapsed().saturating_sub(last)
+    }
+
+    fn finished_call(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(now, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// One health probe (`plugbox.ping`) with deadline `timeout`; returns the round trip.
@@ -187,17 +204,48 @@ impl Drop for Instance {
 }
 
 /// Counts one call in flight for as long as it lives (a dropped call future included).
-struct Busy<'a>(&'a AtomicUsize);
+struct Busy<'a>(&'a Instance);
 
 impl<'a> Busy<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(counter)
+    fn enter(instance: &'a Instance) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(instance)
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished_call();
+    }
+}
+
+/// A call counted in flight on an instance from the moment it was chosen from the pool, so
+/// that taking an instance out of the pool and waiting for its calls to finish cannot miss
+/// one that was chosen but not yet sent.
+pub(crate) struct Reserved(pub(crate) Arc<Instance>);
+
+impl Reserved {
+    /// Counts a call on `instance` (call while it is still in the pool, under its lock).
+    pub(crate) fn new(instance: &Arc<Instance>) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(instance))
+    }
+}
+
+impl Reserved {
+    /// Sends the reserved call (`body`: an argument carried as raw bytes).
+    pub(crate) async fn invoke(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<Reply, CallError> {
+        self.0.session.invoke(command, args, body).await
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.0.finished_call();
     }
 }

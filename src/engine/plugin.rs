@@ -1,7 +1,7 @@
 //! A loaded plugin under supervision: a pool of instances, its lifecycle state, its restart
 //! circuit and its counters. [`Plugin`] is the host's cheap, cloneable handle on it.
 
-use super::instance::Instance;
+use super::instance::{Instance, Reserved};
 use super::lifecycle::{record_transition, State};
 use super::validate::Validated;
 use crate::audit::{AuditLog, EventKind, Record, Subject};
@@ -221,7 +221,7 @@ impl Managed {
 
     /// The ready instance with the fewest calls in flight; waits (up to the call timeout)
     /// while none is ready, and asks for another instance when all are busy.
-    pub(crate) async fn pick(&self) -> Result<Arc<Instance>, CallError> {
+    pub(crate) async fn pick(&self) -> Result<Reserved, CallError> {
         let timeout = self.validated().manifest.policy.limits().call_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.changed.subscribe();
@@ -232,15 +232,17 @@ impl Managed {
             }
             let (best, count) = {
                 let pool = self.pool.read().unwrap_or_else(|p| p.into_inner());
-                let best = pool.iter().min_by_key(|i| i.in_flight()).cloned();
+                // Reserved under the lock: whoever takes it out of the pool sees the call.
+                let best = pool.iter().min_by_key(|i| i.in_flight()).map(Reserved::new);
                 (best, pool.len())
             };
-            if let Some(instance) = best {
+            if let Some(reserved) = best {
                 let max = self.validated().manifest.policy.process().instances as usize;
-                if instance.in_flight() > 0 && count < max {
+                // Busy beyond this call: ask for another instance.
+                if reserved.0.in_flight() > 1 && count < max {
                     let _ = self.wake.send(Wake::Busy);
                 }
-                return Ok(instance);
+                return Ok(reserved);
             }
             if tokio::time::timeout_at(deadline, changed.changed())
                 .await
@@ -343,14 +345,18 @@ impl Plugin {
 
     /// The commands the plugin exports (from its handshake).
     pub async fn commands(&self) -> Result<Vec<String>, CallError> {
-        Ok(self.m.pick().await?.commands().to_vec())
+        Ok(self.m.pick().await?.0.commands().to_vec())
     }
 
     /// Calls `command` on a ready instance. Fails fast with
     /// [`ErrorCode::Unavailable`] while the plugin is stopped, failed or its circuit is
     /// open; waits up to the call timeout while instances restart.
     pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
-        self.m.pick().await?.call(command, args).await
+        let Value::Object(args) = args else {
+            return Err(CallError::invalid("arguments must be a JSON object"));
+        };
+        let reserved = self.m.pick().await?;
+        reserved.invoke(command, args, None).await
     }
 
     /// Calls `command` passing `body` as the raw bytes of argument `body_name`.
@@ -361,11 +367,9 @@ impl Plugin {
         body_name: &str,
         body: Vec<u8>,
     ) -> Result<Reply, CallError> {
-        self.m
-            .pick()
-            .await?
-            .call_with_body(command, args, body_name, body)
-            .await
+        let reserved = self.m.pick().await?;
+        let body = Some((body_name.to_owned(), body));
+        reserved.invoke(command, args, body).await
     }
 }
 

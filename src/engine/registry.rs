@@ -278,7 +278,7 @@ async fn join_existing(
 }
 
 /// Lets in-flight calls finish (up to the grace period), then shuts every instance down.
-async fn drain(instances: Vec<Arc<Instance>>) {
+pub(crate) async fn drain(instances: Vec<Arc<Instance>>) {
     for instance in &instances {
         instance.retire();
     }

@@ -51,7 +51,10 @@ pub(crate) async fn run(
                 sup.trial_at = None;
                 sup.start(StartKind::Trial);
             }
-            _ = tokio::time::sleep_until(health) => sup.probe_all(),
+            _ = tokio::time::sleep_until(health) => {
+                sup.probe_all();
+                sup.retire_idle();
+            }
         }
         if matches!(m.state(), State::Draining | State::Stopped) {
             return;
@@ -257,6 +260,48 @@ impl Supervisor {
             drop(engine);
             let _ = m.wake.send(Wake::Started { result, why });
         });
+    }
+
+    /// Stops instances beyond `min_warm` that have had no call for `idle_seconds`: out of the
+    /// pool first (no new call can pick them), then drained and shut down.
+    fn retire_idle(&mut self) {
+        let process = self.m.validated().manifest.policy.process().clone();
+        let mut extra = self
+            .m
+            .ready_count()
+            .saturating_sub(process.min_warm as usize);
+        for instance in self.m.instances() {
+            if extra == 0 {
+                break;
+            }
+            if instance.in_flight() > 0 || instance.idle_for() < process.idle {
+                continue;
+            }
+            if !self.m.remove(&instance) {
+                continue;
+            }
+            extra -= 1;
+            instance.retire();
+            let subject = crate::audit::Subject {
+                instance: instance.instance().to_owned(),
+                ..self.m.subject()
+            };
+            let why = format!(
+                "idle for {} s beyond min_warm ({})",
+                process.idle.as_secs(),
+                process.min_warm
+            );
+            if let Err(e) = super::lifecycle::record_transition(
+                self.m.audit(),
+                &subject,
+                Some(State::Ready),
+                State::Draining,
+                Some(&why),
+            ) {
+                tracing::error!("{e}");
+            }
+            tokio::spawn(super::registry::drain(vec![instance]));
+        }
     }
 
     /// Pings every ready instance; one that misses the deadline is killed (and then replaced

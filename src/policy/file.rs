@@ -97,6 +97,9 @@ pub struct ProcessSection {
     /// Instances kept running (warm) even when idle; at least 1, at most `instances`.
     #[serde(default = "default_one")]
     pub min_warm: u32,
+    /// Seconds without a call after which an instance beyond `min_warm` is stopped.
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u64,
 }
 
 /// `[syscalls]`: named seccomp groups added to the baseline.
@@ -187,6 +190,9 @@ pub struct SupervisionSection {
 
 fn default_one() -> u32 {
     1
+}
+fn default_idle_seconds() -> u64 {
+    60
 }
 fn default_restart() -> RestartMode {
     RestartMode::OnFailure
@@ -285,6 +291,7 @@ impl Default for ProcessSection {
             gid: default_nobody(),
             instances: default_one(),
             min_warm: default_one(),
+            idle_seconds: default_idle_seconds(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct ProcessRules {
     pub instances: u32,
     /// Instances kept running when idle.
     pub min_warm: u32,
+    /// How long an instance beyond `min_warm` may go without a call before it is stopped.
+    pub idle: std::time::Duration,
 }
 
 /// Restart policy and health checks of a loaded plugin.

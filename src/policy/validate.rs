@@ -124,6 +124,12 @@ fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyE
             1,
             section.instances.clamp(1, 64).into(),
         )? as u32,
+        idle: Duration::from_secs(in_range(
+            "process.idle_seconds",
+            section.idle_seconds,
+            1,
+            86_400,
+        )?),
     })
 }
 

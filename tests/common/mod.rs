@@ -2,6 +2,7 @@
 //! policy builder, and a runner that executes `probe.py` under `plugbox exec`.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod engine;
 pub mod plugins;
 
 use std::os::unix::fs::{chown, PermissionsExt};

@@ -1,0 +1,149 @@
+//! Warm instances with real plugins: calls spread over the pool, each instance under its own
+//! uid, one rate bucket per plugin, growth under load and shrinking back when idle.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::engine::*;
+use common::plugins::{TestEngine, TestPlugin};
+use plugbox::capability::Reply;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_share_the_calls_each_under_its_own_uid() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new("pool", "[process]\ninstances = 3\nmin_warm = 2\n", ECHO);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    assert_eq!(
+        plugin.instances().len(),
+        2,
+        "min_warm instances are ready at load"
+    );
+    let started = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let plugin = plugin.clone();
+            tokio::spawn(
+                async move { pid_of(plugin.call("nap", json!({"s": 0.4})).await.unwrap()) },
+            )
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for c in calls {
+        pids.push(c.await.unwrap());
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    assert!(pids.len() >= 2, "calls went to one instance: {pids:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+    // The busy pool grew to `instances`.
+    for _ in 0..200 {
+        if plugin.instances().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(plugin.instances().len(), 3);
+    let uids: Vec<u64> = te
+        .events("spawn")
+        .iter()
+        .map(|r| r["detail"]["enforcement"]["uid"].as_u64().unwrap())
+        .collect();
+    let mut distinct = uids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{uids:?}");
+    for instance in plugin.instances() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", instance.pid())).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let uid: u64 = uid_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(uids.contains(&uid) && uid >= u64::from(plugbox::engine::DEFAULT_UID_BASE));
+    }
+    te.engine.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_for_the_plugin_across_its_instances() {
+    let te = TestEngine::new();
+    let main = "import plugbox, os\n@plugbox.command\ndef burst(n):\n    ok = 0\n    for _ in range(n):\n        try:\n            plugbox.host.call('kv.get', key='k')\n            ok += 1\n        except plugbox.PlugboxError:\n            pass\n    return [os.getpid(), ok]\n";
+    let p = TestPlugin::new(
+        "metered",
+        "[capabilities]\n\"kv.get\" = {}\n[process]\ninstances = 2\nmin_warm = 2\n[limits]\ncalls_per_second = 1\ncall_burst = 10\n",
+        main,
+    );
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    // Two calls at once go to the two instances; together they get one bucket of 10.
+    let (a, b) = tokio::join!(
+        plugin.call("burst", json!({"n": 10})),
+        plugin.call("burst", json!({"n": 10}))
+    );
+    let (a, b) = match (a.unwrap(), b.unwrap()) {
+        (Reply::Json(a), Reply::Json(b)) => (a, b),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(a[0], b[0], "both instances served");
+    let allowed = a[1].as_u64().unwrap() + b[1].as_u64().unwrap();
+    assert!(
+        (10..=11).contains(&allowed),
+        "{allowed} calls passed a burst of 10"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_under_load_and_shrinks_back_to_min_warm_when_idle() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new(
+        "elastic",
+        "[process]\ninstances = 2\nmin_warm = 1\nidle_seconds = 1\n[supervision]\nhealth_interval_ms = 200\n",
+        ECHO,
+    );
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    assert_eq!(plugin.instances().len(), 1);
+    let naps: Vec<_> = (0..4)
+        .map(|_| {
+            let plugin = plugin.clone();
+            tokio::spawn(async move { plugin.call("nap", json!({"s": 0.3})).await })
+        })
+        .collect();
+    for _ in 0..300 {
+        if plugin.instances().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(plugin.instances().len(), 2, "the pool grew under load");
+    for nap in naps {
+        nap.await.unwrap().expect("nap");
+    }
+    let pids: Vec<i32> = plugin.instances().iter().map(|i| i.pid()).collect();
+    let retired = te
+        .wait_for("scale down", |r| {
+            r["event"] == "state" && r["reason"].as_str().is_some_and(|s| s.contains("idle"))
+        })
+        .await;
+    assert_eq!(retired["detail"]["to"], "draining");
+    for _ in 0..300 {
+        if plugin.instances().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(plugin.instances().len(), 1, "back to min_warm");
+    let gone: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| !plugin.instances().iter().any(|i| i.pid() == *pid))
+        .collect();
+    assert_eq!(gone.len(), 1);
+    assert!(gone_within(gone[0], Duration::from_secs(3)).await);
+    assert_eq!(plugin.stats().restarts, 0, "retiring is not a failure");
+    assert_eq!(
+        plugin.call("echo", json!({"x": 3})).await.unwrap(),
+        Reply::Json(json!(3))
+    );
+}
