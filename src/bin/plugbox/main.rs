@@ -7,6 +7,7 @@
 mod audit;
 mod check;
 mod run;
+mod serve;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use plugbox::launcher;
@@ -125,6 +126,22 @@ enum Cmd {
         #[arg(long)]
         stats: bool,
     },
+    /// Run the managed engine for a host in any language: JSON-line requests on stdin (load,
+    /// call, reload, unload, stats, shutdown), one JSON-line answer each on stdout.
+    Serve {
+        /// Audit log (JSON Lines, appended).
+        #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
+        audit: PathBuf,
+        /// Per-plugin state directory (kv store).
+        #[arg(long, value_name = "DIR", default_value = ".plugbox-state")]
+        state: PathBuf,
+        /// Operational log format on stderr.
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Audit durability: fsync (every record), group (batched fsync, at most 10 ms late), os.
+        #[arg(long, value_name = "MODE", default_value = "group")]
+        durability: plugbox::audit::Durability,
+    },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
         #[command(subcommand)]
@@ -181,7 +198,10 @@ fn main() -> ExitCode {
     };
     // Reporting commands end quietly when their reader goes away; `exec` and `run` keep
     // supervising (they handle a closed stdout themselves).
-    if !matches!(cli.command, Cmd::Exec { .. } | Cmd::Run { .. }) {
+    if !matches!(
+        cli.command,
+        Cmd::Exec { .. } | Cmd::Run { .. } | Cmd::Serve { .. }
+    ) {
         plugbox::sys::default_sigpipe();
     }
     match cli.command {
@@ -268,6 +288,20 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => fail(&e),
         },
+        Cmd::Serve {
+            audit,
+            state,
+            log_format,
+            durability,
+        } => {
+            init_logging(&log_format);
+            let opts = serve::ServeOptions {
+                audit,
+                state,
+                durability,
+            };
+            serve::serve(opts).unwrap_or_else(|e| fail(&e))
+        }
         Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
