@@ -169,3 +169,31 @@ async fn a_restart_refuses_code_that_changed_on_disk_since_load() {
     te.wait_for("circuit", |r| r["event"] == "circuit").await;
     assert_eq!(plugin.state(), State::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_reaches_wall_seconds_is_recycled_without_counting_a_failure() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new("mortal", "[limits]\nwall_seconds = 1\n", ECHO);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let first = pid_of(plugin.call("pid", json!({})).await.unwrap()) as i32;
+    let kill = te
+        .wait_for("wall-clock kill", |r| r["event"] == "kill")
+        .await;
+    assert!(
+        kill["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limits.wall_seconds"),
+        "{kill}"
+    );
+    let restart = te.wait_for("recycle", |r| r["event"] == "restart").await;
+    assert!(
+        restart["reason"].as_str().unwrap().contains("recycle"),
+        "{restart}"
+    );
+    let second = pid_of(plugin.call("pid", json!({})).await.expect("after recycle")) as i32;
+    assert_ne!(first, second);
+    assert!(!common::alive(first));
+    let stats = plugin.stats();
+    assert_eq!((stats.restarts, stats.circuit_open), (0, false));
+}

@@ -299,7 +299,8 @@ pub struct PluginStats {
     pub state: State,
     /// Instances ready to take calls.
     pub ready_instances: usize,
-    /// Instances started to replace failed ones, since the plugin was loaded.
+    /// Instances started to replace failed ones, since the plugin was loaded (replacements
+    /// of instances that reached `limits.wall_seconds` are not counted).
     pub restarts: u64,
     /// Do calls fail fast because restarts were exhausted?
     pub circuit_open: bool,

@@ -109,24 +109,26 @@ impl Supervisor {
                 if !self.m.remove(&instance) || instance.retiring() {
                     return;
                 }
-                if wall_clock {
-                    self.start(StartKind::Recycle);
-                    return;
-                }
                 let subject = crate::audit::Subject {
                     instance: instance.instance().to_owned(),
                     ..self.m.subject()
                 };
+                // Reaching limits.wall_seconds is the instance's planned end, not a failure.
+                let to = if wall_clock { State::Stopped } else { State::Failed };
                 if let Err(e) = super::lifecycle::record_transition(
                     self.m.audit(),
                     &subject,
                     Some(State::Ready),
-                    State::Failed,
+                    to,
                     Some(&cause),
                 ) {
                     tracing::error!("{e}");
                 }
-                self.failed(&cause);
+                if wall_clock {
+                    self.start(StartKind::Recycle);
+                } else {
+                    self.failed(&cause);
+                }
             }
             Wake::Busy => {
                 let max = self.m.validated().manifest.policy.process().instances as usize;
@@ -197,7 +199,12 @@ impl Supervisor {
             why,
             StartKind::Restart | StartKind::Trial | StartKind::Recycle
         ) {
-            let total = self.m.count_restart();
+            // A recycle replaces an instance that reached its planned lifetime: not a failure.
+            let total = if why == StartKind::Recycle {
+                self.m.snapshot().restarts
+            } else {
+                self.m.count_restart()
+            };
             let mut r = Record::new(
                 EventKind::Restart,
                 crate::audit::Subject {
