@@ -114,7 +114,11 @@ impl Supervisor {
                     ..self.m.subject()
                 };
                 // Reaching limits.wall_seconds is the instance's planned end, not a failure.
-                let to = if wall_clock { State::Stopped } else { State::Failed };
+                let to = if wall_clock {
+                    State::Stopped
+                } else {
+                    State::Failed
+                };
                 if let Err(e) = super::lifecycle::record_transition(
                     self.m.audit(),
                     &subject,

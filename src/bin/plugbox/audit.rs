@@ -87,13 +87,36 @@ pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(": ");
+        // Lifecycle records say what moved where; the instance column names the plugin
+        // for plugin-level ones.
+        let (instance, what) = match text(&r["event"]) {
+            "state" => (
+                match text(&r["plugin"]["instance"]) {
+                    "-" => text(&r["plugin"]["name"]),
+                    i => i,
+                },
+                format!(
+                    "{} -> {}",
+                    r["detail"]["from"].as_str().unwrap_or("(new)"),
+                    text(&r["detail"]["to"])
+                ),
+            ),
+            "circuit" => (
+                text(&r["plugin"]["name"]),
+                text(&r["detail"]["circuit"]).to_owned(),
+            ),
+            _ => (
+                text(&r["plugin"]["instance"]),
+                text(&r["capability"]).to_owned(),
+            ),
+        };
         println!(
-            "{:>7}  {}  {:<18} {:<18} {:<16} {:<8} {}",
+            "{:>7}  {}  {:<18} {:<14} {:<24} {:<8} {}",
             r["seq"],
             text(&r["ts"]).get(..23).unwrap_or(""),
-            text(&r["plugin"]["instance"]),
+            instance,
             text(&r["event"]),
-            text(&r["capability"]),
+            what,
             verdict,
             why
         );
