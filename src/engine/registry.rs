@@ -57,15 +57,16 @@ impl Engine {
         };
         let subject = m.subject();
         let audit = &self.inner.audit;
-        record_transition(audit, &subject, None, State::Discovered, None)?;
-        record_transition(
-            audit,
-            &subject,
-            Some(State::Discovered),
-            State::Validated,
-            None,
-        )?;
-        match self.start_warm(&m.validated(), &m).await {
+        let recorded =
+            record_transition(audit, &subject, None, State::Discovered, None).and_then(|()| {
+                let from = Some(State::Discovered);
+                record_transition(audit, &subject, from, State::Validated, None)
+            });
+        let activated = match recorded {
+            Ok(()) => self.start_warm(&m.validated(), &m).await,
+            Err(e) => Err(e.into()),
+        };
+        match activated {
             Ok(instances) => {
                 for instance in instances {
                     supervisor::watch(&m, Arc::clone(&instance));
@@ -220,13 +221,29 @@ impl Engine {
         all
     }
 
-    /// Unloads every plugin (in parallel), refuses further loads, and seals the audit log.
+    /// Unloads every plugin (in parallel), refuses further loads, waits (up to the handshake
+    /// timeout plus the shutdown graces) for instances still starting to be gone too, so
+    /// that their records precede the seal, and seals the audit log.
     pub async fn shutdown(&self) -> Result<(), crate::audit::AuditError> {
         self.inner
             .closing
             .store(true, std::sync::atomic::Ordering::Release);
         let names: Vec<String> = self.registry().keys().cloned().collect();
         join_all(names.iter().map(|n| self.unload(n))).await;
+        let limit = self.inner.config.handshake_timeout
+            + super::instance::SHUTDOWN_GRACE
+            + super::instance::TERM_GRACE;
+        let settled = async {
+            while self.live_plugins() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(limit, settled).await.is_err() {
+            tracing::warn!(
+                live = self.live_plugins(),
+                "sealing the audit log with unmanaged instances still running"
+            );
+        }
         self.inner.audit.seal().map(|_| ())
     }
 
