@@ -29,7 +29,7 @@ async fn a_million_calls_from_64_plugins_are_all_recorded_in_order() {
         .expect("register");
     let source = TestPlugin::new(
         "load",
-        "[capabilities]\n\"load.noop\" = {}\n# 64 plugins share the default uid and so its RLIMIT_NPROC budget.\n[process]\nmax_threads = 1024\n[limits]\nwall_seconds = 3600\ncpu_seconds = 3600\ncalls_per_second = 1000000\ncall_burst = 1000000\ncall_timeout_ms = 3600000\n",
+        "[capabilities]\n\"load.noop\" = {}\n[limits]\nwall_seconds = 3600\ncpu_seconds = 3600\ncalls_per_second = 1000000\ncall_burst = 1000000\ncall_timeout_ms = 3600000\n",
         "import plugbox\n@plugbox.command\ndef burst(n):\n    call = plugbox.host.call\n    for i in range(n):\n        call('load.noop', i=i)\n    return n\n",
     );
     let started = std::time::Instant::now();

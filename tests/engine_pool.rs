@@ -147,3 +147,27 @@ async fn the_pool_grows_under_load_and_shrinks_back_to_min_warm_when_idle() {
         Reply::Json(json!(3))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_bomb_in_one_plugin_leaves_another_its_own_thread_budget() {
+    let te = TestEngine::new();
+    let code = "import plugbox, _thread\n_hold = _thread.allocate_lock()\n_hold.acquire()\n@plugbox.command\ndef bomb():\n    n = 0\n    try:\n        while n < 1000:\n            _thread.start_new_thread(_hold.acquire, ())\n            n += 1\n    except RuntimeError:\n        pass\n    return n\n@plugbox.command\ndef few(k):\n    for _ in range(k):\n        _thread.start_new_thread(_hold.acquire, ())\n    return k\n";
+    let policy = "[process]\nmax_threads = 8\n";
+    let a = TestPlugin::new("bomber", policy, code);
+    let b = TestPlugin::new("bystander", policy, code);
+    let a = te.engine.load(a.path(), &all()).await.expect("a");
+    let b = te.engine.load(b.path(), &all()).await.expect("b");
+    let started = match a.call("bomb", json!({})).await.expect("bomb") {
+        Reply::Json(v) => v.as_u64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        (1..8).contains(&started),
+        "RLIMIT_NPROC stopped the bomb at {started} threads"
+    );
+    // Same policy, same default identity, but a uid of its own: its budget is untouched.
+    assert_eq!(
+        b.call("few", json!({"k": 4})).await.expect("few"),
+        Reply::Json(json!(4))
+    );
+}
