@@ -100,3 +100,109 @@ fn a_pipelined_session_loads_calls_unloads_and_seals_the_log() {
         "{verdict}"
     );
 }
+
+#[test]
+fn a_serve_host_answers_its_own_capabilities_over_the_pipes() {
+    let plugin = TestPlugin::new(
+        "counter",
+        "[capabilities]\n\"doc.get_text\" = {}\n\"doc.secret\" = { optional = true }\n",
+        "import plugbox\n@plugbox.command\ndef count():\n    return len(plugbox.host.call('doc.get_text', part='body').split())\n@plugbox.command\ndef peek():\n    try:\n        return plugbox.host.call('doc.secret')\n    except plugbox.PlugboxError as e:\n        return e.code\n",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let audit = work.path().join("audit.jsonl");
+    let mut serve = Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .args(["--capability", "doc.get_text", "--capability", "doc.secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("plugbox serve");
+    let mut stdin = serve.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = serve.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(serde_json::from_str(&line.unwrap()).expect("JSON"));
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a line")
+    };
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 1, "op": "load", "dir": plugin.path()})
+    )
+    .unwrap();
+    assert_eq!(next()["result"]["state"], "ready");
+
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 2, "op": "call", "plugin": "counter", "command": "count"})
+    )
+    .unwrap();
+    let host_call = next();
+    assert_eq!(host_call["op"], "host_call", "{host_call}");
+    assert_eq!(host_call["capability"], "doc.get_text");
+    assert_eq!(host_call["plugin"], "counter");
+    assert_eq!(host_call["args"], json!({"part": "body"}));
+    writeln!(
+        stdin,
+        "{}",
+        json!({"op": "host_reply", "call": host_call["call"], "result": "one two three"})
+    )
+    .unwrap();
+    let answer = next();
+    assert_eq!(
+        (answer["id"].clone(), answer["result"].clone()),
+        (json!(2), json!(3)),
+        "{answer}"
+    );
+
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 3, "op": "call", "plugin": "counter", "command": "peek"})
+    )
+    .unwrap();
+    let host_call = next();
+    assert_eq!(host_call["capability"], "doc.secret");
+    writeln!(stdin, "{}", json!({"op": "host_reply", "call": host_call["call"], "error": {"code": "denied", "message": "not today"}})).unwrap();
+    assert_eq!(next()["result"], "denied");
+    // An answer nobody waits for is reported, not silently taken.
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 4, "op": "host_reply", "call": 999, "result": 1})
+    )
+    .unwrap();
+    let stray = next();
+    assert_eq!(
+        (stray["id"].clone(), stray["error"]["code"].clone()),
+        (json!(4), json!("invalid"))
+    );
+    drop(stdin);
+    assert!(serve.wait().unwrap().success());
+
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decided: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "call_outcome")
+        .map(|r| &r["outcome"])
+        .collect();
+    assert_eq!(
+        decided,
+        [&json!("ok"), &json!("denied")],
+        "each host call audited with its outcome"
+    );
+}

@@ -166,6 +166,7 @@ impl Drop for Inner {
         let registry = std::mem::take(self.registry.get_mut().unwrap_or_else(|p| p.into_inner()));
         for m in registry.into_values() {
             m.set_state(State::Stopped, Some("the engine was dropped"));
+            let _ = m.wake.send(plugin::Wake::Stop);
             for instance in m.take_all() {
                 instance.retire();
                 let _ = crate::sys::kill_group(instance.pid(), libc::SIGKILL);

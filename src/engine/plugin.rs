@@ -31,6 +31,8 @@ pub(crate) enum Wake {
     },
     /// A reload swapped in new code: restart history and health interval start over.
     Reloaded,
+    /// The plugin was unloaded: the supervisor ends now.
+    Stop,
 }
 
 /// Why an instance was started.

@@ -202,6 +202,7 @@ impl Engine {
             return false;
         };
         m.set_state(State::Draining, None);
+        let _ = m.wake.send(Wake::Stop);
         drain(m.take_all()).await;
         m.set_state(State::Stopped, None);
         true

@@ -40,8 +40,8 @@ pub(crate) async fn run(
         let trial = sup.trial_at;
         tokio::select! {
             wake = rx.recv() => match wake {
+                Some(Wake::Stop) | None => return,
                 Some(wake) => sup.on_wake(wake),
-                None => return,
             },
             _ = sleep_until(restart), if restart.is_some() => {
                 sup.restart_at = None;
@@ -149,6 +149,7 @@ impl Supervisor {
                     }
                 }
             }
+            Wake::Stop => {}
             Wake::Reloaded => {
                 let policy = self.m.validated().manifest.policy.supervision().clone();
                 self.next_health = Instant::now() + policy.health_interval;

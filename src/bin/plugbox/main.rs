@@ -6,6 +6,7 @@
 
 mod audit;
 mod check;
+mod forwarded;
 mod run;
 mod serve;
 
@@ -141,6 +142,10 @@ enum Cmd {
         /// Audit durability: fsync (every record), group (batched fsync, at most 10 ms late), os.
         #[arg(long, value_name = "MODE", default_value = "group")]
         durability: plugbox::audit::Durability,
+        /// A host capability the host answers over the pipes (`host_call` out, `host_reply`
+        /// in); repeatable.
+        #[arg(long = "capability", value_name = "NAME")]
+        capabilities: Vec<String>,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -293,12 +298,14 @@ fn main() -> ExitCode {
             state,
             log_format,
             durability,
+            capabilities,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
                 audit,
                 state,
                 durability,
+                capabilities,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }

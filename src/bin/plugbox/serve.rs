@@ -15,10 +15,14 @@
 //! {"id": 6, "op": "shutdown"}
 //! ```
 //!
+//! With `--capability NAME`, plugins may call host capability NAME: see `forwarded.rs` for the
+//! `host_call` lines this writes and the `host_reply` lines the host answers with.
+//!
 //! Every answer is `{"id": ..., "ok": true, "result": ...}` or `{"id": ..., "ok": false,
 //! "error": {"code": ..., "message": ...}}`; a line that is not a valid request is answered
 //! with `"id": null` when its id cannot be read.
 
+use crate::forwarded::{Forwarded, HostCalls};
 use plugbox::capability::{CallError, Reply};
 use plugbox::engine::{Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
@@ -51,6 +55,8 @@ pub struct ServeOptions {
     pub audit: PathBuf,
     pub state: PathBuf,
     pub durability: plugbox::audit::Durability,
+    /// Host capabilities answered by the host over the pipes.
+    pub capabilities: Vec<String>,
 }
 
 /// One request.
@@ -79,6 +85,14 @@ enum Request {
     },
     Stats {},
     Shutdown {},
+    /// Not a request: the host's answer to a `host_call`.
+    HostReply {
+        call: u64,
+        #[serde(default)]
+        result: Option<Value>,
+        #[serde(default)]
+        error: Option<Value>,
+    },
 }
 
 fn empty_object() -> Value {
@@ -126,9 +140,22 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     config.audit.durability = opts.durability;
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    let host_calls = Arc::new(HostCalls::default());
+    for name in opts.capabilities {
+        let forwarded = Forwarded {
+            name: name.clone(),
+            calls: Arc::clone(&host_calls),
+            out: out_tx.clone(),
+        };
+        engine
+            .register(&name, Arc::new(forwarded))
+            .map_err(|e| e.to_string())?;
+    }
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
-        while let Some(line) = out_rx.recv().await {
+        // `null` is never an answer: it marks the end (forwarded capabilities kept in plugins
+        // that are still being dropped may hold senders a while longer).
+        while let Some(line) = out_rx.recv().await.filter(|l| !l.is_null()) {
             let mut bytes = line.to_string().into_bytes();
             bytes.push(b'\n');
             if stdout.write_all(&bytes).await.is_err() || stdout.flush().await.is_err() {
@@ -166,6 +193,18 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
                 continue;
             }
         };
+        if let Request::HostReply {
+            call,
+            result,
+            error,
+        } = request
+        {
+            if !host_calls.answer(call, result, error) {
+                let why = format!("no host call {call} is waiting (answered, or timed out)");
+                let _ = out_tx.send(answer(id, Err(Failure::new("invalid", why))));
+            }
+            continue;
+        }
         if matches!(request, Request::Shutdown {}) {
             // Let the requests already running answer first.
             while running.join_next().await.is_some() {}
@@ -186,7 +225,7 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     }
     while running.join_next().await.is_some() {}
     let sealed = engine.shutdown().await.map_err(|e| e.to_string());
-    drop(out_tx);
+    let _ = out_tx.send(Value::Null);
     let _ = writer.await;
     sealed.map(|()| ExitCode::SUCCESS)
 }
@@ -202,7 +241,7 @@ impl Request {
             Request::Reload { plugin, .. }
             | Request::Unload { plugin }
             | Request::Call { plugin, .. } => Some(plugin.clone()),
-            Request::Stats {} | Request::Shutdown {} => None,
+            Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => None,
         }
     }
 }
@@ -326,7 +365,7 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
             }
         }
         Request::Stats {} => Ok(serde_json::to_value(engine.plugins()).unwrap_or(Value::Null)),
-        Request::Shutdown {} => Ok(Value::Null),
+        Request::Shutdown {} | Request::HostReply { .. } => Ok(Value::Null),
     }
 }
 
