@@ -8,7 +8,26 @@ use common::plugins::TestPlugin;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// `plugbox serve` with its audit log and state in `work`, stdin and stdout piped; returns
+/// the process and the audit log's path.
+fn spawn_serve(work: &Path, extra: &[&str]) -> (std::process::Child, PathBuf) {
+    let audit = work.join("audit.jsonl");
+    let serve = Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--state")
+        .arg(work.join("state"))
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("plugbox serve");
+    (serve, audit)
+}
 
 const ADDER: &str = "import plugbox\n@plugbox.command\ndef add(a, b):\n    return a + b\n";
 
@@ -17,17 +36,7 @@ fn a_pipelined_session_loads_calls_unloads_and_seals_the_log() {
     let one = TestPlugin::new("adder-one", "", ADDER);
     let two = TestPlugin::new("adder-two", "[process]\ninstances = 2\n", ADDER);
     let work = tempfile::tempdir().unwrap();
-    let audit = work.path().join("audit.jsonl");
-    let mut serve = Command::new(common::plugbox())
-        .arg("serve")
-        .arg("--audit")
-        .arg(&audit)
-        .arg("--state")
-        .arg(work.path().join("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("plugbox serve");
+    let (mut serve, audit) = spawn_serve(work.path(), &[]);
     let mut requests = vec![
         json!({"id": "load-1", "op": "load", "dir": one.path()}),
         json!({"id": "load-2", "op": "load", "dir": two.path()}),
@@ -109,18 +118,8 @@ fn a_serve_host_answers_its_own_capabilities_over_the_pipes() {
         "import plugbox\n@plugbox.command\ndef count():\n    return len(plugbox.host.call('doc.get_text', part='body').split())\n@plugbox.command\ndef peek():\n    try:\n        return plugbox.host.call('doc.secret')\n    except plugbox.PlugboxError as e:\n        return e.code\n",
     );
     let work = tempfile::tempdir().unwrap();
-    let audit = work.path().join("audit.jsonl");
-    let mut serve = Command::new(common::plugbox())
-        .arg("serve")
-        .arg("--audit")
-        .arg(&audit)
-        .arg("--state")
-        .arg(work.path().join("state"))
-        .args(["--capability", "doc.get_text", "--capability", "doc.secret"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("plugbox serve");
+    let capabilities = ["--capability", "doc.get_text", "--capability", "doc.secret"];
+    let (mut serve, audit) = spawn_serve(work.path(), &capabilities);
     let mut stdin = serve.stdin.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<Value>();
     let stdout = serve.stdout.take().unwrap();

@@ -98,9 +98,7 @@ impl Instance {
     /// Calls `command` with keyword arguments `args` (a JSON object). Dropping the returned
     /// future cancels the call: the plugin is sent `cancel` and a late reply is ignored.
     pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
-        let Value::Object(args) = args else {
-            return Err(CallError::invalid("arguments must be a JSON object"));
-        };
+        let args = object_args(args)?;
         let _busy = Busy::enter(self);
         self.session.invoke(command, args, None).await
     }
@@ -200,6 +198,14 @@ impl Drop for Instance {
             // Also directly, in case the runtime that runs the supervisor is going away.
             let _ = sys::kill_group(self.pid, libc::SIGKILL);
         }
+    }
+}
+
+/// A call's keyword arguments: `args` must be a JSON object.
+pub(crate) fn object_args(args: Value) -> Result<Map<String, Value>, CallError> {
+    match args {
+        Value::Object(map) => Ok(map),
+        _ => Err(CallError::invalid("arguments must be a JSON object")),
     }
 }
 

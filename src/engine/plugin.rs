@@ -1,7 +1,7 @@
 //! A loaded plugin under supervision: a pool of instances, its lifecycle state, its restart
 //! circuit and its counters. [`Plugin`] is the host's cheap, cloneable handle on it.
 
-use super::instance::{Instance, Reserved};
+use super::instance::{object_args, Instance, Reserved};
 use super::lifecycle::{record_transition, State};
 use super::validate::Validated;
 use crate::audit::{AuditLog, EventKind, Record, Subject};
@@ -101,11 +101,20 @@ impl Managed {
 
     /// Moves to `to` (if not there already) and audits the transition.
     pub(crate) fn set_state(&self, to: State, reason: Option<&str>) {
+        self.transition(to, reason, false);
+    }
+
+    /// Moves to `to` and audits it even when already there (a reload: new code, same state).
+    pub(crate) fn restate(&self, to: State, reason: &str) {
+        self.transition(to, Some(reason), true);
+    }
+
+    fn transition(&self, to: State, reason: Option<&str>, even_if_same: bool) {
         let from = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let from = *state;
             // Stopped is final; a late event cannot revive it.
-            if from == to || from == State::Stopped {
+            if (from == to && !even_if_same) || from == State::Stopped {
                 return;
             }
             *state = to;
@@ -207,9 +216,8 @@ impl Managed {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Why calls cannot be served now, if they cannot.
-    fn unavailable(&self) -> Option<CallError> {
-        let name = &self.validated().manifest.name;
+    /// Why calls cannot be served now, if they cannot (`name`: the plugin's, for the message).
+    fn unavailable(&self, name: &str) -> Option<CallError> {
         let fail = |why: String| Some(CallError::new(ErrorCode::Unavailable, why));
         if let Some(why) = &*self.circuit.lock().unwrap_or_else(|p| p.into_inner()) {
             return fail(format!("{name}: circuit open: {why}"));
@@ -224,12 +232,16 @@ impl Managed {
     /// The ready instance with the fewest calls in flight; waits (up to the call timeout)
     /// while none is ready, and asks for another instance when all are busy.
     pub(crate) async fn pick(&self) -> Result<Reserved, CallError> {
-        let timeout = self.validated().manifest.policy.limits().call_timeout;
+        // Read once per call: the loaded code only changes under reload.
+        let validated = self.validated();
+        let policy = &validated.manifest.policy;
+        let timeout = policy.limits().call_timeout;
+        let max = policy.process().instances as usize;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.changed.subscribe();
         loop {
             changed.borrow_and_update();
-            if let Some(e) = self.unavailable() {
+            if let Some(e) = self.unavailable(&validated.manifest.name) {
                 return Err(e);
             }
             let (best, count) = {
@@ -239,7 +251,6 @@ impl Managed {
                 (best, pool.len())
             };
             if let Some(reserved) = best {
-                let max = self.validated().manifest.policy.process().instances as usize;
                 // Busy beyond this call: ask for another instance.
                 if reserved.0.in_flight() > 1 && count < max {
                     let _ = self.wake.send(Wake::Busy);
@@ -355,9 +366,7 @@ impl Plugin {
     /// [`ErrorCode::Unavailable`] while the plugin is stopped, failed or its circuit is
     /// open; waits up to the call timeout while instances restart.
     pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
-        let Value::Object(args) = args else {
-            return Err(CallError::invalid("arguments must be a JSON object"));
-        };
+        let args = object_args(args)?;
         let reserved = self.m.pick().await?;
         reserved.invoke(command, args, None).await
     }

@@ -180,16 +180,7 @@ impl Engine {
             "reloaded from version {} (digest {})",
             old_version.manifest.version, old_version.digest
         );
-        if let Err(e) = record_transition(
-            &self.inner.audit,
-            &m.subject(),
-            Some(m.state()),
-            State::Ready,
-            Some(&reason),
-        ) {
-            tracing::error!("{e}");
-        }
-        m.set_state(State::Ready, None);
+        m.restate(State::Ready, &reason);
         tokio::spawn(drain(old));
         Ok(Plugin { m })
     }
