@@ -79,8 +79,11 @@ async fn grandchildren_are_killed_when_the_plugin_is_unloaded() {
         .call("spawn", json!({ "marker": m }))
         .await
         .expect("spawn");
-    let daemons = with_marker(&m);
-    assert_eq!(daemons.len(), 1, "the daemon runs: {daemons:?}");
+    // The backgrounded `sleep` may still be between fork and exec when `spawn` returns.
+    until("the daemon to run", Duration::from_secs(3), || {
+        with_marker(&m).len() == 1
+    })
+    .await;
     assert!(te.engine.unload("spawner").await);
     until("the daemon to die", Duration::from_secs(3), || {
         with_marker(&m).is_empty()

@@ -46,6 +46,12 @@ pub(crate) fn start(
         if let Err(e) = watchdog.unregister(pid) {
             tracing::error!(pid, "host-death watchdog: {e}");
         }
+        if event == EventKind::Exit {
+            // It ended by itself: the whole tree is gone, so its end of the channel is closed.
+            // Let the reader take what the plugin wrote before exiting (a last reply, a
+            // truncated frame to record as a violation) up to end of stream, before cutting it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), session.ended()).await;
+        }
         session.terminate(EndReason::Closed);
         session.drain(Duration::from_secs(1)).await;
         let mut r = Record::new(event, session.subject().clone());
