@@ -121,7 +121,6 @@ pub const BASELINE: &[SyscallGroup] = &[
         syscalls: syscalls![
             SYS_open,
             SYS_openat,
-            SYS_openat2,
             SYS_creat,
             SYS_stat,
             SYS_fstat,

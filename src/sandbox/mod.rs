@@ -9,6 +9,7 @@ pub mod bpf_tree;
 pub mod child;
 pub mod command;
 pub mod env;
+pub mod file_mode_rules;
 pub mod landlock;
 pub mod prepare;
 pub mod report;

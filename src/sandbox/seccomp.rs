@@ -8,9 +8,11 @@
 //!    (so `clone3` gets `ENOSYS` and glibc falls back to `clone`), and the few syscalls whose
 //!    fate depends on their arguments jump to part 3;
 //! 3. the argument checks, compiled by seccompiler: namespace clone flags, `TIOCSTI`, socket
-//!    families and types, foreign pids. A matching rule returns `EPERM`; otherwise ALLOW.
+//!    families and types, foreign pids, setuid/setgid modes ([`super::file_mode_rules`]). A
+//!    matching rule returns `EPERM`; otherwise ALLOW.
 
 use super::bpf_tree::{self, Leaf};
+use super::file_mode_rules;
 use crate::policy::syscall_groups::{self, Syscall, SyscallGroup};
 use crate::policy::Policy;
 use crate::sys::SockFilter;
@@ -83,6 +85,9 @@ pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
     for &(_, nr) in refused(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
     }
+    for &nr in file_mode_rules::refused_metadata(policy) {
+        leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+    }
     let ranges = bpf_tree::ranges(
         leaves.into_iter().map(|(nr, leaf)| (nr as u32, leaf)),
         Leaf::Return(errno_action(libc::ENOSYS)),
@@ -144,7 +149,8 @@ fn compile(
 
 /// Argument checks for allowed syscalls: a matching rule refuses the call with EPERM.
 fn argument_rules(policy: &Policy) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompBuildError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    // Setuid/setgid modes: see `file_mode_rules`.
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = file_mode_rules::setid_rules()?;
     rules.insert(libc::SYS_clone, clone_rules(policy.process().subprocesses)?);
     rules.insert(libc::SYS_ioctl, any_equal(1, &DENIED_IOCTLS)?);
     rules.insert(libc::SYS_socket, socket_rules(policy.network().any_tcp())?);
@@ -236,11 +242,11 @@ fn any_equal(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SeccompBuildEr
 
 /// A 32-bit comparison: every argument filtered here is an `int` or a flag word, and
 /// comparing the low 32 bits only is what defeats the "high bits set" ioctl bypass.
-fn cond(arg: u8, op: Op, value: u64) -> Result<SeccompCondition, SeccompBuildError> {
+pub(super) fn cond(arg: u8, op: Op, value: u64) -> Result<SeccompCondition, SeccompBuildError> {
     Ok(SeccompCondition::new(arg, Len::Dword, op, value)?)
 }
 
-fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompBuildError> {
+pub(super) fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompBuildError> {
     Ok(SeccompRule::new(conditions)?)
 }
 

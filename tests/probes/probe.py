@@ -277,6 +277,40 @@ def case_daemonize():
     print(os.read(r, 100).decode().strip(), flush=True)
 
 
+def case_chmod(path, mode):
+    print(outcome(os.chmod, path, int(mode, 8)))
+
+
+def case_fchmod(path, mode):
+    fd = os.open(path, os.O_RDONLY)
+    print(outcome(os.fchmod, fd, int(mode, 8)))
+
+
+def case_create_mode(path, mode):
+    print(outcome(lambda: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, int(mode, 8)))))
+
+
+def case_tmpfile_mode(directory, mode):
+    print(outcome(lambda: os.close(os.open(directory, os.O_WRONLY | os.O_TMPFILE, int(mode, 8)))))
+
+
+def case_mkdir_mode(path, mode):
+    print(outcome(os.mkdir, path, int(mode, 8)))
+
+
+def case_mkfifo_mode(path, mode):
+    print(outcome(os.mkfifo, path, int(mode, 8)))
+
+
+def case_utime(path):
+    print(outcome(os.utime, path, (0, 0)))
+
+
+def case_copy(src, dst):
+    import shutil
+    print(outcome(shutil.copy, src, dst))
+
+
 def case_sleep(seconds):
     import time
     print("sleeping", flush=True)
