@@ -135,3 +135,29 @@ fn host_proc_is_not_readable() {
     assert_probe(&policy, &["read", "/proc/1/cmdline"], "EACCES");
     assert_probe(&policy, &["listdir", "/proc"], "EACCES");
 }
+
+/// A grant of `/` reaches the host's `/proc/PID` files (a rule cannot exclude a subtree), and a
+/// symlink can make any path mean `/` or a procfs directory: all are refused before any exec.
+#[test]
+fn grants_that_reach_the_host_proc_are_refused() {
+    let ws = Workspace::new();
+    std::os::unix::fs::symlink("/", ws.path("to-root")).unwrap();
+    std::os::unix::fs::symlink("/proc/1", ws.path("to-proc")).unwrap();
+    for (read, write) in [
+        (vec!["/".to_owned()], vec![]),
+        (vec![ws.p("to-root")], vec![]),
+        (vec![ws.p("to-proc")], vec![]),
+        (vec![], vec![ws.p("to-root")]),
+    ] {
+        let read: Vec<&str> = read.iter().map(String::as_str).collect();
+        let write: Vec<&str> = write.iter().map(String::as_str).collect();
+        let policy = common::PolicyFile::new(&read, &write, "");
+        let run = common::probe(&policy, &["read", "/proc/1/cmdline"]);
+        assert_eq!(run.code, 125, "{read:?} {write:?}: {run:?}");
+        assert!(
+            run.stderr.contains("would grant the host's /proc"),
+            "{run:?}"
+        );
+        assert_eq!(run.stdout, "", "nothing ran: {run:?}");
+    }
+}

@@ -16,7 +16,7 @@ use landlock::{
 use serde::Serialize;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Read-only system paths every program gets, so a dynamically linked program can start.
@@ -78,6 +78,18 @@ pub enum LandlockError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A policy path is the filesystem root or lies on procfs: the rule would reach the
+    /// host's `/proc/PID` files (a Landlock rule cannot exclude a subtree).
+    #[error(
+        "landlock: {field}: {path} would grant the host's /proc (it is the filesystem root or \
+         on procfs, whatever path or symlink led there); grant the directories beneath it instead"
+    )]
+    HostProc {
+        /// Policy field naming the path.
+        field: String,
+        /// The path.
+        path: PathBuf,
     },
     /// The crate or kernel refused the ruleset.
     #[error("landlock: cannot build the ruleset: {0}")]
@@ -248,7 +260,26 @@ fn opened(
         path: path.to_owned(),
         source,
     })?;
+    if reaches_host_proc(&file) {
+        return Err(LandlockError::HostProc {
+            field: field.to_owned(),
+            path: path.to_owned(),
+        });
+    }
     Ok(fitted(path.to_owned(), file, access, abi))
+}
+
+/// Is the opened object `/` itself (whose subtree holds `/proc`) or anything on a procfs mount
+/// (the procfs root included)? Decided on the opened fd, so no symlink can disguise it.
+fn reaches_host_proc(file: &File) -> bool {
+    let Ok(opened) = file.metadata() else {
+        return true;
+    };
+    let same = |other: &Path| {
+        std::fs::metadata(other).is_ok_and(|m| (m.dev(), m.ino()) == (opened.dev(), opened.ino()))
+    };
+    let on_procfs = std::fs::metadata("/proc/self").is_ok_and(|m| m.dev() == opened.dev());
+    same(Path::new("/")) || on_procfs
 }
 
 /// Non-directories accept only file rights; trim the rest rather than fail.
