@@ -12,6 +12,7 @@
 //! others.
 
 use crate::manifest::{Manifest, MANIFEST_NAME};
+use crate::untrusted_file::UntrustedFileError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -46,14 +47,24 @@ fn found(route: &'static str, location: PathBuf) -> Found {
             location,
             error: None,
         },
-        Err(e) => Found {
-            route,
-            location,
-            name: None,
-            version: None,
-            capabilities: Vec::new(),
-            error: Some(e.to_string()),
-        },
+        Err(e) => invalid(route, location, e.to_string()),
+    }
+}
+
+/// Is there anything named `plugbox.toml` in `dir`? A symlink, FIFO or device counts, so
+/// that it is listed as invalid (by [`Manifest::load`], which refuses it) instead of hidden.
+fn has_manifest(dir: &Path) -> bool {
+    dir.join(MANIFEST_NAME).symlink_metadata().is_ok()
+}
+
+fn invalid(route: &'static str, location: PathBuf, error: String) -> Found {
+    Found {
+        route,
+        location,
+        name: None,
+        version: None,
+        capabilities: Vec::new(),
+        error: Some(error),
     }
 }
 
@@ -66,7 +77,7 @@ pub fn in_directories(dirs: &[PathBuf]) -> Vec<Found> {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.join(MANIFEST_NAME).is_file())
+            .filter(|p| has_manifest(p))
             .collect();
         subdirs.sort();
         out.extend(subdirs.into_iter().map(|d| found("directory", d)));
@@ -89,22 +100,23 @@ pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
             .iter()
             .filter(|p| p.extension().is_some_and(|x| x == "dist-info"))
         {
-            for package in entry_point_packages(&dist.join("entry_points.txt")) {
+            let packages = match entry_point_packages(&dist.join("entry_points.txt")) {
+                Ok(packages) => packages,
+                Err(e) => {
+                    out.push(invalid("entry-point", dist.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            for package in packages {
                 let dir = site.join(&package);
-                if dir.join(MANIFEST_NAME).is_file() {
+                if has_manifest(&dir) {
                     out.push(found("entry-point", dir));
                 } else {
-                    out.push(Found {
-                        route: "entry-point",
-                        location: dir,
-                        name: None,
-                        version: None,
-                        capabilities: Vec::new(),
-                        error: Some(format!(
-                            "{} declares plugbox.plugins but ships no {MANIFEST_NAME}",
-                            dist.display()
-                        )),
-                    });
+                    let error = format!(
+                        "{} declares plugbox.plugins but ships no {MANIFEST_NAME}",
+                        crate::audit::escape_text(&dist.display().to_string())
+                    );
+                    out.push(invalid("entry-point", dir, error));
                 }
             }
         }
@@ -117,15 +129,19 @@ pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
     out
 }
 
-/// Top-level package names of the `[plugbox.plugins]` entries of one `entry_points.txt`.
-fn entry_point_packages(path: &Path) -> Vec<String> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Vec::new();
+/// Top-level package names of the `[plugbox.plugins]` entries of one `entry_points.txt`
+/// (none when there is no such file). A special file, a symlink, an oversized or non-UTF-8
+/// file is an error, read through the untrusted-file reader so it cannot block or flood.
+fn entry_point_packages(path: &Path) -> Result<Vec<String>, UntrustedFileError> {
+    let text = match crate::untrusted_file::read_to_string(path, MAX_ENTRY_POINTS_BYTES) {
+        Ok(text) => text,
+        Err(UntrustedFileError::Open { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
     };
-    if meta.len() > MAX_ENTRY_POINTS_BYTES {
-        return Vec::new();
-    }
-    let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut in_group = false;
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
@@ -148,7 +164,7 @@ fn entry_point_packages(path: &Path) -> Vec<String> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Asks the interpreter for its site directories. Under `-S` the `site` module never runs

@@ -12,3 +12,4 @@ pub mod policy;
 pub mod probe;
 pub mod sandbox;
 pub mod sys;
+pub mod untrusted_file;

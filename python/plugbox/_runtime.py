@@ -2,7 +2,10 @@
 
 The host runs::
 
-    python3 -I -S -c "import sys; sys.path[:0]=[SDK_DIR]; import plugbox._runtime as r; r.main(ENTRY)"
+    python3 -I -S -c "import sys; sys.path[:0]=[SDK_DIR]; import plugbox._runtime as r; r.main(ENTRY, DIR)"
+
+where ``DIR`` is the plugin directory (canonical): every module beneath it is imported from its
+source only (:mod:`plugbox._sourceonly`), never from ``__pycache__``.
 
 with the channel's fd in ``PLUGBOX_FD`` and the manifest's name and version in
 ``PLUGBOX_PLUGIN_NAME`` and ``PLUGBOX_PLUGIN_VERSION``. The sandbox denies fork, sockets and
@@ -23,6 +26,7 @@ from ._channel import Channel, activate
 from ._commands import REGISTRY
 from ._errors import PlugboxError
 from ._messages import HandshakeRefused
+from ._sourceonly import install as _source_only_beneath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,9 +41,10 @@ EXIT_PROTOCOL: Final = 4
 PLUGIN_MODULE: Final = "__plugbox_plugin__"
 
 
-def main(entry_path: str) -> None:
-    """Run the plugin whose entry file is ``entry_path``, then exit the process."""
-    status = run(entry_path, _plugbox_environment())
+def main(entry_path: str, plugin_dir: str | None = None) -> None:
+    """Run the plugin whose entry file is ``entry_path`` (in ``plugin_dir``, by default the
+    entry's directory), then exit the process."""
+    status = run(entry_path, _plugbox_environment(), plugin_dir)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -50,7 +55,7 @@ def main(entry_path: str) -> None:
     _exit(status)
 
 
-def run(entry_path: str, environ: Mapping[str, str]) -> int:
+def run(entry_path: str, environ: Mapping[str, str], plugin_dir: str | None = None) -> int:
     """Everything :func:`main` does short of exiting; returns the exit status."""
     settings = read_environment(environ)
     if isinstance(settings, str):
@@ -58,7 +63,7 @@ def run(entry_path: str, environ: Mapping[str, str]) -> int:
         return EXIT_ENVIRONMENT
     fd, name, version = settings
     try:
-        load_entry(entry_path)
+        load_entry(entry_path, plugin_dir)
     except Exception as exc:  # the plugin's own code failed: show its traceback (SystemExit passes)
         import traceback
 
@@ -110,10 +115,14 @@ def read_environment(environ: Mapping[str, str]) -> tuple[int, str, str] | str:
     return int(raw_fd), environ["PLUGBOX_PLUGIN_NAME"], environ["PLUGBOX_PLUGIN_VERSION"]
 
 
-def load_entry(entry_path: str) -> None:
-    """Execute the entry file as module ``__plugbox_plugin__``, its directory first on sys.path."""
+def load_entry(entry_path: str, plugin_dir: str | None = None) -> None:
+    """Execute the entry file as module ``__plugbox_plugin__``, its directory first on sys.path,
+    after making every module beneath ``plugin_dir`` (default: that directory) import from
+    source only."""
     path = entry_path if entry_path.startswith("/") else f"{getcwd()}/{entry_path}"
-    sys.path.insert(0, path.rpartition("/")[0] or "/")
+    entry_dir = path.rpartition("/")[0] or "/"
+    _source_only_beneath(plugin_dir or entry_dir)
+    sys.path.insert(0, entry_dir)
     module = type(sys)(PLUGIN_MODULE)  # types.ModuleType, without importing `types`
     module.__file__ = path
     sys.modules[PLUGIN_MODULE] = module

@@ -141,9 +141,10 @@ impl Engine {
         env.set("PLUGBOX_PLUGIN_VERSION".as_ref(), info.version.as_ref());
         env.set("PLUGBOX_INSTANCE".as_ref(), info.instance.as_ref());
         let bootstrap = format!(
-            "import sys; sys.path[:0]=[{}]; import plugbox._runtime as r; r.main({})",
+            "import sys; sys.path[:0]=[{}]; import plugbox._runtime as r; r.main({}, {})",
             py_str(&validated.sdk),
-            py_str(&manifest.entry)
+            py_str(&manifest.entry),
+            py_str(&manifest.dir)
         );
         let env_names = env.names();
         let request = SpawnRequest {

@@ -356,8 +356,8 @@ fn health_failed(m: &Managed, instance: &Instance, timeout: Duration, why: &str)
 /// Refuses a restart whose code on disk changed since it was validated.
 fn unchanged_code(validated: &super::validate::Validated) -> Result<(), super::LoadError> {
     let dir = &validated.manifest.dir;
-    let now = crate::manifest::digest::code_digest(dir)
-        .map_err(|e| super::LoadError::Host(format!("code digest: {e}")))?;
+    let now =
+        crate::manifest::digest::code_digest(dir).map_err(crate::manifest::ManifestError::from)?;
     if now == validated.digest {
         return Ok(());
     }

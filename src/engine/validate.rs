@@ -6,7 +6,7 @@
 use super::{Engine, LoadError, RUNTIME_PATH};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::gate::{Gate, Granted};
-use crate::manifest::{Grants, Manifest};
+use crate::manifest::{Grants, Manifest, ManifestError};
 use crate::sandbox::command::check_dir_reachable;
 use crate::sandbox::Prepared;
 use crate::sys;
@@ -40,7 +40,7 @@ impl Engine {
             Ok(d) => d,
             Err(e) => {
                 let subject = unknown_subject(dir);
-                return Err(self.refused(&subject, LoadError::Host(format!("code digest: {e}"))));
+                return Err(self.refused(&subject, ManifestError::from(e).into()));
             }
         };
         let subject = Subject {

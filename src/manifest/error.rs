@@ -13,6 +13,14 @@ pub enum ManifestError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The manifest or grant file is not a regular file, is a symlink, is too large, or
+    /// could not be read.
+    #[error("manifest: {0}")]
+    File(#[from] crate::untrusted_file::UntrustedFileError),
+    /// The plugin directory could not be digested (a symlink or special file in it, or too
+    /// large).
+    #[error(transparent)]
+    Digest(#[from] super::digest::DigestError),
     /// Not valid TOML of the manifest's shape.
     #[error("manifest: {path}: {message}")]
     Parse {

@@ -118,19 +118,13 @@ impl Grants {
     }
 }
 
+/// A manifest or grant file: a regular file (no symlink, FIFO or device) of at most
+/// [`MAX_POLICY_BYTES`], read without trusting its reported size.
 fn read_bounded(path: &Path) -> Result<String, ManifestError> {
-    let read_err = |source| ManifestError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let size = std::fs::metadata(path).map_err(read_err)?.len();
-    if size > MAX_POLICY_BYTES {
-        return Err(ManifestError::invalid(
-            path.display().to_string(),
-            format!("{size} bytes, over the {MAX_POLICY_BYTES}-byte limit"),
-        ));
-    }
-    std::fs::read_to_string(path).map_err(read_err)
+    Ok(crate::untrusted_file::read_to_string(
+        path,
+        MAX_POLICY_BYTES,
+    )?)
 }
 
 impl Manifest {

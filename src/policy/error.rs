@@ -13,12 +13,15 @@ pub enum PolicyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The file is not a regular file, is a symlink, or is not UTF-8.
+    #[error("policy: {0}")]
+    File(crate::untrusted_file::UntrustedFileError),
     /// The file is larger than any policy has a reason to be.
-    #[error("policy: {path} is {size} bytes, over the {limit}-byte limit")]
+    #[error("policy: {} is too large: over the {limit}-byte limit", crate::audit::escape_text(&path.display().to_string()))]
     TooLarge {
         /// The file.
         path: PathBuf,
-        /// Its size.
+        /// Bytes read before the read stopped (`limit + 1`: its reported size is not trusted).
         size: u64,
         /// The cap.
         limit: u64,

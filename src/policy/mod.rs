@@ -141,19 +141,16 @@ impl Policy {
 
     /// Reads, parses and validates a policy file (at most [`MAX_POLICY_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let read_err = |source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read_err)?.len();
-        if size > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge {
-                path: path.to_owned(),
-                size,
-                limit: MAX_POLICY_BYTES,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        use crate::untrusted_file::UntrustedFileError;
+        let text =
+            crate::untrusted_file::read_to_string(path, MAX_POLICY_BYTES).map_err(|e| match e {
+                UntrustedFileError::TooLarge { path, limit } => PolicyError::TooLarge {
+                    path,
+                    size: limit + 1,
+                    limit,
+                },
+                e => PolicyError::File(e),
+            })?;
         Self::from_toml(&text)
     }
 

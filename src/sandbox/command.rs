@@ -6,8 +6,6 @@
 //! `PATH` and then to their real paths, so a symlink or a shim is never what gets granted.
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -135,14 +133,14 @@ fn add_interpreters(path: &Path, out: &mut Vec<PathBuf>, depth: u8) -> Result<()
 }
 
 fn read_header(path: &Path) -> Result<Vec<u8>, CommandError> {
-    let mut header = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(HEADER_BYTES).read_to_end(&mut header))
+    // `path` is real (canonical), so its last component is no symlink; a FIFO or device
+    // swapped in since the regular-file check is refused instead of blocking.
+    crate::untrusted_file::UntrustedFile::open(path)
+        .and_then(|f| f.read_prefix(HEADER_BYTES))
         .map_err(|e| CommandError::NotRunnable {
             path: path.to_owned(),
             reason: e.to_string(),
-        })?;
-    Ok(header)
+        })
 }
 
 fn shebang_interpreter(path: &Path, header: &[u8]) -> Result<Option<PathBuf>, CommandError> {

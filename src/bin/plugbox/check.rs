@@ -26,8 +26,8 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         manifest.name, manifest.version, manifest.api
     );
     println!("entry     {}", manifest.entry.display());
-    let digest = plugbox::manifest::digest::code_digest(&manifest.dir)
-        .map_err(|e| format!("code digest: {e}"))?;
+    let digest =
+        plugbox::manifest::digest::code_digest(&manifest.dir).map_err(|e| e.to_string())?;
     println!("digest    {digest} (pin it with code_digest in a grant file)");
     grants
         .check_digest(&manifest.name, &digest)
