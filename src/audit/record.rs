@@ -29,6 +29,9 @@ pub enum EventKind {
     Call,
     /// The outcome of an allowed call.
     CallOutcome,
+    /// Rate-limited calls refused without a record of their own; `detail.suppressed` counts
+    /// them (the first refusal of each interval has its own `call` record).
+    CallsSuppressed,
     /// A host→plugin call and its outcome.
     Invoke,
     /// A limit was hit.

@@ -23,8 +23,11 @@ pub enum Damage {
     Truncated,
     /// The log ends without a seal: the host crashed, or whole records were cut off.
     Unsealed,
-    /// A line is not a JSON record.
+    /// A line is not a JSON record (or is longer than any record the writer produces).
     Corrupt,
+    /// The log does not start at the writer's first record (`open`, seq 1, genesis `prev`):
+    /// records were cut off its head, or earlier files were not given.
+    HeadMissing,
 }
 
 /// The verdict.
