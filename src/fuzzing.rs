@@ -3,6 +3,7 @@
 //! Each takes arbitrary bytes and must never panic, hang or allocate beyond the limits it
 //! enforces; the fuzz targets are one-line shims over these.
 
+use crate::audit::lines::{parse_head, Line, LineReader};
 use crate::ipc::frame::{self, FrameLimits};
 use crate::ipc::Message;
 use crate::manifest::{Manifest, ManifestFile};
@@ -39,5 +40,30 @@ pub fn manifest(data: &[u8]) {
     };
     if let Ok(file) = toml::from_str::<ManifestFile>(text) {
         let _ = Manifest::validate(std::path::PathBuf::from("/nonexistent-plugbox-fuzz"), file);
+    }
+}
+
+/// Reads `data` as an audit log with a small line cap, as `audit verify|show|summary` do: every
+/// line must come out as splitting on newlines gives it (or be reported too long), and each
+/// complete line goes through the hash check and the chain-member parser.
+pub fn audit_line(data: &[u8]) {
+    const CAP: usize = 512;
+    let mut reader = LineReader::with_cap(data, CAP);
+    let mut expected = data.split(|&b| b == b'\n');
+    while let Ok(Some((_, line))) = reader.next_line() {
+        let Some(want) = expected.next() else {
+            panic!("more lines than the input holds");
+        };
+        match line {
+            Line::Complete(got) | Line::Partial(got) => {
+                assert_eq!(got, want);
+                let _ = crate::audit::chain::check(got);
+                let _ = parse_head(got);
+            }
+            Line::TooLong { bytes } => {
+                assert!(want.len() > CAP);
+                assert_eq!(bytes, want.len() as u64);
+            }
+        }
     }
 }

@@ -45,3 +45,8 @@ fn message_seeds_and_the_json_test_suite() {
 fn manifest_seeds() {
     assert!(replay("manifest", plugbox::fuzzing::manifest, None) >= 4);
 }
+
+#[test]
+fn audit_line_seeds() {
+    assert!(replay("audit_line", plugbox::fuzzing::audit_line, None) >= 5);
+}

@@ -2,6 +2,7 @@
 //! takes effect (`docs/audit.md`).
 
 pub mod chain;
+pub mod lines;
 pub mod record;
 pub mod verify;
 pub mod writer;

@@ -6,6 +6,10 @@ use serde_json::Value;
 
 /// Version of the record schema (`docs/audit.md`).
 pub const RECORD_SCHEMA: u32 = 2;
+/// Longest line the writer writes (newline included), in bytes; readers skip longer lines as
+/// corrupt, so their memory stays bounded. Real records are far smaller: strings a plugin
+/// controls are cut at [`MAX_TEXT_CHARS`], and a manifest at 256 KiB.
+pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 /// Longest plugin-controlled string kept in a record, in characters.
 pub const MAX_TEXT_CHARS: usize = 256;
 
@@ -29,6 +33,9 @@ pub enum EventKind {
     Call,
     /// The outcome of an allowed call.
     CallOutcome,
+    /// Rate-limited calls refused without a record of their own; `detail.suppressed` counts
+    /// them (the first refusal of each interval has its own `call` record).
+    CallsSuppressed,
     /// A host→plugin call and its outcome.
     Invoke,
     /// A limit was hit.

@@ -1,10 +1,11 @@
 //! `plugbox audit verify`: walks the hash chain of one or more log files (oldest first) and
-//! reports the first broken link: edited, deleted, inserted, reordered, truncated or unsealed.
+//! reports the first broken link: edited, deleted, inserted, reordered, truncated, unsealed,
+//! corrupt, or a missing head (the first file does not start at the writer's genesis `open`).
 
 use super::chain::{self, GENESIS};
+use super::lines::{open_log, parse_head, Head, Line, LineReader};
+use super::record::{escape_text, MAX_RECORD_BYTES};
 use serde::Serialize;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// What kind of damage was found.
@@ -23,8 +24,27 @@ pub enum Damage {
     Truncated,
     /// The log ends without a seal: the host crashed, or whole records were cut off.
     Unsealed,
-    /// A line is not a JSON record.
+    /// A line is not a JSON record (or is longer than any record the writer produces).
     Corrupt,
+    /// The log does not start at the writer's first record (`open`, seq 1, genesis `prev`):
+    /// records were cut off its head, or earlier files were not given.
+    HeadMissing,
+}
+
+impl Damage {
+    /// Its name as in the JSON verdict (`head_missing`, `edited`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Damage::Edited => "edited",
+            Damage::Deleted => "deleted",
+            Damage::Inserted => "inserted",
+            Damage::Reordered => "reordered",
+            Damage::Truncated => "truncated",
+            Damage::Unsealed => "unsealed",
+            Damage::Corrupt => "corrupt",
+            Damage::HeadMissing => "head_missing",
+        }
+    }
 }
 
 /// The verdict.
@@ -53,7 +73,9 @@ pub struct Broken {
     pub detail: String,
 }
 
-/// Verifies `files` as one chain, oldest first, streaming (memory does not grow with the log).
+/// Verifies `files` as one chain, oldest first, streaming: each line is read with a cap
+/// ([`super::lines`]), so memory does not grow with the log or with a hostile line, and a file
+/// that is not a regular file (a FIFO, `/dev/zero`) is an error, not a hang.
 pub fn verify(files: &[PathBuf]) -> std::io::Result<Verdict> {
     let mut walk = Walk {
         files,
@@ -68,41 +90,9 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Verdict> {
         last_event: String::new(),
         seen_low: 0,
     };
-    for (fi, path) in files.iter().enumerate() {
-        let mut reader = BufReader::new(File::open(path)?);
-        let mut line = Vec::new();
-        let mut number = 0;
-        if fi > 0
-            && walk.expected.is_some()
-            && !matches!(walk.last_event.as_str(), "rotate" | "seal")
-        {
-            let prev = fi - 1;
-            let lines = count_lines(&files[prev])?;
-            return Ok(walk.broken(
-                prev,
-                lines,
-                Damage::Truncated,
-                "rotated file does not end with its rotate record",
-            ));
-        }
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            number += 1;
-            if line.last() != Some(&b'\n') {
-                let detail = if fi + 1 == files.len() {
-                    "the last line is incomplete"
-                } else {
-                    "partial line in a file that is not the last"
-                };
-                return Ok(walk.broken(fi, number, Damage::Truncated, detail));
-            }
-            line.pop();
-            if let Some(done) = walk.step(fi, number, &line)? {
-                return Ok(done);
-            }
+    for fi in 0..files.len() {
+        if let Some(done) = walk.file(fi)? {
+            return Ok(done);
         }
     }
     if walk.last_event != "seal" {
@@ -132,6 +122,46 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Walks file `fi`; returns the verdict if it is broken.
+    fn file(&mut self, fi: usize) -> std::io::Result<Option<Verdict>> {
+        if fi > 0
+            && self.expected.is_some()
+            && !matches!(self.last_event.as_str(), "rotate" | "seal")
+        {
+            let lines = count_lines(&self.files[fi - 1])?;
+            return Ok(Some(self.broken(
+                fi - 1,
+                lines,
+                Damage::Truncated,
+                "rotated file does not end with its rotate record",
+            )));
+        }
+        let mut lines = LineReader::new(open_log(&self.files[fi])?);
+        while let Some((number, line)) = lines.next_line()? {
+            let line = match line {
+                Line::Complete(line) => line,
+                Line::Partial(_) => {
+                    let detail = if fi + 1 == self.files.len() {
+                        "the last line is incomplete"
+                    } else {
+                        "partial line in a file that is not the last"
+                    };
+                    return Ok(Some(self.broken(fi, number, Damage::Truncated, detail)));
+                }
+                Line::TooLong { bytes } => {
+                    let detail = format!(
+                        "a line of {bytes} bytes, longer than any record ({MAX_RECORD_BYTES})"
+                    );
+                    return Ok(Some(self.broken(fi, number, Damage::Corrupt, &detail)));
+                }
+            };
+            if let Some(done) = self.step(fi, number, line)? {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
+    }
+
     fn broken(&self, file: usize, line: usize, damage: Damage, detail: &str) -> Verdict {
         broken(self.files, file, line, damage, detail, self.verdict.records)
     }
@@ -140,7 +170,7 @@ impl Walk<'_> {
     fn step(&mut self, fi: usize, number: usize, line: &[u8]) -> std::io::Result<Option<Verdict>> {
         let fail =
             |w: &Self, damage, detail: String| Ok(Some(w.broken(fi, number, damage, &detail)));
-        let Some((seq, prev, event)) = parsed(line) else {
+        let Some(Head { seq, prev, event }) = parse_head(line) else {
             return fail(self, Damage::Corrupt, "not a JSON audit record".into());
         };
         let Some(hash) = chain::check(line) else {
@@ -151,15 +181,19 @@ impl Walk<'_> {
             );
         };
         match (self.expected, &self.last_hash) {
-            (None, _) => {
-                self.seen_low = seq;
-                if prev != GENESIS {
-                    self.verdict.notes.push(format!(
-                        "the chain starts mid-way at seq {seq} (prev {}...); earlier files were not given",
-                        &prev[..prev.len().min(12)]
-                    ));
-                }
+            (None, _) if seq != 1 || event != "open" || prev != GENESIS => {
+                return fail(
+                    self,
+                    Damage::HeadMissing,
+                    format!(
+                        "the log starts at seq {seq} ({}), not at the writer's first record \
+                         (seq 1, open, genesis prev): its head was cut off, or earlier files \
+                         were not given",
+                        escape_text(&event)
+                    ),
+                );
             }
+            (None, _) => self.seen_low = seq,
             (Some(e), Some(h)) if seq == e && prev != *h => {
                 return fail(
                     self,
@@ -195,7 +229,7 @@ impl Walk<'_> {
         }
         self.last_hash = Some(hash);
         self.expected = Some(seq + 1);
-        self.last_event = event;
+        self.last_event = event.into_owned();
         self.verdict.records += 1;
         Ok(None)
     }
@@ -204,11 +238,16 @@ impl Walk<'_> {
 /// Does a record with `seq` appear after line `number` of file `fi`? (Only on a broken link.)
 fn appears_later(files: &[PathBuf], fi: usize, number: usize, seq: u64) -> std::io::Result<bool> {
     for (i, path) in files.iter().enumerate().skip(fi) {
-        let reader = BufReader::new(File::open(path)?);
+        let mut lines = LineReader::new(open_log(path)?);
         let skip = if i == fi { number } else { 0 };
-        for line in reader.split(b'\n').skip(skip) {
-            if parsed(&line?).is_some_and(|(s, _, _)| s == seq) {
-                return Ok(true);
+        while let Some((n, line)) = lines.next_line()? {
+            if n <= skip {
+                continue;
+            }
+            if let Line::Complete(line) = line {
+                if parse_head(line).is_some_and(|h| h.seq == seq) {
+                    return Ok(true);
+                }
             }
         }
     }
@@ -216,16 +255,9 @@ fn appears_later(files: &[PathBuf], fi: usize, number: usize, seq: u64) -> std::
 }
 
 fn count_lines(path: &Path) -> std::io::Result<usize> {
-    Ok(BufReader::new(File::open(path)?).split(b'\n').count())
-}
-
-fn parsed(bytes: &[u8]) -> Option<(u64, String, String)> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    Some((
-        v["seq"].as_u64()?,
-        v["prev"].as_str()?.to_owned(),
-        v["event"].as_str()?.to_owned(),
-    ))
+    let mut lines = LineReader::new(open_log(path)?);
+    while lines.next_line()?.is_some() {}
+    Ok(lines.number())
 }
 
 fn broken(
@@ -258,7 +290,7 @@ pub fn describe(v: &Verdict) -> String {
         ),
         Some(b) => format!(
             "broken: {} at {}:{}: {} ({} records verified before it)",
-            format!("{:?}", b.damage).to_lowercase(),
+            b.damage.name(),
             b.file.display(),
             b.line,
             b.detail,

@@ -9,10 +9,11 @@
 //! record; what a power failure may lose depends on [`Durability`].
 
 use super::chain::{self, GENESIS};
-use super::record::{EventKind, Record, Subject, RECORD_SCHEMA};
+use super::lines::{parse_head, Line, LineReader};
+use super::record::{EventKind, Record, Subject, MAX_RECORD_BYTES, RECORD_SCHEMA};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -89,6 +90,15 @@ pub enum AuditError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The record is longer than [`MAX_RECORD_BYTES`]: nothing was written, the log stays
+    /// open, and the action the record describes must not happen.
+    #[error("audit: record {seq} is {bytes} bytes, over the {MAX_RECORD_BYTES}-byte cap")]
+    TooLarge {
+        /// The sequence number it would have had.
+        seq: u64,
+        /// Its length.
+        bytes: usize,
     },
     /// An earlier write failed, or the log was sealed.
     #[error("audit: the log {path} is closed ({why}); no further records are written")]
@@ -278,6 +288,11 @@ impl AuditLog {
             serde_json::to_writer(&mut state.line, &stamped).map_err(std::io::Error::other);
         let hash = chain::seal(&mut state.line);
         state.line.push(b'\n');
+        if state.line.len() > MAX_RECORD_BYTES {
+            let bytes = state.line.len();
+            state.line = Vec::with_capacity(1024);
+            return Err(AuditError::TooLarge { seq, bytes });
+        }
         let result = result.and_then(|()| match state.file.as_mut() {
             Some(file) => file.write_all(&state.line),
             None => Err(std::io::Error::other("no open file")),
@@ -408,16 +423,15 @@ fn next_archive_number(path: &Path) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The last complete, intact record of an existing log: (hash, seq, event).
+/// The last complete, intact record of an existing log: (hash, seq, event). Lines are read
+/// with the reader's cap, so a hostile file cannot grow memory.
 fn last_record(path: &Path) -> std::io::Result<(Option<String>, u64, Option<String>)> {
     let mut last = (None, 0, None);
-    for line in std::io::BufReader::new(File::open(path)?).split(b'\n') {
-        let line = line?;
-        if let Some(hash) = chain::check(&line) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                let seq = v["seq"].as_u64().unwrap_or(0);
-                last = (Some(hash), seq, v["event"].as_str().map(str::to_owned));
-            }
+    let mut lines = LineReader::new(super::lines::open_log(path)?);
+    while let Some((_, line)) = lines.next_line()? {
+        let Line::Complete(line) = line else { continue };
+        if let (Some(hash), Some(head)) = (chain::check(line), parse_head(line)) {
+            last = (Some(hash), head.seq, Some(head.event.into_owned()));
         }
     }
     Ok(last)

@@ -1,9 +1,13 @@
 //! The gate: the one place every plugin→host call is decided.
 //!
-//! Checks, in order: exact capability-name match against the effective allow-list (no case
-//! folding, trimming or normalisation), the request size against the capability's limit, the
-//! per-plugin rate, and the per-plugin in-flight limit. The decision names the rule that made it.
+//! Checks, in order: the per-plugin rate (every call takes a token, granted or not, so a
+//! plugin cannot flood the audit log with calls it was never granted), exact capability-name
+//! match against the effective allow-list (no case folding, trimming or normalisation), the
+//! request size against the capability's limit, and the per-plugin in-flight limit. The
+//! decision names the rule that made it. Rate-limited refusals are coalesced
+//! ([`super::coalesce`]): the first in an interval is recorded, the rest are counted.
 
+use super::coalesce::{Coalescer, SUPPRESS_INTERVAL};
 use super::rate::TokenBucket;
 use crate::capability::Capability;
 use crate::ipc::ErrorCode;
@@ -37,7 +41,15 @@ pub enum Decision {
         /// Human reason.
         reason: String,
     },
+    /// Refuse it as rate-limited without a record of its own: it was counted, and the count
+    /// is reported by [`Gate::take_suppressed`].
+    Suppressed,
 }
+
+/// The reason given for a rate-limited call.
+pub const RATE_REASON: &str = "call rate exceeded";
+/// The rule that refuses rate-limited calls.
+pub const RATE_RULE: &str = "limits.calls_per_second";
 
 /// One in-flight slot.
 pub struct Permit {
@@ -53,7 +65,7 @@ impl Drop for Permit {
 /// Per-plugin gate.
 pub struct Gate {
     allowed: HashMap<String, Granted>,
-    bucket: Mutex<TokenBucket>,
+    limiter: Mutex<Limiter>,
     in_flight: Arc<AtomicU32>,
     max_in_flight: u32,
 }
@@ -68,7 +80,10 @@ impl Gate {
     ) -> Self {
         Self {
             allowed,
-            bucket: Mutex::new(TokenBucket::new(rate, burst)),
+            limiter: Mutex::new(Limiter {
+                bucket: TokenBucket::new(rate, burst),
+                refusals: Coalescer::new(SUPPRESS_INTERVAL),
+            }),
             in_flight: Arc::new(AtomicU32::new(0)),
             max_in_flight,
         }
@@ -83,6 +98,9 @@ impl Gate {
 
     /// Decides one call.
     pub fn decide(&self, method: &str, request_bytes: u64) -> Decision {
+        if let Some(refused) = self.rate(Instant::now()) {
+            return refused;
+        }
         let Some(granted) = self.allowed.get(method) else {
             return Decision::Deny {
                 code: ErrorCode::Denied,
@@ -100,18 +118,6 @@ impl Gate {
                 ),
             };
         }
-        let rate_ok = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_take(Instant::now());
-        if !rate_ok {
-            return Decision::Deny {
-                code: ErrorCode::RateLimited,
-                rule: "limits.calls_per_second",
-                reason: "call rate exceeded".into(),
-            };
-        }
         let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = Permit {
             counter: Arc::clone(&self.in_flight),
@@ -125,4 +131,38 @@ impl Gate {
         }
         Decision::Allow(granted.clone(), permit)
     }
+
+    /// Takes a token for a call at `now`; if there is none, the refusal (recorded or counted).
+    fn rate(&self, now: Instant) -> Option<Decision> {
+        let mut limiter = self.limiter();
+        if limiter.bucket.try_take(now) {
+            return None;
+        }
+        Some(if limiter.refusals.refuse(now) {
+            Decision::Deny {
+                code: ErrorCode::RateLimited,
+                rule: RATE_RULE,
+                reason: RATE_REASON.into(),
+            }
+        } else {
+            Decision::Suppressed
+        })
+    }
+
+    /// Rate-limited refusals counted and not yet reported: once their interval has ended, or
+    /// all of them when `force` is set (a session of this plugin is ending). Each is returned
+    /// once.
+    pub fn take_suppressed(&self, force: bool) -> Option<u64> {
+        self.limiter().refusals.take(Instant::now(), force)
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The rate state of one plugin, under one lock.
+struct Limiter {
+    bucket: TokenBucket,
+    refusals: Coalescer,
 }

@@ -1,6 +1,7 @@
 //! The broker: one gate per plugin connection, and the loop that feeds it.
 
 pub mod channel;
+pub mod coalesce;
 pub mod gate;
 pub mod rate;
 pub mod session;

@@ -53,6 +53,10 @@ pub(crate) fn start(
             let _ = tokio::time::timeout(Duration::from_secs(1), session.ended()).await;
         }
         session.terminate(EndReason::Closed);
+        // No call is decided after the reader returns: the last count of suppressed
+        // refusals is then complete, and is recorded before the exit record.
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.reader_finished()).await;
+        session.report_suppressed(true);
         session.drain(Duration::from_secs(1)).await;
         let mut r = Record::new(event, session.subject().clone());
         r.reason = Some(escape_text(&cause));

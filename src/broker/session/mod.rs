@@ -6,7 +6,8 @@
 //! decision record is written; if the audit log fails, the session ends (fail closed).
 
 use super::channel::{is_fd_passing, ChannelReader};
-use super::gate::{Decision, Gate};
+use super::coalesce::SUPPRESS_INTERVAL;
+use super::gate::{Decision, Gate, RATE_RULE};
 use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
 use crate::capability::{CallContext, CallError, CallRequest, PluginInfo, Reply};
 use crate::ipc::message::{Message, Outgoing, WireError};
@@ -95,6 +96,8 @@ pub struct Session {
     /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
     abandoned: Mutex<std::collections::HashSet<u64>>,
     end: watch::Sender<Option<EndReason>>,
+    /// Set once the reader loop has returned: no frame is decided after it.
+    reader_done: watch::Sender<bool>,
 }
 
 /// The channel's write half, shared by the session (which writes replies and calls directly,
@@ -134,6 +137,7 @@ impl Session {
             immediate: Mutex::new(Vec::new()),
             abandoned: Mutex::new(std::collections::HashSet::new()),
             end: watch::channel(None).0,
+            reader_done: watch::channel(false).0,
         })
     }
 
@@ -206,8 +210,39 @@ impl Session {
         }
     }
 
+    /// Writes the `calls_suppressed` record for rate-limited refusals the gate counted (this
+    /// plugin's, all instances): those whose interval has ended, or all of them if `force`.
+    /// Returns false if the record could not be written (the session then ends).
+    pub fn report_suppressed(&self, force: bool) -> bool {
+        let Some(count) = self.gate.take_suppressed(force) else {
+            return true;
+        };
+        let mut r = self.record(EventKind::CallsSuppressed);
+        r.decision = Some("deny");
+        r.rule = Some(RATE_RULE);
+        r.reason = Some(format!(
+            "{count} further rate-limited calls refused without a record of their own"
+        ));
+        r.detail = Some(json!({
+            "suppressed": count,
+            "interval_ms": SUPPRESS_INTERVAL.as_millis() as u64,
+        }));
+        self.write_audit(&r)
+    }
+
+    /// Resolves once the reader loop has returned (no call is decided after that).
+    pub async fn reader_finished(&self) {
+        let mut rx = self.reader_done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
     /// Reads frames until the channel closes or the session must end.
-    pub async fn run_reader(self: Arc<Self>, mut reader: FrameReader<ChannelReader>) {
+    pub async fn run_reader(self: Arc<Self>, reader: FrameReader<ChannelReader>) {
+        self.read_frames(reader).await;
+        self.reader_done.send_replace(true);
+    }
+
+    async fn read_frames(self: &Arc<Self>, mut reader: FrameReader<ChannelReader>) {
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,

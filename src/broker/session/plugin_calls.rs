@@ -2,6 +2,7 @@
 //! runs, dispatch to the capability with a deadline, the reply, and the outcome record.
 
 use super::*;
+use crate::broker::gate::RATE_REASON;
 
 impl Session {
     pub(super) fn on_call(
@@ -13,6 +14,10 @@ impl Session {
         frame: Frame,
     ) {
         let request_bytes = (frame.header.len() + frame.body.len()) as u64;
+        // A count of refusals whose interval has ended is reported before the next decision.
+        if !self.report_suppressed(false) {
+            return;
+        }
         if self
             .in_flight
             .lock()
@@ -41,6 +46,11 @@ impl Session {
         };
         let (granted, permit) = match self.gate.decide(&method, request_bytes) {
             Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
+            Decision::Suppressed => {
+                // Counted by the gate; reported in a `calls_suppressed` record.
+                self.stats.decided(false);
+                return self.send_now(error_frame(id, ErrorCode::RateLimited, RATE_REASON));
+            }
             Decision::Allow(granted, permit) => (granted, permit),
         };
         let ctx = CallContext {
