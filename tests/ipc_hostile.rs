@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 const LOG: &str = "[capabilities]\n\"log\" = {}\n";
 
 async fn report(te: &TestEngine, plugin: &TestPlugin) -> Value {
-    let p = load(te, plugin).await;
+    report_of(&load(te, plugin).await).await
+}
+
+/// Calls `report` on a loaded instance.
+async fn report_of(p: &plugbox::engine::Instance) -> Value {
     match p.call("report", json!({})).await.expect("report") {
         Reply::Json(v) => v,
         other => panic!("{other:?}"),
@@ -336,6 +340,7 @@ async fn paths_never_escape_the_granted_root() {
     let script = r#"
 import rawwire as w, json
 w.handshake()
+w._held.append(w.recv()[0])  # the report call: the test has laid out its symlinks since load
 paths = ["data/inside.txt", "../secret.txt", "data/../secret.txt", "/etc/passwd", "secret.txt",
          "data/link", "data/sub/../../secret.txt", "data/x\u0000y", "data/dirlink/secret.txt"]
 for i, p in enumerate(paths, 1):
@@ -352,9 +357,11 @@ w.serve_report({p: (r[i]["error"]["code"] if r[i]["type"] == "error" else "ok:%d
     std::fs::create_dir_all(dir.join("data/sub")).expect("mkdir");
     std::fs::write(dir.join("data/inside.txt"), "inside").expect("write");
     std::fs::write(dir.join("secret.txt"), "SECRET").expect("write");
+    // Laid out after load: the code digest refuses a plugin directory that holds symlinks.
+    let instance = load(&te, &plugin).await;
     std::os::unix::fs::symlink(dir.join("secret.txt"), dir.join("data/link")).expect("symlink");
     std::os::unix::fs::symlink(dir, dir.join("data/dirlink")).expect("symlink");
-    let obs = report(&te, &plugin).await;
+    let obs = report_of(&instance).await;
     assert_eq!(obs["data/inside.txt"], "ok:6", "{obs}");
     for p in [
         "../secret.txt",
@@ -386,6 +393,7 @@ async fn a_symlink_swapped_during_the_call_never_escapes() {
     let script = r#"
 import rawwire as w
 w.handshake()
+w._held.append(w.recv()[0])  # the report call: the swapper runs since load
 seen = {}
 for i in range(1, 301):
     w.call(i, "fs.read", path="data/race")
@@ -403,6 +411,8 @@ w.serve_report(seen)
     std::fs::create_dir(dir.join("data")).expect("mkdir");
     std::fs::write(dir.join("SECRET"), "TOP-SECRET-CONTENT").expect("write");
     std::fs::write(dir.join("data/race"), "inside").expect("write");
+    // Loaded before the swapper starts: the code digest refuses a directory holding symlinks.
+    let instance = load(&te, &plugin).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swaps = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let swapper = {
@@ -428,7 +438,7 @@ w.serve_report(seen)
         std::thread::yield_now();
     }
     let before = swaps.load(std::sync::atomic::Ordering::Relaxed);
-    let obs = report(&te, &plugin).await;
+    let obs = report_of(&instance).await;
     let during = swaps.load(std::sync::atomic::Ordering::Relaxed) - before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     swapper.join().expect("swapper");

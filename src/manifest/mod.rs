@@ -121,10 +121,11 @@ impl Grants {
 /// A manifest or grant file: a regular file (no symlink, FIFO or device) of at most
 /// [`MAX_POLICY_BYTES`], read without trusting its reported size.
 fn read_bounded(path: &Path) -> Result<String, ManifestError> {
-    Ok(crate::untrusted_file::read_to_string(
-        path,
-        MAX_POLICY_BYTES,
-    )?)
+    use crate::untrusted_file::UntrustedFileError;
+    crate::untrusted_file::read_to_string(path, MAX_POLICY_BYTES).map_err(|e| match e {
+        UntrustedFileError::Open { path, source } => ManifestError::Read { path, source },
+        e => ManifestError::File(e),
+    })
 }
 
 impl Manifest {

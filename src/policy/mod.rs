@@ -149,6 +149,7 @@ impl Policy {
                     size: limit + 1,
                     limit,
                 },
+                UntrustedFileError::Open { path, source } => PolicyError::Read { path, source },
                 e => PolicyError::File(e),
             })?;
         Self::from_toml(&text)
