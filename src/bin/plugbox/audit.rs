@@ -20,12 +20,12 @@ pub struct ShowFilter {
 pub fn verify_cmd(files: &[PathBuf], json: bool) -> Result<ExitCode, String> {
     let verdict = verify(files).map_err(|e| format!("audit: {e}"))?;
     if json {
-        println!("{}", serde_json::to_string(&verdict).unwrap_or_default());
+        println!("{}", plugbox::display::json(&verdict));
     } else {
         for note in &verdict.notes {
-            println!("note: {note}");
+            println!("note: {}", plugbox::display::escape(note));
         }
-        println!("{}", describe(&verdict));
+        println!("{}", plugbox::display::escape_lines(&describe(&verdict)));
     }
     Ok(if verdict.broken.is_none() {
         ExitCode::SUCCESS
@@ -44,7 +44,7 @@ fn records(files: &[PathBuf]) -> Result<Vec<Value>, String> {
                 Ok(v) => out.push(v),
                 Err(_) => eprintln!(
                     "plugbox: audit: {}:{}: not a record (skipped; run verify)",
-                    f.display(),
+                    plugbox::display::escape(&f.display().to_string()),
                     i + 1
                 ),
             }
@@ -73,7 +73,7 @@ pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
             continue;
         }
         if f.json {
-            println!("{r}");
+            println!("{}", plugbox::display::json(&r));
             continue;
         }
         let verdict = [&r["decision"], &r["outcome"]]
@@ -110,7 +110,7 @@ pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
                 text(&r["capability"]).to_owned(),
             ),
         };
-        println!(
+        let line = format!(
             "{:>7}  {}  {:<18} {:<14} {:<24} {:<8} {}",
             r["seq"],
             text(&r["ts"]).get(..23).unwrap_or(""),
@@ -120,6 +120,7 @@ pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
             verdict,
             why
         );
+        println!("{}", plugbox::display::escape(&line));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -166,6 +167,7 @@ pub fn summary(files: &[PathBuf]) -> Result<ExitCode, String> {
     println!("\nper plugin:");
     for (plugin, c) in &by_plugin {
         let g = |k| c.get(k).copied().unwrap_or(0);
+        let plugin = plugbox::display::escape(plugin);
         println!(
             "  {plugin:<24} {:>8} records {:>8} calls allowed {:>8} denied {:>6} incidents",
             g("records"),
@@ -177,14 +179,16 @@ pub fn summary(files: &[PathBuf]) -> Result<ExitCode, String> {
     println!("\nper capability:");
     for ((plugin, cap), d) in &by_capability {
         let parts: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {plugin:<24} {cap:<20} {}", parts.join(", "));
+        let line = format!("  {plugin:<24} {cap:<20} {}", parts.join(", "));
+        println!("{}", plugbox::display::escape(&line));
     }
     println!("\ndenied calls:");
     if denied.is_empty() {
         println!("  none");
     }
     for ((plugin, cap, rule), n) in &denied {
-        println!("  {plugin:<24} {cap:<20} {n:>6} x  rule {rule}");
+        let line = format!("  {plugin:<24} {cap:<20} {n:>6} x  rule {rule}");
+        println!("{}", plugbox::display::escape(&line));
     }
     Ok(ExitCode::SUCCESS)
 }
