@@ -114,7 +114,7 @@ impl Engine {
         let prepared = &validated.prepared;
         let gate = Arc::clone(&validated.gate);
         let ids = lease.as_ref().map(|l| (l.id(), l.id()));
-        let state_dir = config.state_dir.join(&manifest.name);
+        let state_dir = config.state_dir.join(state_key(manifest));
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| LoadError::Host(format!("state {}: {e}", state_dir.display())))?;
         let info = Arc::new(PluginInfo {
@@ -295,6 +295,17 @@ async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: 
             return;
         }
     }
+}
+
+/// The name of a plugin's state directory: its manifest name (for people reading the
+/// directory) and the first 16 hex digits of the sha256 of its canonical directory path. The
+/// name alone is not an identity: any other directory may claim it.
+fn state_key(manifest: &crate::manifest::Manifest) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let digest = sha2::Sha256::digest(manifest.dir.as_os_str().as_bytes());
+    let hex = crate::audit::chain::hex(&digest);
+    format!("{}-{}", manifest.name, hex.get(..16).unwrap_or(&hex))
 }
 
 /// A Python string literal (JSON strings are valid Python literals).
