@@ -198,3 +198,109 @@ async fn kv_list_cost_at_3000_keys() {
     );
     a.shutdown().await;
 }
+
+const SYSV_KEY: i64 = 0x5eb0_0009;
+
+/// Creates a 0600 shared-memory segment (key [`SYSV_KEY`]) holding a secret, a message queue
+/// and a semaphore set; `peek` tries to open the segment again.
+const SYSV_MAIN: &str = r#"import ctypes, os, plugbox
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+IPC_CREAT, IPC_PRIVATE = 0o1000, 0
+@plugbox.command
+def plant(key):
+    shmid = libc.shmget(key, 4096, IPC_CREAT | 0o600)
+    if shmid < 0:
+        return ['shmget', ctypes.get_errno()]
+    addr = libc.shmat(shmid, None, 0)
+    ctypes.memmove(addr, b'the secret', 10)
+    libc.shmdt(ctypes.c_void_p(addr))
+    msq = libc.msgget(IPC_PRIVATE, IPC_CREAT | 0o600)
+    sem = libc.semget(IPC_PRIVATE, 1, IPC_CREAT | 0o600)
+    return [os.getuid(), shmid, msq, sem]
+@plugbox.command
+def peek(key):
+    shmid = libc.shmget(key, 0, 0)
+    if shmid < 0:
+        return [os.getuid(), 'errno', ctypes.get_errno()]
+    addr = libc.shmat(shmid, None, 0)
+    return [os.getuid(), 'read', ctypes.string_at(addr, 10).decode()]
+"#;
+
+/// `(id, uid, cuid)` of every object in one `/proc/sysvipc` listing.
+fn sysv_objects(kind: &str) -> Vec<(i64, u32, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/sysvipc/{kind}")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (id, uid, cuid) = (
+        col(&format!("{kind}id").replace("msgid", "msqid")),
+        col("uid"),
+        col("cuid"),
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[id].parse().unwrap(),
+                f[uid].parse().unwrap(),
+                f[cuid].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysv_objects_of_a_uid_are_removed_before_the_uid_is_reused() {
+    // One uid in the pool, so the second plugin certainly gets the first one's uid.
+    let te = TestEngine::with(|c| c.max_plugins = 1);
+    let extra = "[syscalls]\nallow = [\"@ipc-sysv\"]\n";
+    let (first, second) = (
+        TestPlugin::new("planter", extra, SYSV_MAIN),
+        TestPlugin::new("reader", extra, SYSV_MAIN),
+    );
+    let a = start(&te, &first).await;
+    let planted = call(&a, "plant", json!({"key": SYSV_KEY})).await;
+    let uid = planted[0].as_u64().expect("plant failed") as u32;
+    let (shmid, msqid, semid) = (
+        planted[1].as_i64().unwrap(),
+        planted[2].as_i64().unwrap(),
+        planted[3].as_i64().unwrap(),
+    );
+    assert!(msqid >= 0 && semid >= 0, "{planted}");
+    assert!(sysv_objects("shm").contains(&(shmid, uid, uid)), "planted");
+    // shutdown() returns once the teardown is complete and the exit record written.
+    a.shutdown().await;
+    let ends: Vec<Value> = te
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "exit" || r["event"] == "kill")
+        .collect();
+    let [exit] = &ends[..] else {
+        panic!("one end record: {ends:?}")
+    };
+    for kind in ["shm", "msg", "sem"] {
+        let left: Vec<_> = sysv_objects(kind)
+            .into_iter()
+            .filter(|&(_, u, c)| u == uid || c == uid)
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{kind} objects of uid {uid} left: {left:?}"
+        );
+    }
+    assert_eq!(
+        exit["detail"]["sysv_removed"],
+        json!({"shm": 1, "msg": 1, "sem": 1, "failed": 0}),
+        "{exit}"
+    );
+    let b = start(&te, &second).await;
+    let peeked = call(&b, "peek", json!({"key": SYSV_KEY})).await;
+    assert_eq!(
+        peeked,
+        json!([uid, "errno", libc::ENOENT]),
+        "same uid, no segment"
+    );
+    b.shutdown().await;
+}

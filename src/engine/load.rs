@@ -78,7 +78,7 @@ impl Engine {
                 }
             }
         } else {
-            None
+            Some(self.inner.shared_uids.hold(validated.prepared.ids().0))
         };
         let started = record_transition(&self.inner.audit, &subject, None, State::Spawning, None)
             .map_err(LoadError::from);
@@ -113,7 +113,10 @@ impl Engine {
         let manifest = &validated.manifest;
         let prepared = &validated.prepared;
         let gate = Arc::clone(&validated.gate);
-        let ids = lease.as_ref().map(|l| (l.id(), l.id()));
+        let ids = lease
+            .as_ref()
+            .filter(|l| l.is_pooled())
+            .map(|l| (l.id(), l.id()));
         let state_dir = config.state_dir.join(state_key(manifest));
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| LoadError::Host(format!("state {}: {e}", state_dir.display())))?;

@@ -158,6 +158,9 @@ pub(crate) struct Inner {
     pub(crate) live: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) registry: registry::Registry,
     pub(crate) uids: Option<Arc<uids::UidPool>>,
+    /// Live instances per uid that is not from the pool (System V IPC cleanup waits for the
+    /// last of them).
+    pub(crate) shared_uids: Arc<uids::SharedUids>,
     pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Kills every registered plugin process group if this host dies.
     pub(crate) watchdog: Arc<crate::sandbox::Watchdog>,
@@ -224,6 +227,7 @@ impl Engine {
                 live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 registry: Default::default(),
                 uids,
+                shared_uids: Default::default(),
                 closing: Default::default(),
                 watchdog: Arc::new(watchdog),
             }),
