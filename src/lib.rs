@@ -3,6 +3,7 @@ pub mod audit;
 pub mod broker;
 pub mod capability;
 pub mod discovery;
+pub mod display;
 pub mod engine;
 pub mod fuzzing;
 pub mod ipc;

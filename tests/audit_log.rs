@@ -292,9 +292,22 @@ fn when_the_log_fills_up_mid_run_no_call_runs_without_its_record() {
                 && l.contains(r#""decision":"allow""#)
         })
         .count();
-    let stored = std::fs::read_dir(state.join("notes/kv"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    // The store is `state/notes-<id of the plugin directory>/kv`.
+    let stored: usize = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| {
+            d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("notes-")
+        })
+        .map(|d| {
+            std::fs::read_dir(d.join("kv"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum();
     assert!(allowed_sets > 0);
     assert_eq!(
         stored, allowed_sets,

@@ -166,9 +166,7 @@ pub fn escape_text(text: &str) -> String {
             out.push_str("…[truncated]");
             break;
         }
-        let risky = c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
-        if risky {
+        if crate::display::is_unsafe(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);

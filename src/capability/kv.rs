@@ -3,8 +3,15 @@
 //!
 //! Each key is one file named by the sha256 of the key, holding `{"k": key, "v": value}`.
 //! `kv.set` writes a temporary file, fsyncs it, renames it over the old one and fsyncs the
-//! directory: a crash leaves the old value or the new one, never a torn one.
+//! directory: a crash leaves the old value or the new one, never a torn one. The keys are also
+//! held in memory ([`KvStores`]), so `kv.list` and the key-count check read no values.
+//!
+//! The store belongs to the plugin's identity, not its name: the engine gives each approved
+//! plugin directory a state directory of its own (see [`PluginInfo::state_dir`]).
+//!
+//! [`PluginInfo::state_dir`]: super::PluginInfo::state_dir
 
+use super::kv_store::{lock, read_entry, KvStores, Store};
 use super::{args, BoxFuture, CallContext, CallError, CallRequest, Capability, Reply};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,6 +20,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Longest key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -36,9 +44,19 @@ pub enum KvOp {
     List,
 }
 
-/// The capability object for one operation.
+/// The capability object for one operation, over the engine's stores.
 #[derive(Debug)]
-pub struct Kv(pub KvOp);
+pub struct Kv {
+    op: KvOp,
+    stores: Arc<KvStores>,
+}
+
+impl Kv {
+    /// `op` over `stores` (one [`KvStores`] per engine, shared by the four operations).
+    pub fn new(op: KvOp, stores: Arc<KvStores>) -> Self {
+        Self { op, stores }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,27 +78,35 @@ struct ListArgs {
     prefix: String,
 }
 
+/// One entry file's content.
 #[derive(Serialize, Deserialize)]
-struct Entry {
-    k: String,
-    v: Value,
+pub(crate) struct Entry {
+    pub(crate) k: String,
+    pub(crate) v: Value,
 }
 
 impl Capability for Kv {
     fn call(&self, ctx: CallContext, request: CallRequest) -> BoxFuture<Result<Reply, CallError>> {
-        let op = self.0;
+        let (op, stores) = (self.op, Arc::clone(&self.stores));
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let dir = ctx.plugin.state_dir.join("kv");
                 fs::create_dir_all(&dir).map_err(|e| CallError::host(format!("kv: {e}")))?;
+                let store = stores.store(&dir);
                 match op {
                     KvOp::Get => get(&dir, &args::<KeyArgs>("kv.get", &request)?.key),
                     KvOp::Set => {
                         let a: SetArgs = args("kv.set", &request)?;
-                        set(&dir, a.key, a.value)
+                        set(&mut lock(&store), a.key, a.value)
                     }
-                    KvOp::Delete => delete(&dir, &args::<KeyArgs>("kv.delete", &request)?.key),
-                    KvOp::List => list(&dir, &args::<ListArgs>("kv.list", &request)?.prefix),
+                    KvOp::Delete => {
+                        let key = args::<KeyArgs>("kv.delete", &request)?.key;
+                        delete(&mut lock(&store), &key)
+                    }
+                    KvOp::List => {
+                        let prefix = args::<ListArgs>("kv.list", &request)?.prefix;
+                        list(&mut lock(&store), &prefix)
+                    }
                 }
             })
             .await
@@ -106,7 +132,7 @@ fn host_err(e: std::io::Error) -> CallError {
 
 fn get(dir: &Path, key: &str) -> Result<Reply, CallError> {
     let path = file_for(dir, key)?;
-    match fs::read(&path) {
+    match read_entry(&path) {
         Ok(bytes) => {
             let entry: Entry = serde_json::from_slice(&bytes)
                 .map_err(|e| CallError::host(format!("kv: corrupt entry: {e}")))?;
@@ -117,20 +143,39 @@ fn get(dir: &Path, key: &str) -> Result<Reply, CallError> {
     }
 }
 
-fn set(dir: &Path, key: String, value: Value) -> Result<Reply, CallError> {
-    let path = file_for(dir, &key)?;
-    let bytes = serde_json::to_vec(&Entry { k: key, v: value })
-        .map_err(|e| CallError::invalid(e.to_string()))?;
+fn set(store: &mut Store, key: String, value: Value) -> Result<Reply, CallError> {
+    let path = file_for(&store.dir, &key)?;
+    let entry = Entry {
+        k: key.clone(),
+        v: value,
+    };
+    let bytes = serde_json::to_vec(&entry).map_err(|e| CallError::invalid(e.to_string()))?;
     if bytes.len() > MAX_VALUE_BYTES + MAX_KEY_BYTES + 16 {
         return Err(CallError::too_large(format!(
             "value exceeds {MAX_VALUE_BYTES} bytes"
         )));
     }
-    if !path.exists() && count(dir)? >= MAX_KEYS {
+    let keys = store.keys().map_err(host_err)?;
+    if !keys.contains(&key) && keys.len() >= MAX_KEYS {
         return Err(CallError::too_large(format!(
             "the store already holds {MAX_KEYS} keys"
         )));
     }
+    match write_atomic(&store.dir, &path, &bytes) {
+        Ok(()) => {
+            store.keys().map_err(host_err)?.insert(key);
+            Ok(Reply::Json(Value::Null))
+        }
+        Err(e) => {
+            // Whether the rename happened is unknown: reload the index on next use.
+            store.forget_keys();
+            Err(host_err(e))
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary file, fsyncs it, renames it to `path` and fsyncs `dir`.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
@@ -138,50 +183,44 @@ fn set(dir: &Path, key: String, value: Value) -> Result<Reply, CallError> {
     ));
     let result = (|| {
         let mut file = File::create(&temp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temp, &path)?;
+        fs::rename(&temp, path)?;
         File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    result.map_err(host_err)?;
-    Ok(Reply::Json(Value::Null))
+    result
 }
 
-fn delete(dir: &Path, key: &str) -> Result<Reply, CallError> {
-    let path = file_for(dir, key)?;
-    match fs::remove_file(&path) {
-        Ok(()) => {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(host_err)?;
-            Ok(Reply::Json(Value::Bool(true)))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Reply::Json(Value::Bool(false))),
-        Err(e) => Err(host_err(e)),
+fn delete(store: &mut Store, key: &str) -> Result<Reply, CallError> {
+    let path = file_for(&store.dir, key)?;
+    let removed = match fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(host_err(e)),
+    };
+    store.forget_key(key);
+    if removed {
+        File::open(&store.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(host_err)?;
     }
+    Ok(Reply::Json(Value::Bool(removed)))
 }
 
-fn count(dir: &Path) -> Result<usize, CallError> {
-    Ok(fs::read_dir(dir).map_err(host_err)?.count())
-}
-
-fn list(dir: &Path, prefix: &str) -> Result<Reply, CallError> {
-    let mut keys = Vec::new();
-    for entry in fs::read_dir(dir).map_err(host_err)? {
-        let entry = entry.map_err(host_err)?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let bytes = fs::read(entry.path()).map_err(host_err)?;
-        if let Ok(e) = serde_json::from_slice::<Entry>(&bytes) {
-            if e.k.starts_with(prefix) {
-                keys.push(e.k);
-            }
-        }
-    }
-    keys.sort();
-    Ok(Reply::Json(Value::from(keys)))
+fn list(store: &mut Store, prefix: &str) -> Result<Reply, CallError> {
+    let keys: Vec<&String> = store
+        .keys()
+        .map_err(host_err)?
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|k| k.starts_with(prefix))
+        .collect();
+    Ok(Reply::Json(Value::from(
+        keys.into_iter().cloned().collect::<Vec<_>>(),
+    )))
 }

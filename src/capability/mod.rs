@@ -7,6 +7,7 @@
 
 pub mod fs;
 pub mod kv;
+pub mod kv_store;
 pub mod log;
 
 use crate::ipc::ErrorCode;
@@ -34,7 +35,9 @@ pub struct PluginInfo {
     pub instance: String,
     /// The plugin directory.
     pub dir: PathBuf,
-    /// This plugin's private state directory (the kv store lives here).
+    /// This plugin's private state directory (the kv store lives here): one per plugin
+    /// directory, shared by its instances and versions, never by another directory that
+    /// claims the same name.
     pub state_dir: PathBuf,
     /// sha256 over the plugin's files, computed at load.
     pub digest: String,

@@ -78,7 +78,7 @@ impl Engine {
                 }
             }
         } else {
-            None
+            Some(self.inner.shared_uids.hold(validated.prepared.ids().0))
         };
         let started = record_transition(&self.inner.audit, &subject, None, State::Spawning, None)
             .map_err(LoadError::from);
@@ -113,8 +113,11 @@ impl Engine {
         let manifest = &validated.manifest;
         let prepared = &validated.prepared;
         let gate = Arc::clone(&validated.gate);
-        let ids = lease.as_ref().map(|l| (l.id(), l.id()));
-        let state_dir = config.state_dir.join(&manifest.name);
+        let ids = lease
+            .as_ref()
+            .filter(|l| l.is_pooled())
+            .map(|l| (l.id(), l.id()));
+        let state_dir = config.state_dir.join(state_key(manifest));
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| LoadError::Host(format!("state {}: {e}", state_dir.display())))?;
         let info = Arc::new(PluginInfo {
@@ -296,6 +299,17 @@ async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: 
             return;
         }
     }
+}
+
+/// The name of a plugin's state directory: its manifest name (for people reading the
+/// directory) and the first 16 hex digits of the sha256 of its canonical directory path. The
+/// name alone is not an identity: any other directory may claim it.
+fn state_key(manifest: &crate::manifest::Manifest) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let digest = sha2::Sha256::digest(manifest.dir.as_os_str().as_bytes());
+    let hex = crate::audit::chain::hex(&digest);
+    format!("{}-{}", manifest.name, hex.get(..16).unwrap_or(&hex))
 }
 
 /// A Python string literal (JSON strings are valid Python literals).

@@ -40,6 +40,7 @@ pub use plugin::{Plugin, PluginStats};
 use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::capability::fs::{Fs, FsOp};
 use crate::capability::kv::{Kv, KvOp};
+use crate::capability::kv_store::KvStores;
 use crate::capability::log::Log;
 use crate::capability::Capability;
 use crate::ipc::frame::MAX_FRAME_BYTES;
@@ -71,7 +72,9 @@ pub struct EngineConfig {
     pub api_version: semver::Version,
     /// The audit log (JSON Lines, appended).
     pub audit_log: PathBuf,
-    /// Where per-plugin state (the kv store) lives: `state_dir/<plugin name>/`.
+    /// Where per-plugin state (the kv store) lives: `state_dir/<name>-<id>/`, where `<id>` is
+    /// the first 16 hex digits of the sha256 of the plugin's canonical directory path, so a
+    /// plugin's state belongs to its approved directory, not to a name any manifest can claim.
     pub state_dir: PathBuf,
     /// The Python SDK made importable inside every sandbox.
     pub sdk_dir: PathBuf,
@@ -155,6 +158,9 @@ pub(crate) struct Inner {
     pub(crate) live: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) registry: registry::Registry,
     pub(crate) uids: Option<Arc<uids::UidPool>>,
+    /// Live instances per uid that is not from the pool (System V IPC cleanup waits for the
+    /// last of them).
+    pub(crate) shared_uids: Arc<uids::SharedUids>,
     pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Kills every registered plugin process group if this host dies.
     pub(crate) watchdog: Arc<crate::sandbox::Watchdog>,
@@ -202,10 +208,16 @@ impl Engine {
         caps.insert("fs.read".into(), Arc::new(Fs(FsOp::Read)));
         caps.insert("fs.write".into(), Arc::new(Fs(FsOp::Write)));
         caps.insert("fs.list".into(), Arc::new(Fs(FsOp::List)));
-        caps.insert("kv.get".into(), Arc::new(Kv(KvOp::Get)));
-        caps.insert("kv.set".into(), Arc::new(Kv(KvOp::Set)));
-        caps.insert("kv.delete".into(), Arc::new(Kv(KvOp::Delete)));
-        caps.insert("kv.list".into(), Arc::new(Kv(KvOp::List)));
+        // One set of kv stores (and key indexes) for the four operations of this engine.
+        let stores = Arc::new(KvStores::default());
+        for (name, op) in [
+            ("kv.get", KvOp::Get),
+            ("kv.set", KvOp::Set),
+            ("kv.delete", KvOp::Delete),
+            ("kv.list", KvOp::List),
+        ] {
+            caps.insert(name.into(), Arc::new(Kv::new(op, Arc::clone(&stores))));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -215,6 +227,7 @@ impl Engine {
                 live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 registry: Default::default(),
                 uids,
+                shared_uids: Default::default(),
                 closing: Default::default(),
                 watchdog: Arc::new(watchdog),
             }),

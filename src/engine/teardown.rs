@@ -21,7 +21,7 @@ pub(crate) fn start(
     pid: libc::pid_t,
     wall_seconds: u64,
     live: Arc<std::sync::atomic::AtomicUsize>,
-    lease: Option<UidLease>,
+    mut lease: Option<UidLease>,
     watchdog: Arc<crate::sandbox::Watchdog>,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
@@ -65,6 +65,14 @@ pub(crate) fn start(
             Some(WaitStatus::Signaled(sig)) => serde_json::json!({ "pid": pid, "signal": sig }),
             None => serde_json::json!({ "pid": pid }),
         });
+        // The tree is gone: remove the System V IPC objects its uid left, before the uid
+        // can serve another instance, and say so in the exit record.
+        let sysv = lease.as_mut().and_then(UidLease::clear_sysv);
+        if let (Some(removed), Some(detail)) = (sysv, r.detail.as_mut()) {
+            if removed.total() > 0 || removed.failed > 0 {
+                detail["sysv_removed"] = serde_json::json!(removed);
+            }
+        }
         if let Err(e) = audit.write(&r) {
             tracing::error!("{e}");
         }

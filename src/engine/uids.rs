@@ -1,7 +1,16 @@
 //! Per-instance identities: when the host is root, each plugin process gets a uid and gid of
 //! its own from a reserved range, so `RLIMIT_NPROC` (counted per uid) bounds each plugin
 //! separately, and no plugin can signal, trace or share files with another through its uid.
+//!
+//! Before an id goes back to the pool, the System V IPC objects its instance left behind are
+//! removed ([`crate::sandbox::sysv`]), so the next instance given the id finds none of them.
+//! An id the pool does not own (a policy's explicit `[process] uid`, or 65534 without a pool)
+//! is counted per live instance instead; its objects are removed when the last instance of
+//! this engine running under it ends, unless the id is 0, the host's own, or 65534 (`nobody`,
+//! which other software on the host may use: the engine cannot tell whose objects those are).
 
+use crate::sandbox::sysv::{self, SysvRemoved};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// A range of ids handed out one per live instance.
@@ -11,11 +20,27 @@ pub(crate) struct UidPool {
     free: Mutex<Vec<u32>>,
 }
 
-/// One id, returned to the pool when dropped (after the instance's process tree is gone).
+/// Live instances per id the pool does not own.
+#[derive(Debug, Default)]
+pub(crate) struct SharedUids {
+    live: Mutex<HashMap<u32, usize>>,
+}
+
+/// One instance's hold on its uid: a pool id, returned to the pool when dropped, or a count on
+/// a shared id. Dropped only after the instance's process tree is gone; the drop removes the
+/// id's System V IPC objects (see the module documentation for shared ids).
 #[derive(Debug)]
 pub(crate) struct UidLease {
-    pool: Arc<UidPool>,
+    owner: Owner,
     id: u32,
+    /// A pool id whose objects were already removed (by [`UidLease::clear_sysv`]).
+    cleared: bool,
+}
+
+#[derive(Debug)]
+enum Owner {
+    Pool(Arc<UidPool>),
+    Shared(Arc<SharedUids>),
 }
 
 impl UidPool {
@@ -33,8 +58,9 @@ impl UidPool {
     pub(crate) fn acquire(self: &Arc<Self>) -> Option<UidLease> {
         let id = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
         Some(UidLease {
-            pool: Arc::clone(self),
+            owner: Owner::Pool(Arc::clone(self)),
             id,
+            cleared: false,
         })
     }
 
@@ -44,20 +70,90 @@ impl UidPool {
     }
 }
 
+impl SharedUids {
+    /// Counts one more live instance running under `id`.
+    pub(crate) fn hold(self: &Arc<Self>, id: u32) -> UidLease {
+        *self.lock().entry(id).or_default() += 1;
+        UidLease {
+            owner: Owner::Shared(Arc::clone(self)),
+            id,
+            cleared: false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, usize>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl UidLease {
     /// The uid (also used as the gid).
     pub(crate) fn id(&self) -> u32 {
         self.id
     }
+
+    /// Is this id the instance's own (from the pool), rather than the policy's?
+    pub(crate) fn is_pooled(&self) -> bool {
+        matches!(self.owner, Owner::Pool(_))
+    }
+
+    /// Removes the id's System V IPC objects now (the instance's tree must be gone), if the
+    /// id is this instance's alone: a pool id, or a shared id with no other live instance
+    /// that is safe to clean (see the module documentation). `None` when nothing was tried.
+    pub(crate) fn clear_sysv(&mut self) -> Option<SysvRemoved> {
+        match &self.owner {
+            Owner::Pool(_) => {
+                self.cleared = true;
+                Some(sysv::remove_owned_by(self.id))
+            }
+            Owner::Shared(shared) => clear_shared(&shared.lock(), self.id),
+        }
+    }
+}
+
+/// Removes a shared id's objects if no other instance lives under it and it is cleanable.
+/// The caller holds the count's lock across the removal, so an instance starting under this
+/// id waits for it.
+fn clear_shared(live: &HashMap<u32, usize>, id: u32) -> Option<SysvRemoved> {
+    let alone = live.get(&id).copied().unwrap_or(0) <= 1;
+    (alone && shared_id_is_cleanable(id)).then(|| sysv::remove_owned_by(id))
+}
+
+/// May the objects of a shared id be removed? Only ids that are the plugins' alone: not
+/// root, not the host's own uid, not `nobody`; and only when the host is root (the uid switch
+/// happened, so the id is not the host's).
+fn shared_id_is_cleanable(id: u32) -> bool {
+    let host = crate::sys::geteuid();
+    host == 0 && id != 0 && id != host && id != 65534
 }
 
 impl Drop for UidLease {
     fn drop(&mut self) {
-        self.pool
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(self.id);
+        let id = self.id;
+        let log = |r: Option<SysvRemoved>| {
+            if let Some(r) = r.filter(|r| r.total() > 0 || r.failed > 0) {
+                tracing::info!(uid = id, ?r, "removed System V IPC objects left by the uid");
+            }
+        };
+        match &self.owner {
+            Owner::Pool(pool) => {
+                if !self.cleared {
+                    log(Some(sysv::remove_owned_by(id)));
+                }
+                pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(id)
+            }
+            Owner::Shared(shared) => {
+                // One critical section: of instances ending together, the last one cleans.
+                let mut live = shared.lock();
+                log(clear_shared(&live, id));
+                if let Some(n) = live.get_mut(&self.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        live.remove(&self.id);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -75,5 +171,24 @@ mod tests {
         assert!(pool.acquire().is_none());
         drop(a);
         assert_eq!(pool.acquire().unwrap().id(), 5000);
+    }
+
+    #[test]
+    fn a_shared_id_is_cleaned_only_by_its_last_instance_and_never_for_nobody_or_root() {
+        let unused = 1_234_567_890;
+        let live = HashMap::from([(unused, 2), (65534, 1), (0, 1)]);
+        assert_eq!(clear_shared(&live, unused), None, "another instance lives");
+        assert_eq!(clear_shared(&live, 65534), None);
+        assert_eq!(clear_shared(&live, 0), None);
+        let alone = HashMap::from([(unused, 1)]);
+        let expected = (crate::sys::geteuid() == 0).then(SysvRemoved::default);
+        assert_eq!(clear_shared(&alone, unused), expected);
+        let shared = Arc::new(SharedUids::default());
+        let (a, b) = (shared.hold(unused), shared.hold(unused));
+        assert!(!a.is_pooled());
+        drop(a);
+        assert_eq!(shared.lock().get(&unused), Some(&1));
+        drop(b);
+        assert!(shared.lock().is_empty());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Parent side: [`command`], [`landlock`], [`seccomp`], [`rlimits`] and [`prepare`] build
 //! everything once per policy; [`spawn()`] forks; [`tree`] tears a process tree down;
-//! [`watchdog`] kills every plugin's tree if the host itself dies.
+//! [`watchdog`] kills every plugin's tree if the host itself dies; [`sysv`] removes the System
+//! V IPC objects a plugin's uid left behind.
 //! Child side: [`child`] holds the ordered steps run between fork and exec.
 
 pub mod bpf_tree;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod rlimits;
 pub mod seccomp;
 pub mod spawn;
+pub mod sysv;
 pub mod tree;
 pub mod watchdog;
 

@@ -12,11 +12,13 @@ use std::io;
 
 mod confine;
 mod file;
+mod ipc;
 mod process;
 mod socket;
 mod watchdog;
 pub use confine::*;
 pub use file::*;
+pub use ipc::*;
 pub use process::*;
 pub use socket::*;
 pub use watchdog::{

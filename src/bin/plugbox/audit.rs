@@ -23,12 +23,12 @@ pub struct ShowFilter {
 pub fn verify_cmd(files: &[PathBuf], json: bool) -> Result<ExitCode, String> {
     let verdict = verify(files).map_err(|e| format!("audit: {e}"))?;
     if json {
-        println!("{}", serde_json::to_string(&verdict).unwrap_or_default());
+        println!("{}", plugbox::display::json(&verdict));
     } else {
         for note in &verdict.notes {
-            println!("note: {note}");
+            println!("note: {}", plugbox::display::escape(note));
         }
-        println!("{}", describe(&verdict));
+        println!("{}", plugbox::display::escape_lines(&describe(&verdict)));
     }
     Ok(if verdict.broken.is_none() {
         ExitCode::SUCCESS
@@ -97,7 +97,7 @@ pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
                 .is_none_or(|d| text(&r["decision"]) == d)
             && f.since.as_deref().is_none_or(|s| text(&r["ts"]) >= s);
         if keep && f.json {
-            println!("{r}");
+            println!("{}", plugbox::display::json(r));
         } else if keep {
             println!("{}", row(r));
         }

@@ -1,15 +1,24 @@
 //! `plugbox check PATH [--grant FILE]`: a plugin directory's effective policy in words, or a
 //! policy file's validation. Runs nothing.
 
+use plugbox::display::escape;
 use plugbox::engine::{default_sdk_dir, BUILTIN_CAPABILITIES, HOST_API_VERSION};
 use plugbox::manifest::{Grants, Manifest};
 use plugbox::policy::Policy;
 use std::path::Path;
 
+/// Prints one line of the report with every control or bidi character escaped (the fields
+/// that come from the manifest are escaped one by one as well, so none can break a line).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", plugbox::display::escape_lines(&format!($($arg)*)))
+    };
+}
+
 pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
     if path.is_file() {
         let policy = Policy::load(path).map_err(|e| e.to_string())?;
-        println!("policy {} is valid", path.display());
+        say!("policy {} is valid", escape(&path.display().to_string()));
         describe_policy(&policy);
         return Ok(());
     }
@@ -21,19 +30,24 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         None => Grants::all_requested(),
     };
     let effective = manifest.effective(&grants).map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "plugin    {} {} (api {}; host {HOST_API_VERSION}: compatible)",
-        manifest.name, manifest.version, manifest.api
+        escape(&manifest.name),
+        escape(&manifest.version.to_string()),
+        escape(&manifest.api.to_string())
     );
-    println!("entry     {}", manifest.entry.display());
+    say!(
+        "entry     {}",
+        escape(&manifest.entry.display().to_string())
+    );
     let digest =
         plugbox::manifest::digest::code_digest(&manifest.dir).map_err(|e| e.to_string())?;
-    println!("digest    {digest} (pin it with code_digest in a grant file)");
+    say!("digest    {digest} (pin it with code_digest in a grant file)");
     grants
         .check_digest(&manifest.name, &digest)
         .map_err(|e| e.to_string())?;
-    println!("runtime   {}", manifest.runtime);
-    println!(
+    say!("runtime   {}", escape(&manifest.runtime));
+    say!(
         "capabilities{}",
         if grant.is_some() {
             " (requested ∩ granted)"
@@ -48,23 +62,28 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
             Some(_) => "granted",
             None => "not granted (optional: absent)",
         };
-        let mut line = format!("  {name:<16} {state}");
+        let mut line = format!("  {:<16} {state}", escape(name));
         if let Some(e) = eff {
             if !e.paths.is_empty() {
-                line.push_str(&format!(", roots {:?}", e.paths));
+                let roots: Vec<_> = e
+                    .paths
+                    .iter()
+                    .map(|p| format!("\"{}\"", escape(p)))
+                    .collect();
+                line.push_str(&format!(", roots [{}]", roots.join(", ")));
             }
             if let Some(m) = e.max_bytes {
                 line.push_str(&format!(", at most {m} bytes"));
             }
         }
         if let Some(reason) = &request.reason {
-            line.push_str(&format!(" — {reason}"));
+            line.push_str(&format!(" — {}", escape(reason)));
         }
-        println!("{line}");
+        say!("{line}");
     }
-    println!(
+    say!(
         "sandbox   (plus read of the plugin directory and of the SDK at {})",
-        default_sdk_dir().display()
+        escape(&default_sdk_dir().display().to_string())
     );
     describe_policy(&manifest.policy);
     Ok(())
@@ -77,28 +96,29 @@ fn describe_policy(p: &Policy) {
             "nothing".to_owned()
         } else {
             v.iter()
-                .map(|p| p.display().to_string())
+                .map(|p| escape(&p.display().to_string()).into_owned())
                 .collect::<Vec<_>>()
                 .join(", ")
         }
     };
-    println!(
+    say!(
         "  read      {} (beyond the system library baseline)",
         list(&fs.read)
     );
-    println!("  write     {}", list(&fs.write));
-    println!(
+    say!("  write     {}", list(&fs.write));
+    say!(
         "  execute   {} (beyond the interpreter itself)",
         list(&fs.execute)
     );
     let n = p.network();
     if n.any_tcp() {
-        println!(
+        say!(
             "  network   TCP connect to ports {:?}, bind ports {:?}; nothing else",
-            n.connect_tcp, n.bind_tcp
+            n.connect_tcp,
+            n.bind_tcp
         );
     } else {
-        println!("  network   none");
+        say!("  network   none");
     }
     let pr = p.process();
     let identity = if (pr.uid, pr.gid) == (65534, 65534) {
@@ -106,7 +126,7 @@ fn describe_policy(p: &Policy) {
     } else {
         format!("runs as uid {} gid {} when started as root", pr.uid, pr.gid)
     };
-    println!(
+    say!(
         "  process   {}, at most {} threads, {identity}",
         if pr.subprocesses {
             "may start subprocesses"
@@ -115,12 +135,13 @@ fn describe_policy(p: &Policy) {
         },
         pr.max_threads,
     );
-    println!(
+    say!(
         "  instances {} at most, {} kept warm",
-        pr.instances, pr.min_warm
+        pr.instances,
+        pr.min_warm
     );
     let groups: Vec<&str> = p.syscall_groups().iter().map(|g| g.name).collect();
-    println!(
+    say!(
         "  syscalls  baseline{}",
         if groups.is_empty() {
             String::new()
@@ -129,7 +150,7 @@ fn describe_policy(p: &Policy) {
         }
     );
     let l = p.limits();
-    println!(
+    say!(
         "  limits    memory {} MiB, cpu {} s, wall {} s, {} open files, files up to {} MiB, output {} bytes",
         l.memory_bytes >> 20,
         l.cpu_seconds,
@@ -138,7 +159,7 @@ fn describe_policy(p: &Policy) {
         l.file_size_bytes >> 20,
         l.output_bytes
     );
-    println!(
+    say!(
         "  calls     {} per second (burst {}), {} in flight, {} ms timeout",
         l.calls_per_second,
         l.call_burst,
@@ -157,11 +178,11 @@ fn describe_policy(p: &Policy) {
             s.circuit_open.as_secs()
         ),
     };
-    println!("  restart   {restart}");
-    println!(
+    say!("  restart   {restart}");
+    say!(
         "  health    ping every {} ms, {} ms deadline",
         s.health_interval.as_millis(),
         s.health_timeout.as_millis()
     );
-    println!("  landlock  requires ABI >= {}", p.min_landlock_abi());
+    say!("  landlock  requires ABI >= {}", p.min_landlock_abi());
 }

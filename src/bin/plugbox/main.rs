@@ -268,10 +268,12 @@ fn main() -> ExitCode {
             let mut all = plugbox::discovery::in_directories(&paths);
             all.extend(plugbox::discovery::in_site_dirs(&sites));
             if json {
-                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                println!("{}", plugbox::display::json_pretty(&all));
             } else {
                 for f in &all {
                     let what = match (&f.name, &f.error) {
+                        // Every field comes from a file in a directory anyone may have
+                        // written: escaped in full below.
                         (Some(n), _) => format!(
                             "{n} {}  [{}]",
                             f.version.as_deref().unwrap_or(""),
@@ -280,11 +282,12 @@ fn main() -> ExitCode {
                         (None, Some(e)) => format!("INVALID: {e}"),
                         (None, None) => String::new(),
                     };
-                    println!(
+                    let line = format!(
                         "{:<12} {:<50} {what}",
                         f.route,
                         f.location.display().to_string()
                     );
+                    println!("{}", plugbox::display::escape(&line));
                 }
             }
             ExitCode::SUCCESS
@@ -353,17 +356,16 @@ fn diff_cmd(old: &std::path::Path, new: &std::path::Path, json: bool) -> Result<
     let (o, n) = (load(old)?, load(new)?);
     let changes = plugbox::manifest::diff::diff(&o, &n);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&changes).unwrap_or_default()
-        );
+        println!("{}", plugbox::display::json_pretty(&changes));
     } else {
-        println!("{} {} -> {} {}", o.name, o.version, n.name, n.version);
+        let head = format!("{} {} -> {} {}", o.name, o.version, n.name, n.version);
+        println!("{}", plugbox::display::escape(&head));
         if changes.is_empty() {
             println!("  asks for nothing more");
         }
         for c in &changes {
-            println!("  {:<10} {:<36} {}", c.kind, c.field, c.detail);
+            let line = format!("  {:<10} {:<36} {}", c.kind, c.field, c.detail);
+            println!("{}", plugbox::display::escape(&line));
         }
     }
     let escalates = changes.iter().any(|c| c.kind == "escalates");
@@ -424,8 +426,13 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Prints plugbox's own failure (control and bidi characters escaped: an error quotes
+/// manifests, paths and plugin text) and returns its exit status.
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("plugbox: {error}");
+    eprintln!(
+        "plugbox: {}",
+        plugbox::display::escape_lines(&error.to_string())
+    );
     ExitCode::from(EXIT_ENGINE)
 }
 

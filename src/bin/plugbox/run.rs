@@ -59,13 +59,16 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
                 json!({ "command": call.command, "ok": false, "error": error })
             }
         };
-        println!("{line}");
+        println!("{}", plugbox::display::json(&line));
         if engine.audit().is_failed() {
             break;
         }
     }
     if opts.stats {
-        println!("{}", json!({ "stats": plugin.stats() }));
+        println!(
+            "{}",
+            plugbox::display::json(&json!({ "stats": plugin.stats() }))
+        );
     }
     // Unloads the plugin (drain, shutdown, SIGTERM, SIGKILL) and seals the log; a failed log
     // makes the whole run an engine failure.
