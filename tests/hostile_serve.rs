@@ -166,12 +166,15 @@ impl Drop for Host {
     }
 }
 
+/// Runs once the calls are done: the attack's own checks and clean-up.
+type Finish = Box<dyn FnOnce(&Host)>;
+
 /// One attack on a running serve host.
 struct Attack {
     /// The hostile plugin to load next to the well-behaved one, if the attack has one.
     hostile: Option<TestPlugin>,
     /// Starts what is not done by loading the plugin (requests the test host sends).
-    start: Box<dyn FnOnce(&Host) -> Box<dyn FnOnce(&Host)>>,
+    start: Box<dyn FnOnce(&Host) -> Finish>,
     /// Has the attack done enough? Polled between calls of the well-behaved plugin.
     done: Box<dyn Fn(&Host) -> bool>,
     /// How slowly the test host handles each hostile `host_call` line.
@@ -241,7 +244,7 @@ fn run(attack: Attack) {
     host.shutdown();
 }
 
-fn nothing_more() -> Box<dyn FnOnce(&Host)> {
+fn nothing_more() -> Finish {
     Box::new(|_| {})
 }
 
