@@ -3,8 +3,8 @@
 //! Checks, in order: the per-plugin rate (every call takes a token, granted or not, so a
 //! plugin cannot flood the audit log with calls it was never granted), exact capability-name
 //! match against the effective allow-list (no case folding, trimming or normalisation), the
-//! request size against the capability's limit, and the per-plugin in-flight limit. The
-//! decision names the rule that made it. Rate-limited refusals are coalesced
+//! request size against the capability's limit, the per-plugin in-flight limit, and the per-plugin
+//! budget of bytes held for pending replies. The decision names the rule that made it. Rate-limited refusals are coalesced
 //! ([`super::coalesce`]): the first in an interval is recorded, the rest are counted.
 
 use super::coalesce::{Coalescer, SUPPRESS_INTERVAL};
@@ -13,7 +13,7 @@ use crate::capability::Capability;
 use crate::ipc::ErrorCode;
 use crate::manifest::EffectiveCapability;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -51,15 +51,41 @@ pub const RATE_REASON: &str = "call rate exceeded";
 /// The rule that refuses rate-limited calls.
 pub const RATE_RULE: &str = "limits.calls_per_second";
 
-/// One in-flight slot.
+/// One in-flight slot, and the reply bytes reserved for the call: the capability's
+/// `max_bytes` until the reply is built, then the reply's size until it is written.
 pub struct Permit {
     counter: Arc<AtomicU32>,
+    pending: Arc<AtomicU64>,
+    reserved: u64,
+}
+
+impl Permit {
+    /// Shrinks the reservation to `bytes` (the built reply's size); never grows it.
+    pub fn settle(&mut self, bytes: u64) {
+        let release = self.reserved.saturating_sub(bytes);
+        self.pending.fetch_sub(release, Ordering::AcqRel);
+        self.reserved -= release;
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::AcqRel);
+        self.pending.fetch_sub(self.reserved, Ordering::AcqRel);
     }
+}
+
+/// A plugin's call limits, shared by every instance of it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Calls per second, sustained.
+    pub rate: u32,
+    /// Calls above the sustained rate.
+    pub burst: u32,
+    /// Calls outstanding at once.
+    pub in_flight: u32,
+    /// Bytes reserved for pending replies at once.
+    pub pending_reply_bytes: u64,
 }
 
 /// Per-plugin gate.
@@ -68,25 +94,38 @@ pub struct Gate {
     limiter: Mutex<Limiter>,
     in_flight: Arc<AtomicU32>,
     max_in_flight: u32,
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
 }
 
 impl Gate {
     /// A gate over `allowed` with the plugin's call limits.
-    pub fn new(
-        allowed: HashMap<String, Granted>,
-        rate: u32,
-        burst: u32,
-        max_in_flight: u32,
-    ) -> Self {
+    pub fn new(allowed: HashMap<String, Granted>, limits: CallLimits) -> Self {
         Self {
             allowed,
             limiter: Mutex::new(Limiter {
-                bucket: TokenBucket::new(rate, burst),
+                bucket: TokenBucket::new(limits.rate, limits.burst),
                 refusals: Coalescer::new(SUPPRESS_INTERVAL),
             }),
             in_flight: Arc::new(AtomicU32::new(0)),
-            max_in_flight,
+            max_in_flight: limits.in_flight,
+            pending: Arc::new(AtomicU64::new(0)),
+            max_pending: limits.pending_reply_bytes,
         }
+    }
+
+    /// Bytes reserved now for this plugin's pending replies (all instances together).
+    pub fn pending_reply_bytes(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Reserves `bytes` of the pending-reply budget, or says none is left.
+    fn reserve(&self, bytes: u64) -> bool {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&n| n <= self.max_pending)
+            })
+            .is_ok()
     }
 
     /// The allow-list, sorted.
@@ -119,8 +158,10 @@ impl Gate {
             };
         }
         let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit {
+        let mut permit = Permit {
             counter: Arc::clone(&self.in_flight),
+            pending: Arc::clone(&self.pending),
+            reserved: 0,
         };
         if previous >= self.max_in_flight {
             return Decision::Deny {
@@ -129,6 +170,19 @@ impl Gate {
                 reason: format!("{} calls already in flight", self.max_in_flight),
             };
         }
+        if !self.reserve(granted.max_bytes) {
+            return Decision::Deny {
+                code: ErrorCode::RateLimited,
+                rule: "limits.pending_reply_mib",
+                reason: format!(
+                    "replies of {} bytes already pending; {} more would exceed {}",
+                    self.pending_reply_bytes(),
+                    granted.max_bytes,
+                    self.max_pending
+                ),
+            };
+        }
+        permit.reserved = granted.max_bytes;
         Decision::Allow(granted.clone(), permit)
     }
 

@@ -5,7 +5,7 @@
 
 use super::{Engine, LoadError, RUNTIME_PATH};
 use crate::audit::{escape_text, EventKind, Record, Subject};
-use crate::broker::gate::{Gate, Granted};
+use crate::broker::gate::{CallLimits, Gate, Granted};
 use crate::manifest::{Grants, Manifest, ManifestError};
 use crate::sandbox::command::check_dir_reachable;
 use crate::sandbox::Prepared;
@@ -154,9 +154,12 @@ impl Engine {
         let l = manifest.policy.limits();
         Ok(Gate::new(
             allowed,
-            l.calls_per_second,
-            l.call_burst,
-            l.calls_in_flight,
+            CallLimits {
+                rate: l.calls_per_second,
+                burst: l.call_burst,
+                in_flight: l.calls_in_flight,
+                pending_reply_bytes: l.pending_reply_bytes,
+            },
         ))
     }
 }

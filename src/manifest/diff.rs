@@ -157,6 +157,11 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
             nl.calls_in_flight.into(),
         ),
         (
+            "limits.pending_reply_mib",
+            ol.pending_reply_bytes >> 20,
+            nl.pending_reply_bytes >> 20,
+        ),
+        (
             "process.max_threads",
             o.process().max_threads.into(),
             n.process().max_threads.into(),

@@ -142,6 +142,11 @@ pub struct LimitsSection {
     /// Plugin→host calls outstanding at once.
     #[serde(default = "default_calls_in_flight")]
     pub calls_in_flight: u32,
+    /// Bytes the host may hold for this plugin's pending replies, MiB, all instances together:
+    /// each call reserves its capability's `max_bytes` before it runs, until its reply is
+    /// written; a call that cannot reserve is refused (`rate_limited`).
+    #[serde(default = "default_pending_reply_mib")]
+    pub pending_reply_mib: u64,
     /// Longest a single call (either direction) may take, milliseconds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
@@ -270,6 +275,9 @@ fn default_call_burst() -> u32 {
 fn default_calls_in_flight() -> u32 {
     16
 }
+fn default_pending_reply_mib() -> u64 {
+    256
+}
 fn default_call_timeout_ms() -> u64 {
     5000
 }
@@ -308,6 +316,7 @@ impl Default for LimitsSection {
             calls_per_second: default_calls_per_second(),
             call_burst: default_call_burst(),
             calls_in_flight: default_calls_in_flight(),
+            pending_reply_mib: default_pending_reply_mib(),
             call_timeout_ms: default_call_timeout_ms(),
         }
     }

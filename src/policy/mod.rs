@@ -123,6 +123,8 @@ pub struct Limits {
     pub call_burst: u32,
     /// Outstanding plugin→host calls.
     pub calls_in_flight: u32,
+    /// Bytes held for pending replies, all instances together.
+    pub pending_reply_bytes: u64,
     /// Per-call deadline.
     pub call_timeout: std::time::Duration,
 }

@@ -213,6 +213,12 @@ fn limits(section: super::file::LimitsSection) -> Result<Limits, PolicyError> {
             1,
             1024,
         )? as u32,
+        pending_reply_bytes: in_range(
+            "limits.pending_reply_mib",
+            section.pending_reply_mib,
+            1,
+            1 << 20,
+        )? * MIB,
         call_timeout: std::time::Duration::from_millis(in_range(
             "limits.call_timeout_ms",
             section.call_timeout_ms,

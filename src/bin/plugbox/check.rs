@@ -160,10 +160,11 @@ fn describe_policy(p: &Policy) {
         l.output_bytes
     );
     say!(
-        "  calls     {} per second (burst {}), {} in flight, {} ms timeout",
+        "  calls     {} per second (burst {}), {} in flight, {} MiB of pending replies, {} ms timeout",
         l.calls_per_second,
         l.call_burst,
         l.calls_in_flight,
+        l.pending_reply_bytes >> 20,
         l.call_timeout.as_millis()
     );
     let s = p.supervision();

@@ -6,13 +6,14 @@
 //! `{"op": "host_reply", "call": N, "result": ...}` or
 //! `{"op": "host_reply", "call": N, "error": {"code": "denied", "message": "..."}}`.
 
+use crate::serve_io::Line;
 use plugbox::capability::{BoxFuture, CallContext, CallError, CallRequest, Capability, Reply};
 use plugbox::ipc::ErrorCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 type Waiting = oneshot::Sender<Result<Value, CallError>>;
 
@@ -26,6 +27,11 @@ pub struct HostCalls {
 impl HostCalls {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is call `call` still waiting for the host's answer?
+    pub fn is_waiting(&self, call: u64) -> bool {
+        self.waiting().contains_key(&call)
     }
 
     /// Routes the host's answer to call `call`; false if no such call is waiting (answered
@@ -52,7 +58,7 @@ impl HostCalls {
 pub struct Forwarded {
     pub name: String,
     pub calls: Arc<HostCalls>,
-    pub out: mpsc::UnboundedSender<Value>,
+    pub out: crate::serve_io::Output,
 }
 
 /// Forgets a host call whose caller stopped waiting (the call timed out or was cancelled).
@@ -87,7 +93,9 @@ impl Capability for Forwarded {
                 "capability": name,
                 "args": request.args,
             });
-            if out.send(line).is_err() {
+            // Waits for room in the bounded output queue (within the call's timeout); once the
+            // call has ended, the line is dropped instead of written.
+            if out.send(Line::HostCall { call, line }).await.is_err() {
                 return Err(CallError::host("the serve host's output is closed"));
             }
             match rx.await {

@@ -9,6 +9,8 @@ mod check;
 mod forwarded;
 mod run;
 mod serve;
+mod serve_io;
+mod serve_order;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use plugbox::launcher;

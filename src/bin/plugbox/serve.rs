@@ -23,29 +23,16 @@
 //! with `"id": null` when its id cannot be read.
 
 use crate::forwarded::{Forwarded, HostCalls};
+use crate::serve_io::{Input, Line, Output};
+use crate::serve_order::{Order, Subject, Ticket};
 use plugbox::capability::{CallError, Reply};
 use plugbox::engine::{Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch};
-
-/// Requests still running, by plugin name.
-type Pending = Arc<Mutex<HashMap<String, Track>>>;
-
-/// What a new request for one plugin must wait for.
-#[derive(Default)]
-struct Track {
-    /// The latest `load`, `reload` or `unload`.
-    lifecycle: Option<watch::Receiver<bool>>,
-    /// Requests since then.
-    others: Vec<watch::Receiver<bool>>,
-}
+use std::sync::Arc;
 
 /// Longest request line accepted; a longer one is answered with an error and skipped.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -139,57 +126,46 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let host_calls = Arc::new(HostCalls::default());
+    let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls));
     for name in opts.capabilities {
         let forwarded = Forwarded {
             name: name.clone(),
             calls: Arc::clone(&host_calls),
-            out: out_tx.clone(),
+            out: out.clone(),
         };
         engine
             .register(&name, Arc::new(forwarded))
             .map_err(|e| e.to_string())?;
     }
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        // `null` is never an answer: it marks the end (forwarded capabilities kept in plugins
-        // that are still being dropped may hold senders a while longer).
-        while let Some(line) = out_rx.recv().await.filter(|l| !l.is_null()) {
-            let mut bytes = line.to_string().into_bytes();
-            bytes.push(b'\n');
-            if stdout.write_all(&bytes).await.is_err() || stdout.flush().await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut input = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
+    let mut input = crate::serve_io::spawn_reader(MAX_REQUEST_BYTES);
     let mut running = tokio::task::JoinSet::new();
-    let pending: Pending = Arc::default();
-    loop {
-        line.clear();
-        let read = (&mut input)
-            .take(MAX_REQUEST_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| format!("stdin: {e}"))?;
-        if read == 0 {
-            break;
-        }
-        if line.len() > MAX_REQUEST_BYTES && line.last() != Some(&b'\n') {
-            skip_rest_of_line(&mut input).await?;
-            let why = format!("request longer than {MAX_REQUEST_BYTES} bytes");
-            let _ = out_tx.send(answer(Value::Null, Err(Failure::new("too_large", why))));
-            continue;
-        }
+    let order = Arc::new(Order::default());
+    let mut failed = None;
+    while let Some(item) = input.recv().await {
+        let line = match item {
+            Input::Line(line) => line,
+            Input::TooLong => {
+                let why = format!("request longer than {MAX_REQUEST_BYTES} bytes");
+                send(
+                    &out,
+                    answer(Value::Null, Err(Failure::new("too_large", why))),
+                )
+                .await;
+                continue;
+            }
+            Input::Failed(e) => {
+                failed = Some(format!("stdin: {e}"));
+                break;
+            }
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let (id, request) = match parse(&line) {
             Ok(parsed) => parsed,
             Err((id, failure)) => {
-                let _ = out_tx.send(answer(id, Err(failure)));
+                send(&out, answer(id, Err(failure))).await;
                 continue;
             }
         };
@@ -201,93 +177,82 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         {
             if !host_calls.answer(call, result, error) {
                 let why = format!("no host call {call} is waiting (answered, or timed out)");
-                let _ = out_tx.send(answer(id, Err(Failure::new("invalid", why))));
+                send(&out, answer(id, Err(Failure::new("invalid", why)))).await;
             }
             continue;
         }
         if matches!(request, Request::Shutdown {}) {
             // Let the requests already running answer first.
             while running.join_next().await.is_some() {}
-            let _ = out_tx.send(answer(id, Ok(Value::Null)));
+            send(&out, answer(id, Ok(Value::Null))).await;
             break;
         }
-        let engine = engine.clone();
-        let out = out_tx.clone();
-        let (done, earlier) = order(&pending, &request);
-        running.spawn(async move {
-            for mut rx in earlier {
-                let _ = rx.wait_for(|finished| *finished).await;
-            }
-            let result = handle(&engine, request).await;
-            let _ = done.send(true);
-            let _ = out.send(answer(id, result));
-        });
+        let ticket = order.file(request.subject(&engine));
+        running.spawn(run_request(
+            engine.clone(),
+            out.clone(),
+            ticket,
+            id,
+            request,
+        ));
     }
     while running.join_next().await.is_some() {}
     let sealed = engine.shutdown().await.map_err(|e| e.to_string());
-    let _ = out_tx.send(Value::Null);
-    let _ = writer.await;
-    sealed.map(|()| ExitCode::SUCCESS)
+    let _ = out.send(Line::End).await;
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    match failed {
+        Some(e) => Err(e),
+        None => sealed.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Queues one answer line, waiting for room.
+async fn send(out: &Output, line: Value) {
+    let _ = out.send(Line::Answer(line)).await;
+}
+
+/// One request in its own task: a load's manifest is read here (off the request loop, on a
+/// blocking thread), then the request waits its turn, runs and is answered.
+async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value, request: Request) {
+    if let Request::Load { dir, .. } = &request {
+        let dir = dir.clone();
+        let read = tokio::task::spawn_blocking(move || plugbox::manifest::Manifest::load(&dir))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.map_err(|e| e.to_string()));
+        match read {
+            Ok(manifest) => ticket.named(Some(manifest.name)),
+            Err(why) => {
+                ticket.named(None);
+                drop(ticket);
+                let failure = Failure::new("load_failed", format!("{why} at validate"));
+                return send(&out, answer(id, Err(failure))).await;
+            }
+        }
+    }
+    ticket.wait().await;
+    let result = handle(&engine, request).await;
+    drop(ticket);
+    send(&out, answer(id, result)).await;
 }
 
 impl Request {
-    /// The plugin a request is about, if it names one (a load: from its manifest, read
-    /// without running anything).
-    fn plugin_name(&self) -> Option<String> {
+    /// The plugin a request is about, for its place in the order (a load's name is read
+    /// later, in its own task).
+    fn subject(&self, engine: &Engine) -> Subject {
+        let plugin = |name: &String, lifecycle: bool| Subject::Plugin {
+            name: name.clone(),
+            lifecycle,
+            loaded: engine.plugin(name).is_some(),
+        };
         match self {
-            Request::Load { dir, .. } => {
-                plugbox::manifest::Manifest::load(dir).ok().map(|m| m.name)
+            Request::Load { .. } => Subject::Load,
+            Request::Reload { plugin: name, .. } | Request::Unload { plugin: name } => {
+                plugin(name, true)
             }
-            Request::Reload { plugin, .. }
-            | Request::Unload { plugin }
-            | Request::Call { plugin, .. } => Some(plugin.clone()),
-            Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => None,
-        }
-    }
-}
-
-/// Files `request` under its plugin: returns where to say it finished, and what it must wait
-/// for first.
-fn order(
-    pending: &Pending,
-    request: &Request,
-) -> (watch::Sender<bool>, Vec<watch::Receiver<bool>>) {
-    let (done, rx) = watch::channel(false);
-    let Some(name) = request.plugin_name() else {
-        return (done, Vec::new());
-    };
-    let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
-    let track = map.entry(name).or_default();
-    track.others.retain(|r| !*r.borrow());
-    let lifecycle = matches!(
-        request,
-        Request::Load { .. } | Request::Reload { .. } | Request::Unload { .. }
-    );
-    let mut earlier: Vec<watch::Receiver<bool>> = track.lifecycle.iter().cloned().collect();
-    if lifecycle {
-        earlier.append(&mut track.others);
-        track.lifecycle = Some(rx);
-    } else {
-        track.others.push(rx);
-    }
-    (done, earlier)
-}
-
-/// Reads and drops the rest of an overlong line.
-async fn skip_rest_of_line(input: &mut BufReader<tokio::io::Stdin>) -> Result<(), String> {
-    loop {
-        let buf = input.fill_buf().await.map_err(|e| format!("stdin: {e}"))?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                input.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                input.consume(n);
+            Request::Call { plugin: name, .. } => plugin(name, false),
+            Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => {
+                Subject::Nothing
             }
         }
     }

@@ -2,6 +2,7 @@
 //! runs, dispatch to the capability with a deadline, the reply, and the outcome record.
 
 use super::*;
+use crate::broker::gate::Permit;
 use crate::broker::gate::RATE_REASON;
 
 impl Session {
@@ -44,7 +45,7 @@ impl Session {
                 self.send_now(error_frame(id, code, reason));
             }
         };
-        let (granted, permit) = match self.gate.decide(&method, request_bytes) {
+        let (granted, mut permit) = match self.gate.decide(&method, request_bytes) {
             Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
             Decision::Suppressed => {
                 // Counted by the gate; reported in a `calls_suppressed` record.
@@ -101,7 +102,10 @@ impl Session {
                     format!("no reply within {:?}", session.call_timeout),
                 )),
             };
-            session.finish_call(id, &method, started, outcome).await;
+            session
+                .finish_call(id, &method, started, outcome, &mut permit)
+                .await;
+            // The reply is written (or the session is over): its bytes are no longer held.
             drop(permit);
             session
                 .in_flight
@@ -122,6 +126,7 @@ impl Session {
         method: &str,
         started: Instant,
         outcome: Result<Reply, CallError>,
+        permit: &mut Permit,
     ) {
         self.stats.finished(outcome.is_ok(), started.elapsed());
         let (frame, code) = match outcome {
@@ -145,10 +150,14 @@ impl Session {
             ),
             Err(e) => (error_frame(id, e.code, &e.message).into(), e.code.as_str()),
         };
+        let response_bytes = (frame.head.len() + frame.body.len()) as u64;
+        // Until it is written, the reply holds its own size of the budget, never more than
+        // the capability's `max_bytes` reserved at the gate.
+        permit.settle(response_bytes);
         let mut r = self.record(EventKind::CallOutcome);
         r.call_id = Some(id);
         r.capability = Some(escape_text(method));
-        r.response_bytes = Some((frame.head.len() + frame.body.len()) as u64);
+        r.response_bytes = Some(response_bytes);
         r.duration_us = Some(started.elapsed().as_micros() as u64);
         r.outcome = Some(code.to_owned());
         // The decision was recorded before dispatch; the outcome is recorded right after the
