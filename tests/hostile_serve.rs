@@ -299,9 +299,8 @@ fn floods_host_calls_the_host_never_answers() -> Attack {
     }
 }
 
-/// (c) A `load` of a directory whose `plugbox.toml` is a FIFO, issued mid-run. When the
-/// calls are done, the test writes to the FIFO (if serve is still reading it) so that the
-/// load ends, and checks that it failed.
+/// (c) A `load` of a directory whose `plugbox.toml` is a FIFO, issued mid-run: refused at
+/// once (the manifest reader never blocks), audited, and nothing else waits for it.
 fn loads_a_fifo_manifest() -> Attack {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("plugbox.toml");
@@ -311,11 +310,21 @@ fn loads_a_fifo_manifest() -> Attack {
         hostile: None,
         start: Box::new(move |host| {
             let answer = host.send(json!({"op": "load", "dir": dir.path()}));
-            Box::new(move |_| {
-                let a = unblock_fifo_until_answered(&fifo, &answer);
-                eprintln!("the FIFO load answered: {a}");
+            Box::new(move |host| {
+                let a = answer
+                    .recv_timeout(CALL_TIMEOUT)
+                    .expect("the FIFO load answers");
                 assert_eq!(a["ok"], false, "{a}");
                 assert_eq!(a["error"]["code"], "load_failed", "{a}");
+                assert!(
+                    a["error"]["message"].as_str().unwrap().contains("FIFO"),
+                    "{a}"
+                );
+                let refused = host
+                    .records()
+                    .into_iter()
+                    .filter(|r| r["event"] == "load_refused");
+                assert_eq!(refused.count(), 1, "the refusal is audited");
                 drop(dir);
             })
         }),
@@ -325,26 +334,28 @@ fn loads_a_fifo_manifest() -> Attack {
     }
 }
 
-/// Opens `fifo` for writing without blocking (possible once a reader has it open), writes
-/// a line that is not TOML and closes it, until `answer` arrives.
-fn unblock_fifo_until_answered(fifo: &Path, answer: &mpsc::Receiver<Value>) -> Value {
-    use std::os::unix::fs::OpenOptionsExt;
-    let started = Instant::now();
-    loop {
-        if let Ok(a) = answer.recv_timeout(Duration::from_millis(10)) {
-            return a;
-        }
-        assert!(
-            started.elapsed() < CALL_TIMEOUT,
-            "the FIFO load never ended"
-        );
-        if let Ok(mut w) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo)
-        {
-            let _ = w.write_all(b"not = [toml\n");
-        }
+/// (d) Floods calls of a capability it was never granted, as fast as it can: each gets a
+/// typed refusal, the refusals past the rate are counted into `calls_suppressed` records
+/// instead of one record each, and the well-behaved plugin's calls are unaffected.
+fn floods_ungranted_calls() -> Attack {
+    let plugin = TestPlugin::new(
+        "denied",
+        "[limits]\ncalls_per_second = 50\ncall_burst = 10\n",
+        "import rawwire as w, os, threading\nw.handshake()\ndef drain():\n    while os.read(w.FD, 1 << 20):\n        pass\nthreading.Thread(target=drain, daemon=True).start()\ni = 0\nwhile True:\n    i += 1\n    w.call(i, 'doc.set_text', text='x')\n",
+    );
+    Attack {
+        hostile: Some(plugin),
+        start: Box::new(|_| nothing_more()),
+        done: Box::new(|host| {
+            host.records()
+                .iter()
+                .filter(|r| r["event"] == "calls_suppressed")
+                .filter_map(|r| r["detail"]["suppressed"].as_u64())
+                .sum::<u64>()
+                >= 10_000
+        }),
+        slow_host: Duration::ZERO,
+        peak_growth_mib: 64,
     }
 }
 
@@ -361,4 +372,9 @@ fn a_plugin_flooding_host_calls_the_host_never_answers() {
 #[test]
 fn a_load_of_a_fifo_manifest_mid_run() {
     run(loads_a_fifo_manifest());
+}
+
+#[test]
+fn a_plugin_flooding_ungranted_calls() {
+    run(floods_ungranted_calls());
 }

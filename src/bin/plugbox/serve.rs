@@ -212,7 +212,8 @@ async fn send(out: &Output, line: Value) {
 }
 
 /// One request in its own task: a load's manifest is read here (off the request loop, on a
-/// blocking thread), then the request waits its turn, runs and is answered.
+/// blocking thread; the reader refuses special files and is capped, so it cannot hang), then
+/// the request waits its turn, runs and is answered.
 async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value, request: Request) {
     if let Request::Load { dir, .. } = &request {
         let dir = dir.clone();
@@ -222,11 +223,13 @@ async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value,
             .and_then(|m| m.map_err(|e| e.to_string()));
         match read {
             Ok(manifest) => ticket.named(Some(manifest.name)),
-            Err(why) => {
+            Err(_) => {
+                // Unreadable: nothing to order it against. The engine reads it again (the
+                // reader never blocks and is capped) so that the refusal is audited.
                 ticket.named(None);
                 drop(ticket);
-                let failure = Failure::new("load_failed", format!("{why} at validate"));
-                return send(&out, answer(id, Err(failure))).await;
+                let result = handle(&engine, request).await;
+                return send(&out, answer(id, result)).await;
             }
         }
     }
