@@ -11,10 +11,12 @@
 use std::io;
 
 mod confine;
+mod fs;
 mod process;
 mod socket;
 mod watchdog;
 pub use confine::*;
+pub use fs::*;
 pub use process::*;
 pub use socket::*;
 pub use watchdog::{
