@@ -206,18 +206,17 @@ fn open_checked(
         path: shown.to_owned(),
         source: std::io::Error::new(ErrorKind::InvalidInput, "the path contains a NUL byte"),
     })?;
-    let fd =
-        sys::open_nofollow(dir, &c_name, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
-            match source.raw_os_error() {
-                Some(libc::ELOOP) => UntrustedFileError::Symlink {
-                    path: shown.to_owned(),
-                },
-                _ => UntrustedFileError::Open {
-                    path: shown.to_owned(),
-                    source,
-                },
-            }
-        })?;
+    let fd = sys::open_nofollow(dir, &c_name, libc::O_RDONLY | libc::O_NONBLOCK, 0).map_err(
+        |source| match source.raw_os_error() {
+            Some(libc::ELOOP) => UntrustedFileError::Symlink {
+                path: shown.to_owned(),
+            },
+            _ => UntrustedFileError::Open {
+                path: shown.to_owned(),
+                source,
+            },
+        },
+    )?;
     let file = File::from(fd);
     let meta = file.metadata().map_err(|source| UntrustedFileError::Read {
         path: shown.to_owned(),

@@ -41,6 +41,9 @@ pub struct PluginInfo {
     pub state_dir: PathBuf,
     /// sha256 over the plugin's files, computed at load.
     pub digest: String,
+    /// The plugin directory as opened once at load (the built-in `fs.*` work beneath it),
+    /// with the activation's `fs` slots, file size limit and quota.
+    pub fs: Arc<fs::PluginFs>,
 }
 
 impl PluginInfo {

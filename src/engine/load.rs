@@ -127,6 +127,7 @@ impl Engine {
             dir: manifest.dir.clone(),
             state_dir,
             digest: subject.digest.clone().unwrap_or_default(),
+            fs: Arc::clone(&validated.fs),
         });
         let (host_end, plugin_end) =
             sys::socketpair_stream().map_err(|e| LoadError::Host(format!("socketpair: {e}")))?;

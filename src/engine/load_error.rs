@@ -18,6 +18,10 @@ pub enum LoadError {
         /// The names.
         missing: Vec<String>,
     },
+    /// The plugin directory could not be opened without following a symlink, or the bytes
+    /// beneath its `fs.write` roots could not be counted.
+    #[error("load: {0}")]
+    PluginDir(#[from] crate::capability::fs::PluginDirError),
     /// The sandbox uid cannot reach the plugin or the SDK.
     #[error("load: {0}")]
     Reach(#[from] CommandError),
@@ -71,7 +75,8 @@ impl LoadError {
         match self {
             LoadError::Manifest(_)
             | LoadError::UnknownCapabilities { .. }
-            | LoadError::Escalates { .. } => "validate",
+            | LoadError::Escalates { .. }
+            | LoadError::PluginDir(_) => "validate",
             LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
             LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
             LoadError::Handshake(_) => "handshake",

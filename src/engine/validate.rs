@@ -6,6 +6,7 @@
 use super::{Engine, LoadError, RUNTIME_PATH};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::gate::{CallLimits, Gate, Granted};
+use crate::capability::fs::PluginFs;
 use crate::manifest::{Grants, Manifest, ManifestError};
 use crate::sandbox::command::check_dir_reachable;
 use crate::sandbox::Prepared;
@@ -26,6 +27,9 @@ pub(crate) struct Validated {
     pub(crate) sdk: PathBuf,
     /// The allow-list, rate and in-flight limits, shared by every instance.
     pub(crate) gate: Arc<Gate>,
+    /// The plugin directory, opened once here and never by path again, with the activation's
+    /// `fs.*` slots and quota; shared by every instance.
+    pub(crate) fs: Arc<PluginFs>,
 }
 
 impl Engine {
@@ -60,6 +64,10 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return Err(self.refused(&subject, e)),
         };
+        let fs = match open_fs(&manifest, grants) {
+            Ok(fs) => Arc::new(fs),
+            Err(e) => return Err(self.refused(&subject, e)),
+        };
         Ok(Validated {
             manifest,
             grants: grants.clone(),
@@ -68,6 +76,7 @@ impl Engine {
             prepared,
             sdk,
             gate,
+            fs,
         })
     }
 
@@ -162,6 +171,22 @@ impl Engine {
             },
         ))
     }
+}
+
+/// Opens the plugin directory component by component and counts the bytes beneath the roots
+/// of its `fs.write` grant, for the quota.
+fn open_fs(manifest: &Manifest, grants: &Grants) -> Result<PluginFs, LoadError> {
+    let write_roots: Vec<String> = manifest
+        .effective(grants)?
+        .into_iter()
+        .filter(|cap| cap.name == "fs.write")
+        .flat_map(|cap| cap.paths)
+        .collect();
+    Ok(PluginFs::open(
+        &manifest.dir,
+        &write_roots,
+        manifest.policy.limits(),
+    )?)
 }
 
 fn unknown_subject(dir: &Path) -> Subject {

@@ -145,6 +145,11 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
             ol.file_size_bytes >> 20,
             nl.file_size_bytes >> 20,
         ),
+        (
+            "limits.fs_quota_mib",
+            ol.fs_quota_bytes >> 20,
+            nl.fs_quota_bytes >> 20,
+        ),
         ("limits.output_bytes", ol.output_bytes, nl.output_bytes),
         (
             "limits.calls_per_second",

@@ -72,16 +72,16 @@ pub fn code_digest(dir: &Path) -> Result<String, DigestError> {
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"),
     })?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
-    let root = crate::sys::open_nofollow(None, &c_dir, flags).map_err(|source| {
-        match source.raw_os_error() {
-            Some(libc::ELOOP) => DigestError::File(UntrustedFileError::Symlink {
-                path: dir.to_owned(),
-            }),
-            _ => DigestError::List {
-                dir: dir.to_owned(),
-                source,
-            },
-        }
+    let root = crate::sys::open_nofollow(None, &c_dir, flags, 0).map_err(|source| match source
+        .raw_os_error()
+    {
+        Some(libc::ELOOP) => DigestError::File(UntrustedFileError::Symlink {
+            path: dir.to_owned(),
+        }),
+        _ => DigestError::List {
+            dir: dir.to_owned(),
+            source,
+        },
     })?;
     let mut walk = Walk {
         root: dir,

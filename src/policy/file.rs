@@ -130,6 +130,12 @@ pub struct LimitsSection {
     /// Largest file the program may write, MiB (`RLIMIT_FSIZE`); writes past it fail EFBIG.
     #[serde(default = "default_file_size_mib")]
     pub file_size_mib: u64,
+    /// Bytes the host's built-in `fs.write` may store beneath the plugin's `fs.write` roots,
+    /// MiB: files already there count (summed once at activation), and each write counts its
+    /// size change. A write past it is refused `too_large`. Files the plugin writes itself,
+    /// through its own `[filesystem] write` grants, count only once an activation sums them.
+    #[serde(default = "default_fs_quota_mib")]
+    pub fs_quota_mib: u64,
     /// Bytes of stdout plus stderr forwarded, then both are cut.
     #[serde(default = "default_output_bytes")]
     pub output_bytes: u64,
@@ -263,6 +269,9 @@ fn default_open_files() -> u64 {
 fn default_file_size_mib() -> u64 {
     16
 }
+fn default_fs_quota_mib() -> u64 {
+    64
+}
 fn default_output_bytes() -> u64 {
     1_048_576
 }
@@ -312,6 +321,7 @@ impl Default for LimitsSection {
             wall_seconds: default_wall_seconds(),
             open_files: default_open_files(),
             file_size_mib: default_file_size_mib(),
+            fs_quota_mib: default_fs_quota_mib(),
             output_bytes: default_output_bytes(),
             calls_per_second: default_calls_per_second(),
             call_burst: default_call_burst(),

@@ -115,6 +115,8 @@ pub struct Limits {
     pub open_files: u64,
     /// `RLIMIT_FSIZE`.
     pub file_size_bytes: u64,
+    /// Bytes the built-in `fs.write` may store beneath the plugin's `fs.write` roots.
+    pub fs_quota_bytes: u64,
     /// stdout plus stderr forwarded before both are cut.
     pub output_bytes: u64,
     /// Sustained plugin→host calls per second.

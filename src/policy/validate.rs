@@ -199,6 +199,7 @@ fn limits(section: super::file::LimitsSection) -> Result<Limits, PolicyError> {
         wall_seconds: in_range("limits.wall_seconds", section.wall_seconds, 1, 86_400)?,
         open_files: in_range("limits.open_files", section.open_files, 4, 65_536)?,
         file_size_bytes: in_range("limits.file_size_mib", section.file_size_mib, 0, 1 << 20)? * MIB,
+        fs_quota_bytes: in_range("limits.fs_quota_mib", section.fs_quota_mib, 0, 1 << 20)? * MIB,
         output_bytes: in_range("limits.output_bytes", section.output_bytes, 0, 1 << 32)?,
         calls_per_second: in_range(
             "limits.calls_per_second",

@@ -11,13 +11,13 @@
 use std::io;
 
 mod confine;
-mod file;
+mod fs;
 mod ipc;
 mod process;
 mod socket;
 mod watchdog;
 pub use confine::*;
-pub use file::*;
+pub use fs::*;
 pub use ipc::*;
 pub use process::*;
 pub use socket::*;

@@ -95,7 +95,8 @@ fn recv_uninit_checking_fds(
 }
 
 /// `openat2(dirfd, path, {flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-/// RESOLVE_NO_MAGICLINKS})`: opens `path` strictly beneath `dir`, never through a symlink.
+/// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV})`: opens `path` strictly beneath `dir`, never
+/// through a symlink and never across a mount point.
 pub fn open_beneath(
     dir: RawFd,
     path: &std::ffi::CStr,
@@ -111,6 +112,7 @@ pub fn open_beneath(
     const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
     const RESOLVE_NO_SYMLINKS: u64 = 0x04;
     const RESOLVE_BENEATH: u64 = 0x08;
+    const RESOLVE_NO_XDEV: u64 = 0x01;
     let how = OpenHow {
         // O_PATH accepts only O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC beside it.
         flags: (flags
@@ -127,7 +129,7 @@ pub fn open_beneath(
         } else {
             0
         },
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
     };
     // SAFETY: `path` is NUL-terminated, `how` is a valid open_how of the size passed, and both
     // outlive the call.
