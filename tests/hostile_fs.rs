@@ -18,53 +18,9 @@ use std::time::Duration;
 /// Long enough for any honest call on a loaded machine; only turns a hang into a failure.
 const HANG: Duration = Duration::from_secs(60);
 
-/// Commands that try an `fs.*` call and return `{"ok": result}` or `{"code", "message"}`.
-const FS_PLUGIN: &str = r#"import os, time, plugbox
-from concurrent.futures import ThreadPoolExecutor
-
-def _try(f):
-    try:
-        r = f()
-        return {"ok": r.decode("latin-1") if isinstance(r, bytes) else r}
-    except plugbox.PlugboxError as e:
-        return {"code": e.code, "message": e.message}
-
-@plugbox.command
-def read(path):
-    return _try(lambda: plugbox.host.call("fs.read", path=path))
-
-@plugbox.command
-def wait_for(path):
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.005)
-    return True
-
-@plugbox.command
-def read_raw(path):
-    return plugbox.host.call("fs.read", path=path).decode("latin-1")
-
-@plugbox.command
-def write(path, text):
-    return _try(lambda: plugbox.host.call("fs.write", path=path, data=text.encode()))
-
-@plugbox.command
-def write_n(path, size):
-    return _try(lambda: plugbox.host.call("fs.write", path=path, data=b"x" * size))
-
-@plugbox.command
-def ls(path):
-    return _try(lambda: plugbox.host.call("fs.list", path=path))
-
-@plugbox.command
-def read_many(path, threads, each):
-    def some(_):
-        return [_try(lambda: plugbox.host.call("fs.read", path=path)).get("code") for _ in range(each)]
-    with ThreadPoolExecutor(threads) as pool:
-        return [c for codes in pool.map(some, range(threads)) for c in codes]
-"#;
+/// The plugin: commands that try an `fs.*` call and return `{"ok": result}` or
+/// `{"code", "message"}`, and the helpers the attacks need.
+const FS_PLUGIN: &str = include_str!("plugins/hostile_fs.py");
 
 /// A plugin named `name` running [`FS_PLUGIN`] with the `fs.*` grants (and limits) in
 /// `sections`, and an empty `data/` directory.
