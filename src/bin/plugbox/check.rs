@@ -151,13 +151,14 @@ fn describe_policy(p: &Policy) {
     );
     let l = p.limits();
     say!(
-        "  limits    memory {} MiB, cpu {} s, wall {} s, {} open files, files up to {} MiB, output {} bytes",
+        "  limits    memory {} MiB, cpu {} s, wall {} s, {} open files, files up to {} MiB, output {} bytes, fs.write quota {} MiB",
         l.memory_bytes >> 20,
         l.cpu_seconds,
         l.wall_seconds,
         l.open_files,
         l.file_size_bytes >> 20,
-        l.output_bytes
+        l.output_bytes,
+        l.fs_quota_bytes >> 20
     );
     say!(
         "  calls     {} per second (burst {}), {} in flight, {} MiB of pending replies, {} ms timeout",
