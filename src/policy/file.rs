@@ -139,7 +139,8 @@ pub struct LimitsSection {
     /// Bytes of stdout plus stderr forwarded, then both are cut.
     #[serde(default = "default_output_bytes")]
     pub output_bytes: u64,
-    /// Plugin→host calls per second, sustained (token bucket refill rate).
+    /// Plugin→host calls per second, sustained (token bucket refill rate). Every call takes a
+    /// token, granted or not; refusals past the rate are coalesced in the audit log.
     #[serde(default = "default_calls_per_second")]
     pub calls_per_second: u32,
     /// Plugin→host calls allowed in a burst above the sustained rate.
