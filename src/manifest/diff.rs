@@ -1,6 +1,9 @@
 //! What a new version of a plugin asks for beyond the old one: capabilities, scopes, paths,
-//! ports, process rights and limits. An empty list means the upgrade does not escalate.
+//! ports, process rights and limits, judged by the rules here; then every other field of the
+//! manifest that changed ([`super::diff_fields`]), which counts as asking for more unless it
+//! is known to be harmless. An upgrade with no `escalates` entry does not escalate.
 
+use super::diff_fields::{self, Verdict};
 use super::Manifest;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -8,7 +11,8 @@ use std::path::PathBuf;
 /// One escalation (or relaxation) found between two manifests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
-    /// `escalates` (asks for more) or `reduces`.
+    /// `escalates` (asks for more), `reduces`, or `changes` (a harmless field, such as the
+    /// version).
     pub kind: &'static str,
     /// What changed, such as `capabilities."fs.write"` or `limits.memory_mib`.
     pub field: String,
@@ -182,7 +186,31 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
             out.push(more(field, format!("{a} -> {b}")));
         }
     }
+    unjudged(old, new, &mut out);
     out
+}
+
+/// Every changed field no rule above reported on: one a rule judged (and found to ask for
+/// nothing more) as `reduces`, harmless ones as `changes`, the rest as asking for more.
+fn unjudged(old: &Manifest, new: &Manifest, out: &mut Vec<Change>) {
+    let reported: Vec<String> = out.iter().map(|c| c.field.clone()).collect();
+    for (field, detail) in diff_fields::changed(&old.file, &new.file) {
+        let covered = reported
+            .iter()
+            .any(|r| field == *r || field.starts_with(&format!("{r}.")));
+        if covered {
+            continue;
+        }
+        match diff_fields::verdict(&field) {
+            Verdict::Judged => out.push(less(field, detail)),
+            Verdict::Harmless => out.push(Change {
+                kind: "changes",
+                field,
+                detail,
+            }),
+            Verdict::Unjudged => out.push(more(field, detail)),
+        }
+    }
 }
 
 fn paths(out: &mut Vec<Change>, field: &str, old: &[PathBuf], new: &[PathBuf]) {

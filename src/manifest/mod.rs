@@ -2,6 +2,7 @@
 //! grants into the plugin's effective capabilities.
 
 pub mod diff;
+mod diff_fields;
 pub mod digest;
 pub mod error;
 pub mod file;
@@ -37,6 +38,8 @@ pub struct Manifest {
     pub requested: BTreeMap<String, CapabilityRequest>,
     /// The sandbox policy from the manifest's sections.
     pub policy: Policy,
+    /// The file as written: what [`diff`] compares field by field.
+    pub file: ManifestFile,
 }
 
 /// One capability the plugin may use, after intersecting request and grant.
@@ -157,6 +160,7 @@ impl Manifest {
         let api = semver::VersionReq::parse(&p.api)
             .map_err(|e| ManifestError::invalid("plugin.api", format!("{:?}: {e}", p.api)))?;
         let entry = entry_path(&dir, &p.entry)?;
+        let written = file.clone();
         for (name, request) in &file.capabilities {
             let field = format!("capabilities.{name:?}");
             check_name(&field, name, |c| {
@@ -176,6 +180,7 @@ impl Manifest {
             requested: file.capabilities,
             policy,
             dir,
+            file: written,
         })
     }
 
