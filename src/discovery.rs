@@ -37,7 +37,7 @@ pub struct Found {
 }
 
 fn found(route: &'static str, location: PathBuf) -> Found {
-    let result = Manifest::load(&location);
+    let result = Manifest::load_for_host(&location);
     match result {
         Ok(m) => Found {
             route,

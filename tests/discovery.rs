@@ -319,3 +319,31 @@ fn pip_installed_plugins_are_listed_through_their_venv_and_run() {
         started.elapsed()
     );
 }
+
+/// `list` and `check` agree on validity: one refuses what the other refuses (issue 10).
+#[test]
+fn list_and_check_agree_on_the_host_api() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("future");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("plugbox.toml"),
+        "schema = 1\n[plugin]\nname = \"future\"\nversion = \"1.0.0\"\napi = \"^2\"\nentry = \"main.py\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("main.py"), "").unwrap();
+    let found = plugbox::discovery::in_directories(&[root.path().to_owned()]);
+    let [one] = &found[..] else {
+        panic!("{found:?}")
+    };
+    let listed = one.error.as_deref().expect("listed as invalid");
+    assert!(listed.contains("requires host API ^2"), "{listed}");
+    let check = Command::new(common::plugbox())
+        .arg("check")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(stderr.contains(listed), "{stderr} vs {listed}");
+}

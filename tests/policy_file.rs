@@ -167,3 +167,30 @@ fn the_committed_manifest_and_audit_schemas_are_the_generated_ones() {
         );
     }
 }
+
+/// Errors about a grant file name the grant, not the manifest (issue 10).
+#[test]
+fn grant_file_errors_say_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            "section.toml",
+            "schema = 1\n[filesystem]\nread = [\"/etc\"]\n",
+        ),
+        ("schema.toml", "schema = 2\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let e = plugbox::manifest::Grants::load(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("grant: {}: ", path.display())),
+            "{e}"
+        );
+    }
+    let e = plugbox::manifest::Grants::load(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("grant: ") && e.contains("cannot read"), "{e}");
+}

@@ -50,8 +50,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The host API version this engine provides to plugins (`plugin.api` is matched against it).
-pub const HOST_API_VERSION: &str = "1.0.0";
+pub use crate::manifest::HOST_API_VERSION;
 
 /// Names of the built-in capabilities.
 pub const BUILTIN_CAPABILITIES: &[&str] = &[

@@ -29,6 +29,15 @@ pub enum ManifestError {
         /// Where and what.
         message: String,
     },
+    /// A grant file could not be read, is not valid TOML of a grant's shape, or has an
+    /// unsupported schema.
+    #[error("grant: {path}: {message}")]
+    Grant {
+        /// The grant file (`-` when built in memory).
+        path: PathBuf,
+        /// Where and what.
+        message: String,
+    },
     /// A field is invalid.
     #[error("manifest: {field}: {reason}")]
     Invalid {

@@ -1,6 +1,9 @@
 //! Manifest: a plugin directory's `plugbox.toml`, validated, and intersected with the host's
 //! grants into the plugin's effective capabilities.
 
+/// The host API version this engine provides to plugins (`plugin.api` is matched against it).
+pub const HOST_API_VERSION: &str = "1.0.0";
+
 pub mod diff;
 mod diff_fields;
 pub mod digest;
@@ -74,10 +77,10 @@ impl Grants {
     /// Grants exactly these.
     pub fn from_file(file: GrantFile) -> Result<Self, ManifestError> {
         if file.schema != 1 {
-            return Err(ManifestError::invalid(
-                "schema",
-                format!("unsupported grant schema {}", file.schema),
-            ));
+            return Err(ManifestError::Grant {
+                path: PathBuf::from("-"),
+                message: format!("schema: unsupported grant schema {}", file.schema),
+            });
         }
         Ok(Self {
             all: false,
@@ -88,12 +91,23 @@ impl Grants {
 
     /// Reads a grant file.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = read_bounded(path)?;
-        let file: GrantFile = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+        let grant = |message: String| ManifestError::Grant {
             path: path.to_owned(),
-            message: e.message().replace('\n', " "),
+            message,
+        };
+        let text = read_bounded(path).map_err(|e| {
+            grant(match e {
+                ManifestError::Read { source, .. } => format!("cannot read: {source}"),
+                ManifestError::File(e) => e.to_string(),
+                other => other.to_string(),
+            })
         })?;
-        Self::from_file(file)
+        let file: GrantFile =
+            toml::from_str(&text).map_err(|e| grant(e.message().replace('\n', " ")))?;
+        Self::from_file(file).map_err(|e| match e {
+            ManifestError::Grant { message, .. } => grant(message),
+            other => other,
+        })
     }
 
     /// Pins the grant to one code digest: a plugin whose files hash differently is refused.
@@ -182,6 +196,17 @@ impl Manifest {
             dir,
             file: written,
         })
+    }
+
+    /// Reads and validates `dir`'s manifest and checks it against this host's API version
+    /// ([`HOST_API_VERSION`]): the one validity `plugbox check` and
+    /// `plugbox list` both report.
+    pub fn load_for_host(dir: &Path) -> Result<Self, ManifestError> {
+        let manifest = Self::load(dir)?;
+        let host = semver::Version::parse(HOST_API_VERSION)
+            .map_err(|e| ManifestError::invalid("host API version", e.to_string()))?;
+        manifest.check_api(&host)?;
+        Ok(manifest)
     }
 
     /// Checks the API requirement against the host's version.

@@ -22,9 +22,7 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         describe_policy(&policy);
         return Ok(());
     }
-    let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
-    let host = semver::Version::parse(HOST_API_VERSION).map_err(|e| e.to_string())?;
-    manifest.check_api(&host).map_err(|e| e.to_string())?;
+    let manifest = Manifest::load_for_host(path).map_err(|e| e.to_string())?;
     let grants = match grant {
         Some(g) => Grants::load(g).map_err(|e| e.to_string())?,
         None => Grants::all_requested(),
