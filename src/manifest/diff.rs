@@ -1,6 +1,6 @@
 //! What a new version of a plugin asks for beyond the old one: capabilities, scopes, paths,
 //! ports, process rights and limits, judged by the rules here; then every other field of the
-//! manifest that changed ([`super::diff_fields`]), which counts as asking for more unless it
+//! manifest that changed (`diff_fields.rs`), which counts as asking for more unless it
 //! is known to be harmless. An upgrade with no `escalates` entry does not escalate.
 
 use super::diff_fields::{self, Verdict};
