@@ -347,3 +347,45 @@ fn list_and_check_agree_on_the_host_api() {
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(stderr.contains(listed), "{stderr} vs {listed}");
 }
+
+/// `check` compiles the entry file (in the strictest sandbox) and reports a syntax error, but
+/// never runs it (issue 10).
+#[test]
+fn check_reports_a_syntax_error_and_never_runs_the_entry() {
+    let root = tempfile::tempdir().unwrap();
+    let manifest = "schema = 1\n[plugin]\nname = \"p\"\nversion = \"1.0.0\"\napi = \"^1\"\nentry = \"main.py\"\n";
+    let marker = root.path().join("ran");
+    for (name, source, broken) in [
+        (
+            "broken",
+            "import plugbox\ndef f(:\n    pass\n".to_owned(),
+            true,
+        ),
+        (
+            "runs",
+            format!("open({:?}, 'w').write('x')\n", marker.display().to_string()),
+            false,
+        ),
+    ] {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("plugbox.toml"), manifest).unwrap();
+        std::fs::write(dir.join("main.py"), source).unwrap();
+        let out = Command::new(common::plugbox())
+            .arg("check")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if broken {
+            assert_eq!(out.status.code(), Some(125), "{stderr}");
+            assert!(
+                stderr.contains("SyntaxError") && stderr.contains("line 2"),
+                "{stderr}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+        }
+    }
+    assert!(!marker.exists(), "check ran the entry file");
+}

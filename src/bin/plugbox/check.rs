@@ -1,5 +1,6 @@
 //! `plugbox check PATH [--grant FILE]`: a plugin directory's effective policy in words, or a
-//! policy file's validation. Runs nothing.
+//! policy file's validation. Runs no plugin code: the entry file is only compiled, in the
+//! strictest sandbox ([`crate::syntax`]).
 
 use plugbox::display::escape;
 use plugbox::engine::{default_sdk_dir, BUILTIN_CAPABILITIES, HOST_API_VERSION};
@@ -34,10 +35,13 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         escape(&manifest.version.to_string()),
         escape(&manifest.api.to_string())
     );
-    say!(
-        "entry     {}",
-        escape(&manifest.entry.display().to_string())
-    );
+    let entry = manifest.entry.display().to_string();
+    say!("entry     {}", escape(&entry));
+    let relative = manifest.file.plugin.entry.clone();
+    if let Some(error) = crate::syntax::check_entry(&manifest.entry, &relative)? {
+        return Err(format!("entry {}: {}", escape(&entry), escape(&error)));
+    }
+    say!("syntax    the entry file compiles (not run)");
     let digest =
         plugbox::manifest::digest::code_digest(&manifest.dir).map_err(|e| e.to_string())?;
     say!("digest    {digest} (pin it with code_digest in a grant file)");
