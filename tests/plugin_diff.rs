@@ -208,3 +208,35 @@ fn identity_and_start_up_changes_escalate() {
         ("changes", "plugin.version")
     );
 }
+
+/// `plugbox run` without `--grant` still runs (development), and says on stderr that the
+/// plugin got everything it asked for; with a grant it says nothing of the kind (issue 10).
+#[test]
+fn run_without_a_grant_says_so() {
+    let plugin = TestPlugin::new(
+        "hello",
+        "",
+        "import plugbox\n@plugbox.command\ndef hi():\n    return 'hi'\n",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let grant = work.path().join("grant.toml");
+    std::fs::write(&grant, "schema = 1\n").unwrap();
+    for with_grant in [false, true] {
+        let mut cmd = std::process::Command::new(common::plugbox());
+        cmd.arg("run").arg(plugin.path());
+        cmd.arg("--audit")
+            .arg(work.path().join(format!("a{with_grant}.jsonl")));
+        cmd.arg("--state").arg(work.path().join("state"));
+        if with_grant {
+            cmd.arg("--grant").arg(&grant);
+        }
+        let out = cmd.args(["--call", "hi"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            stderr.contains("warning: no --grant"),
+            !with_grant,
+            "{stderr}"
+        );
+    }
+}

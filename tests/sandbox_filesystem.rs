@@ -137,7 +137,8 @@ fn host_proc_is_not_readable() {
 }
 
 /// A grant of `/` reaches the host's `/proc/PID` files (a rule cannot exclude a subtree), and a
-/// symlink can make any path mean `/` or a procfs directory: all are refused before any exec.
+/// symlink can make any path mean `/` or a procfs directory; `/sys` and `/dev` beyond the
+/// baseline are kernel state and devices: all are refused before any exec.
 #[test]
 fn grants_that_reach_the_host_proc_are_refused() {
     let ws = Workspace::new();
@@ -148,6 +149,10 @@ fn grants_that_reach_the_host_proc_are_refused() {
         (vec![ws.p("to-root")], vec![]),
         (vec![ws.p("to-proc")], vec![]),
         (vec![], vec![ws.p("to-root")]),
+        (vec!["/sys/kernel".to_owned()], vec![]),
+        (vec!["/dev".to_owned()], vec![]),
+        (vec!["/dev/tty".to_owned()], vec![]),
+        (vec![], vec!["/dev/shm".to_owned()]),
     ] {
         let read: Vec<&str> = read.iter().map(String::as_str).collect();
         let write: Vec<&str> = write.iter().map(String::as_str).collect();

@@ -15,7 +15,7 @@ use landlock::{
 };
 use serde::Serialize;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -79,11 +79,14 @@ pub enum LandlockError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A policy path is the filesystem root or lies on procfs: the rule would reach the
-    /// host's `/proc/PID` files (a Landlock rule cannot exclude a subtree).
+    /// A policy path is the filesystem root or lies on procfs, sysfs or devtmpfs: the rule
+    /// would reach the host's `/proc/PID` files, kernel state or devices (a Landlock rule
+    /// cannot exclude a subtree). The baseline's `/dev/null`, `/dev/zero` and `/dev/urandom`
+    /// are granted apart from policy paths.
     #[error(
-        "landlock: {field}: {path} would grant the host's /proc (it is the filesystem root or \
-         on procfs, whatever path or symlink led there); grant the directories beneath it instead"
+        "landlock: {field}: {path} would grant the host's /proc, /sys or /dev (it is the \
+         filesystem root or on procfs, sysfs or devtmpfs, whatever path or symlink led there); \
+         grant the directories you need instead"
     )]
     HostProc {
         /// Policy field naming the path.
@@ -269,17 +272,30 @@ fn opened(
     Ok(fitted(path.to_owned(), file, access, abi))
 }
 
-/// Is the opened object `/` itself (whose subtree holds `/proc`) or anything on a procfs mount
-/// (the procfs root included)? Decided on the opened fd, so no symlink can disguise it.
+/// Is the opened object `/` itself (whose subtree holds `/proc`, `/sys` and `/dev`) or
+/// anything on the procfs, sysfs or devtmpfs mounted there (their roots included)? Decided on
+/// the opened fd, so no symlink can disguise it.
 fn reaches_host_proc(file: &File) -> bool {
     let Ok(opened) = file.metadata() else {
         return true;
     };
-    let same = |other: &Path| {
-        std::fs::metadata(other).is_ok_and(|m| (m.dev(), m.ino()) == (opened.dev(), opened.ino()))
-    };
-    let on_procfs = std::fs::metadata("/proc/self").is_ok_and(|m| m.dev() == opened.dev());
-    same(Path::new("/")) || on_procfs
+    let is_root =
+        std::fs::metadata("/").is_ok_and(|m| (m.dev(), m.ino()) == (opened.dev(), opened.ino()));
+    let on_same_mount =
+        |mounted: &str| std::fs::metadata(mounted).is_ok_and(|m| m.dev() == opened.dev());
+    // Where the fd really is (other mounts beneath /dev, such as devpts or /dev/shm).
+    let beneath = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map(|p| {
+            ["/proc", "/sys", "/dev"]
+                .iter()
+                .any(|top| p.starts_with(top))
+        })
+        .unwrap_or(true);
+    is_root
+        || beneath
+        || ["/proc/self", "/sys", "/dev"]
+            .into_iter()
+            .any(on_same_mount)
 }
 
 /// Non-directories accept only file rights; trim the rest rather than fail.

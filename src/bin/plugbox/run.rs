@@ -35,7 +35,13 @@ pub fn run(opts: RunOptions) -> Result<ExitCode, String> {
 async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     let grants = match &opts.grant {
         Some(path) => Grants::load(path).map_err(|e| e.to_string())?,
-        None => Grants::all_requested(),
+        None => {
+            eprintln!(
+                "plugbox: warning: no --grant: the plugin gets everything its manifest asks for \
+                 (development only; give a grant file in production)"
+            );
+            Grants::all_requested()
+        }
     };
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
