@@ -13,7 +13,7 @@ use crate::capability::Capability;
 use crate::ipc::ErrorCode;
 use crate::manifest::EffectiveCapability;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -92,6 +92,9 @@ pub struct CallLimits {
 pub struct Gate {
     allowed: HashMap<String, Granted>,
     limiter: Mutex<Limiter>,
+    /// Set (under the limiter's lock) while refusals are counted and not yet reported, so
+    /// that the common case, nothing to report, costs each call one load and no second lock.
+    counted: AtomicBool,
     in_flight: Arc<AtomicU32>,
     max_in_flight: u32,
     pending: Arc<AtomicU64>,
@@ -107,6 +110,7 @@ impl Gate {
                 bucket: TokenBucket::new(limits.rate, limits.burst),
                 refusals: Coalescer::new(SUPPRESS_INTERVAL),
             }),
+            counted: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU32::new(0)),
             max_in_flight: limits.in_flight,
             pending: Arc::new(AtomicU64::new(0)),
@@ -199,6 +203,7 @@ impl Gate {
                 reason: RATE_REASON.into(),
             }
         } else {
+            self.counted.store(true, Ordering::Release);
             Decision::Suppressed
         })
     }
@@ -207,7 +212,15 @@ impl Gate {
     /// all of them when `force` is set (a session of this plugin is ending). Each is returned
     /// once.
     pub fn take_suppressed(&self, force: bool) -> Option<u64> {
-        self.limiter().refusals.take(Instant::now(), force)
+        if !force && !self.counted.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut limiter = self.limiter();
+        let taken = limiter.refusals.take(Instant::now(), force);
+        if taken.is_some() {
+            self.counted.store(false, Ordering::Release);
+        }
+        taken
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
