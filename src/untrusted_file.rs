@@ -16,7 +16,7 @@ use crate::sys;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -160,6 +160,12 @@ pub enum Node {
     File(UntrustedFile),
     /// A directory, as an fd to walk beneath.
     Dir(OwnedFd),
+}
+
+/// The entries of the directory open on `dir`, listed through the descriptor's
+/// `/proc/self/fd` link: the opened directory itself, never a path resolved again.
+pub fn entries(dir: BorrowedFd<'_>) -> std::io::Result<std::fs::ReadDir> {
+    std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 /// Reads the regular file at `path` whole, refusing it if it holds more than `limit` bytes.

@@ -9,9 +9,7 @@
 //! two engines must not share one state directory.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -99,21 +97,12 @@ fn load_keys(dir: &Path) -> std::io::Result<BTreeSet<String>> {
 /// The bytes of one entry file: a regular file, not followed if it is a link, opened without
 /// blocking, at most [`MAX_ENTRY_BYTES`].
 pub(crate) fn read_entry(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_ENTRY_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_ENTRY_BYTES} bytes"
-        )));
-    }
-    Ok(bytes)
+    use crate::untrusted_file::{read, UntrustedFileError};
+    read(path, MAX_ENTRY_BYTES).map_err(|e| match e {
+        // A missing entry stays `NotFound`: `kv.get` answers null for it.
+        UntrustedFileError::Open { source, .. } if source.kind() == ErrorKind::NotFound => source,
+        other => std::io::Error::other(other),
+    })
 }
 
 #[cfg(test)]

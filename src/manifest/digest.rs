@@ -24,7 +24,7 @@
 use crate::untrusted_file::{open_node_at, Node, UntrustedFileError};
 use sha2::{Digest, Sha256};
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -160,9 +160,8 @@ impl Walk<'_> {
             dir: self.root.join(std::ffi::OsStr::from_bytes(rel)),
             source,
         };
-        let via_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(via_fd).map_err(list_err)? {
+        for entry in crate::untrusted_file::entries(fd.as_fd()).map_err(list_err)? {
             let name = entry.map_err(list_err)?.file_name();
             if name != SKIPPED {
                 names.push(name);

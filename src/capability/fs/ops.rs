@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 #[derive(Deserialize)]
@@ -148,10 +148,9 @@ fn open_for_write(ctx: &CallContext, path: &str, len: u64) -> Result<OwnedFd, Ca
 pub(super) fn list(ctx: &CallContext, request: &CallRequest) -> Result<Reply, CallError> {
     let a: PathArgs = args("fs.list", request)?;
     let dir = open(ctx, &a.path, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    // The opened directory itself, through its fd: no path is resolved again.
-    let via_fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir(&via_fd).map_err(|e| CallError::host(e.to_string()))? {
+    let listed = crate::untrusted_file::entries(dir.as_fd());
+    for entry in listed.map_err(|e| CallError::host(e.to_string()))? {
         let entry = entry.map_err(|e| CallError::host(e.to_string()))?;
         if entries.len() == MAX_LIST_ENTRIES {
             return Err(CallError::too_large(format!(

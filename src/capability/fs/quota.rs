@@ -158,7 +158,7 @@ impl Walk {
     fn dir(&mut self, dir: BorrowedFd<'_>, depth: usize) -> Result<(), CountError> {
         let mut subdirs: Vec<OsString> = Vec::new();
         // The directory itself, through its descriptor: no path is resolved again.
-        for entry in std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))? {
+        for entry in crate::untrusted_file::entries(dir)? {
             let entry = entry?;
             self.entries += 1;
             if self.entries > MAX_WALK_ENTRIES {
