@@ -23,11 +23,29 @@ except (SyntaxError, ValueError) as e:\n    print(f'{type(e).__name__}: {e}')\n 
 pub fn check_entry(entry: &Path, shown_as: &str) -> Result<Option<String>, String> {
     let source = plugbox::untrusted_file::read(entry, MAX_SOURCE_BYTES)
         .map_err(|e| format!("entry: {e}"))?;
-    let policy = std::env::temp_dir().join(format!("plugbox-check-{}.toml", std::process::id()));
-    std::fs::write(&policy, "schema = 1\n").map_err(|e| format!("syntax check: {e}"))?;
+    let policy = write_default_policy()?;
     let result = compile(&policy, &source, shown_as);
     let _ = std::fs::remove_file(&policy);
     result
+}
+
+/// The default (strictest) policy in a new file of the temporary directory, created with
+/// `O_EXCL` (never through a file or symlink someone put there first) and mode 0600.
+fn write_default_policy() -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("plugbox-check-{}-{nanos}.toml", std::process::id());
+    let path = std::env::temp_dir().join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"schema = 1\n"))
+        .map_err(|e| format!("syntax check: {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn compile(policy: &Path, source: &[u8], shown_as: &str) -> Result<Option<String>, String> {
