@@ -22,20 +22,9 @@ const BUDGET_MIB: u64 = 32;
 /// Sends `CALLS` reads of `data/big` and never reads the channel again.
 const HOARDER: &str = "import rawwire as w, time\nw.handshake()\nfor i in range(1, CALLS + 1):\n    w.call(i, 'fs.read', path='data/big')\ntime.sleep(120)\n";
 
-/// A kernel counter of this process from `/proc/self/status`, bytes.
+/// A kernel counter of this process, bytes.
 fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    let kib: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib * 1024
+    common::status_bytes("self", field)
 }
 
 /// Resets this process's peak RSS (`VmHWM`) to its current RSS (`clear_refs` value 5).

@@ -132,15 +132,7 @@ impl Host {
 
     /// A counter of serve's from `/proc/PID/status`, bytes.
     fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-        let kib: u64 = line[field.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib * 1024
+        common::status_bytes(&self.child.id().to_string(), field)
     }
 
     /// Resets serve's peak RSS (`VmHWM`) to its RSS now.
