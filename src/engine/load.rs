@@ -69,11 +69,23 @@ impl Engine {
             return Err(self.refused(&subject, LoadError::Capacity(max)));
         }
         let lease = if self.uses_pool(&validated.prepared) {
-            match self.inner.uids.as_ref().and_then(|pool| pool.acquire()) {
-                Some(lease) => Some(lease),
-                None => {
+            let acquired = match self.inner.uids.as_ref() {
+                Some(pool) => pool.acquire().map_err(|e| LoadError::Host(e.to_string())),
+                None => Ok(None),
+            };
+            match acquired {
+                Ok(Some(lease)) => Some(lease),
+                Ok(None) => {
                     self.inner.live.fetch_sub(1, Ordering::AcqRel);
-                    let e = LoadError::Host("no free uid left in the engine's uid pool".into());
+                    let e = LoadError::Host(
+                        "no free uid left in the engine's uid pool (others are held by \
+                         instances of this or another engine on the host)"
+                            .into(),
+                    );
+                    return Err(self.refused(&subject, e));
+                }
+                Err(e) => {
+                    self.inner.live.fetch_sub(1, Ordering::AcqRel);
                     return Err(self.refused(&subject, e));
                 }
             }

@@ -28,6 +28,7 @@ mod registry;
 mod restart;
 mod supervisor;
 mod teardown;
+mod uid_locks;
 mod uids;
 mod validate;
 
@@ -36,6 +37,7 @@ pub use lifecycle::State;
 pub use load::RUNTIME_PATH;
 pub use load_error::LoadError;
 pub use plugin::{Plugin, PluginStats};
+pub use uid_locks::{UidLockError, DEFAULT_UID_LOCK_DIR};
 
 use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::capability::fs::{Fs, FsOp};
@@ -87,6 +89,11 @@ pub struct EngineConfig {
     /// live instance whose policy keeps the default identity (65534), so that each plugin
     /// process has a uid of its own. `None` runs them all as the policy's uid.
     pub uid_base: Option<u32>,
+    /// Where the uids of `uid_base`'s range are locked host-wide, one file per uid held while
+    /// an instance runs under it, so that two engines on one host never run two instances
+    /// under one uid ([`DEFAULT_UID_LOCK_DIR`]). Every engine sharing a uid range must share
+    /// this directory. `None`: ids are exclusive within this engine only.
+    pub uid_lock_dir: Option<PathBuf>,
     /// Refuse a reload whose new version asks for more than the loaded one, unless it comes
     /// with grants other than those the plugin was loaded with.
     pub refuse_escalation: bool,
@@ -104,6 +111,7 @@ impl EngineConfig {
             audit: AuditOptions::default(),
             max_plugins: 256,
             uid_base: Some(DEFAULT_UID_BASE),
+            uid_lock_dir: Some(PathBuf::from(DEFAULT_UID_LOCK_DIR)),
             refuse_escalation: true,
         }
     }
@@ -133,6 +141,9 @@ pub enum EngineError {
     /// would leave plugin subprocesses behind).
     #[error("engine: lifetime: cannot start the host-death watchdog: {0}")]
     Watchdog(std::io::Error),
+    /// The host-wide uid lock directory cannot be used.
+    #[error(transparent)]
+    UidLocks(#[from] UidLockError),
     /// The state directory cannot be created.
     #[error("engine: state directory {path}: {source}")]
     State {
@@ -194,13 +205,17 @@ impl Engine {
         let audit = AuditLog::open_with(&config.audit_log, config.audit.clone())?;
         // Each live plugin holds a few descriptors (channel, pidfd, output pipes).
         let _ = rlimit::increase_nofile_limit(u64::MAX);
-        let uids = config
-            .uid_base
-            .filter(|_| crate::sys::geteuid() == 0)
-            .map(|base| {
+        let uids = match config.uid_base.filter(|_| crate::sys::geteuid() == 0) {
+            None => None,
+            Some(base) => {
+                let locks = match &config.uid_lock_dir {
+                    Some(dir) => Some(uid_locks::UidLocks::open(dir)?),
+                    None => None,
+                };
                 let count = u32::try_from(config.max_plugins).unwrap_or(u32::MAX);
-                uids::UidPool::new(base, count.min(u32::MAX - base))
-            });
+                Some(uids::UidPool::new(base, count.min(u32::MAX - base), locks))
+            }
+        };
         precompile_sdk(&config.sdk_dir);
         let mut caps: HashMap<String, Arc<dyn Capability>> = HashMap::new();
         caps.insert("log".into(), Arc::new(Log));

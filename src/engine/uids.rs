@@ -4,11 +4,16 @@
 //!
 //! Before an id goes back to the pool, the System V IPC objects its instance left behind are
 //! removed ([`crate::sandbox::sysv`]), so the next instance given the id finds none of them.
+//! Pool ids are exclusive machine-wide, not only within this engine: each is also held through
+//! a lock file shared by every engine on the host ([`super::uid_locks`]), and an id a crashed
+//! holder may have left residue under is checked before it is used again.
+//!
 //! An id the pool does not own (a policy's explicit `[process] uid`, or 65534 without a pool)
 //! is counted per live instance instead; its objects are removed when the last instance of
 //! this engine running under it ends, unless the id is 0, the host's own, or 65534 (`nobody`,
 //! which other software on the host may use: the engine cannot tell whose objects those are).
 
+use super::uid_locks::{UidLock, UidLockError, UidLocks};
 use crate::sandbox::sysv::{self, SysvRemoved};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,8 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct UidPool {
     first: u32,
     free: Mutex<Vec<u32>>,
+    /// The host-wide locks (`None`: this engine's ids are exclusive within it only).
+    locks: Option<UidLocks>,
 }
 
 /// Live instances per id the pool does not own.
@@ -35,6 +42,11 @@ pub(crate) struct UidLease {
     id: u32,
     /// A pool id whose objects were already removed (by [`UidLease::clear_sysv`]).
     cleared: bool,
+    /// The host-wide lock of a pool id; released marked free only when nothing of the
+    /// instance is known to be left under the id.
+    lock: Option<UidLock>,
+    /// Did a removal of the id's System V IPC objects fail?
+    residue: bool,
 }
 
 #[derive(Debug)]
@@ -44,24 +56,39 @@ enum Owner {
 }
 
 impl UidPool {
-    /// `count` ids starting at `first`.
-    pub(crate) fn new(first: u32, count: u32) -> Arc<Self> {
+    /// `count` ids starting at `first`, each also locked host-wide in `locks` if given.
+    pub(crate) fn new(first: u32, count: u32, locks: Option<UidLocks>) -> Arc<Self> {
         // Handed out lowest first, so ids are reused rather than spread.
         let free = (0..count).rev().map(|i| first + i).collect();
         Arc::new(Self {
             first,
             free: Mutex::new(free),
+            locks,
         })
     }
 
-    /// An unused id, if any is left.
-    pub(crate) fn acquire(self: &Arc<Self>) -> Option<UidLease> {
-        let id = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-        Some(UidLease {
-            owner: Owner::Pool(Arc::clone(self)),
-            id,
-            cleared: false,
-        })
+    /// An id no instance of this or any other engine on the host holds, if any is left.
+    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Option<UidLease>, UidLockError> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for at in (0..free.len()).rev() {
+            let id = free[at];
+            let lock = match &self.locks {
+                None => None,
+                Some(locks) => match locks.try_take(id)? {
+                    Some(lock) => Some(lock),
+                    None => continue,
+                },
+            };
+            free.remove(at);
+            return Ok(Some(UidLease {
+                owner: Owner::Pool(Arc::clone(self)),
+                id,
+                cleared: false,
+                lock,
+                residue: false,
+            }));
+        }
+        Ok(None)
     }
 
     /// The first id of the range.
@@ -78,6 +105,8 @@ impl SharedUids {
             owner: Owner::Shared(Arc::clone(self)),
             id,
             cleared: false,
+            lock: None,
+            residue: false,
         }
     }
 
@@ -104,7 +133,9 @@ impl UidLease {
         match &self.owner {
             Owner::Pool(_) => {
                 self.cleared = true;
-                Some(sysv::remove_owned_by(self.id))
+                let removed = sysv::remove_owned_by(self.id);
+                self.residue |= removed.failed > 0;
+                Some(removed)
             }
             Owner::Shared(shared) => clear_shared(&shared.lock(), self.id),
         }
@@ -138,7 +169,14 @@ impl Drop for UidLease {
         match &self.owner {
             Owner::Pool(pool) => {
                 if !self.cleared {
-                    log(Some(sysv::remove_owned_by(id)));
+                    let removed = sysv::remove_owned_by(id);
+                    self.residue |= removed.failed > 0;
+                    log(Some(removed));
+                }
+                // Marked free only when nothing is known to be left; else the next taker,
+                // here or in another engine, checks the id first.
+                if let Some(lock) = self.lock.take().filter(|_| !self.residue) {
+                    lock.release_clean();
                 }
                 pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(id)
             }
@@ -164,13 +202,32 @@ mod tests {
 
     #[test]
     fn leases_are_unique_and_come_back() {
-        let pool = UidPool::new(5000, 2);
-        let a = pool.acquire().unwrap();
-        let b = pool.acquire().unwrap();
+        let pool = UidPool::new(5000, 2, None);
+        let a = pool.acquire().unwrap().unwrap();
+        let b = pool.acquire().unwrap().unwrap();
         assert_eq!((a.id(), b.id()), (5000, 5001));
-        assert!(pool.acquire().is_none());
+        assert!(pool.acquire().unwrap().is_none());
         drop(a);
-        assert_eq!(pool.acquire().unwrap().id(), 5000);
+        assert_eq!(pool.acquire().unwrap().unwrap().id(), 5000);
+    }
+
+    #[test]
+    fn two_pools_sharing_a_lock_directory_never_hand_out_one_id_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("uids");
+        let first = 1_234_560_000;
+        let a = UidPool::new(first, 3, Some(UidLocks::open(&dir).unwrap()));
+        let b = UidPool::new(first, 3, Some(UidLocks::open(&dir).unwrap()));
+        let a1 = a.acquire().unwrap().unwrap();
+        let b1 = b.acquire().unwrap().unwrap();
+        let a2 = a.acquire().unwrap().unwrap();
+        assert_eq!([a1.id(), b1.id(), a2.id()], [first, first + 1, first + 2]);
+        assert!(
+            b.acquire().unwrap().is_none(),
+            "every id is held by one pool or the other"
+        );
+        drop(a1);
+        assert_eq!(b.acquire().unwrap().unwrap().id(), first);
     }
 
     #[test]

@@ -13,12 +13,14 @@ use std::io;
 mod confine;
 mod fs;
 mod ipc;
+mod lock;
 mod process;
 mod socket;
 mod watchdog;
 pub use confine::*;
 pub use fs::*;
 pub use ipc::*;
+pub use lock::*;
 pub use process::*;
 pub use socket::*;
 pub use watchdog::{
