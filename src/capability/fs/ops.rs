@@ -157,10 +157,26 @@ fn open_for_write(ctx: &CallContext, path: &str, len: u64) -> Result<OwnedFd, Ca
     .map_err(|e| refused(path, &e))
 }
 
+/// `O_DIRECTORY | O_NOFOLLOW` refuses a symlink as "not a directory" (`ENOTDIR`) before the
+/// no-symlinks rule sees it; report it as what it is, an attempt through a symlink (`denied`).
+fn symlink_denied(ctx: &CallContext, path: &str, e: CallError) -> CallError {
+    let link = locate(ctx, path)
+        .ok()
+        .and_then(|p| ctx.plugin.fs.open_beneath(p, libc::O_PATH).ok())
+        .and_then(|fd| sys::fstat(fd.as_fd()).ok())
+        .is_some_and(|s| s.kind == FileKind::Symlink);
+    if link {
+        CallError::denied(format!("{path:?}: is a symlink; fs.* never follow one"))
+    } else {
+        e
+    }
+}
+
 /// `fs.list`: the entries of a directory, at most [`MAX_LIST_ENTRIES`].
 pub(super) fn list(ctx: &CallContext, request: &CallRequest) -> Result<Reply, CallError> {
     let a: PathArgs = args("fs.list", request)?;
-    let dir = open(ctx, &a.path, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let dir = open(ctx, &a.path, libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(|e| symlink_denied(ctx, &a.path, e))?;
     let mut entries = Vec::new();
     let listed = crate::untrusted_file::entries(dir.as_fd());
     for entry in listed.map_err(|e| CallError::host(e.to_string()))? {
