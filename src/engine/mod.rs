@@ -33,6 +33,7 @@ mod teardown;
 mod uids;
 mod validate;
 
+pub use data_dir::plugin_data_dir;
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;
