@@ -320,3 +320,22 @@ async fn data_is_separate_per_plugin_directory() {
         assert_eq!(mode, 0o700, "{}", d.display());
     }
 }
+
+/// The shell recipe of `docs/data-dir.md` names the directory the engine uses, so an operator
+/// migrating by hand copies to the right place.
+#[test]
+fn the_documented_shell_recipe_names_the_engines_data_directory() {
+    let p = TestPlugin::new("recipe", "", FS_PLUGIN);
+    let state = tempfile::tempdir().unwrap();
+    let engine = plugbox::engine::plugin_data_dir(state.path(), p.path()).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"printf %s "$(realpath "$1")" | sha256sum | cut -c1-16"#)
+        .arg("sh")
+        .arg(p.path())
+        .output()
+        .unwrap();
+    let id = String::from_utf8(out.stdout).unwrap();
+    let recipe = state.path().join(format!("recipe-{}/data", id.trim()));
+    assert_eq!(engine, recipe);
+}
