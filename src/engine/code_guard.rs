@@ -10,9 +10,10 @@
 //! so a bind mount or symlink cannot disguise it). `execute` and `read` rules are not
 //! refused: neither lets the plugin change a file.
 //!
-//! What this does not see: a hard link to a plugin file placed by someone else inside a
-//! writable directory (the kernel would let the plugin write that inode); keep plugin code
-//! on a filesystem the plugin's writable paths are not on, or link nothing into them.
+//! What this does not see: a hard link to a plugin file, or a bind mount of the plugin
+//! directory, placed by someone else inside a writable directory (the kernel would let the
+//! plugin write through it); link and mount nothing of the code into a plugin's writable
+//! paths.
 
 use crate::sys;
 use std::fs::OpenOptions;
@@ -36,7 +37,8 @@ pub struct CodeWritable {
     pub field: String,
     /// The write path as written.
     pub path: PathBuf,
-    /// `covers` (it is the directory or an ancestor) or `lies inside`.
+    /// `covers` (it is the directory or an ancestor), `lies inside`, or `cannot be checked
+    /// against` (it opens, but its place could not be worked out: refused all the same).
     pub how: &'static str,
     /// `the plugin directory` or `the SDK directory`.
     pub what: &'static str,
@@ -56,7 +58,7 @@ pub(crate) fn refuse_writable_code(
         let Ok(opened) = open_following(dir) else {
             continue;
         };
-        let code_chain = chain(opened.as_fd());
+        let code_chain = chain(opened.as_fd()).unwrap_or_default();
         let Some(&code) = code_chain.first() else {
             continue;
         };
@@ -68,8 +70,10 @@ pub(crate) fn refuse_writable_code(
                 what,
                 dir: dir.to_owned(),
             };
-            let Some(reached) = reach(path) else {
-                continue;
+            let reached = match reach(path) {
+                Reach::Missing => continue,
+                Reach::Unknown => return Err(refuse("cannot be checked against")),
+                Reach::Found(reached) => reached,
             };
             if reached.is_dir && code_chain.contains(&reached.id) {
                 return Err(refuse("covers"));
@@ -91,17 +95,34 @@ struct Reached {
     above: Vec<(u64, u64)>,
 }
 
+/// What a write path turned out to be.
+enum Reach {
+    /// It does not open: the sandbox preparation refuses it.
+    Missing,
+    /// It opens but its place could not be worked out: refused (fail closed).
+    Unknown,
+    /// It opens to this.
+    Found(Reached),
+}
+
 /// What `path` opens to, following symlinks.
-fn reach(path: &Path) -> Option<Reached> {
-    let fd = open_following(path).ok()?;
-    let stat = sys::fstat(fd.as_fd()).ok()?;
+fn reach(path: &Path) -> Reach {
+    let Ok(fd) = open_following(path) else {
+        return Reach::Missing;
+    };
+    found(fd.as_fd()).map_or(Reach::Unknown, Reach::Found)
+}
+
+/// The identity and chain of the object open on `fd`.
+fn found(fd: BorrowedFd<'_>) -> Option<Reached> {
+    let stat = sys::fstat(fd).ok()?;
     let is_dir = stat.kind == sys::FileKind::Directory;
     let above = if is_dir {
-        chain(fd.as_fd())
+        chain(fd)?
     } else {
         // Where the file really is; its directory's chain.
         let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        chain(open_following(real.parent()?).ok()?.as_fd())
+        chain(open_following(real.parent()?).ok()?.as_fd())?
     };
     Some(Reached {
         id: (stat.dev, stat.ino),
@@ -120,32 +141,23 @@ fn open_following(path: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// `(dev, ino)` of the directory open on `dir` and of each directory above it, through `..`
-/// (never a symlink), up to the root (whose `..` is itself).
-fn chain(dir: BorrowedFd<'_>) -> Vec<(u64, u64)> {
-    let mut ids = Vec::new();
-    let Ok(first) = sys::fstat(dir) else {
-        return ids;
-    };
-    ids.push((first.dev, first.ino));
+/// (never a symlink), up to the root (whose `..` is itself); `None` if a step fails or the
+/// root is not reached within [`MAX_DEPTH`] steps.
+fn chain(dir: BorrowedFd<'_>) -> Option<Vec<(u64, u64)>> {
+    let first = sys::fstat(dir).ok()?;
+    let mut ids = vec![(first.dev, first.ino)];
     let flags = libc::O_PATH | libc::O_DIRECTORY;
-    let Ok(mut fd) = sys::open_nofollow(Some(dir), c"..", flags, 0) else {
-        return ids;
-    };
+    let mut fd = sys::open_nofollow(Some(dir), c"..", flags, 0).ok()?;
     for _ in 0..MAX_DEPTH {
-        let Ok(stat) = sys::fstat(fd.as_fd()) else {
-            break;
-        };
+        let stat = sys::fstat(fd.as_fd()).ok()?;
         let id = (stat.dev, stat.ino);
         if ids.last() == Some(&id) {
-            break;
+            return Some(ids);
         }
         ids.push(id);
-        match sys::open_nofollow(Some(fd.as_fd()), c"..", flags, 0) {
-            Ok(up) => fd = up,
-            Err(_) => break,
-        }
+        fd = sys::open_nofollow(Some(fd.as_fd()), c"..", flags, 0).ok()?;
     }
-    ids
+    None
 }
 
 #[cfg(test)]
