@@ -244,22 +244,31 @@ async fn a_symlinked_data_directory_or_root_refuses_the_load() {
     assert_eq!(snapshot(&dir), before, "the plugin directory changed");
 }
 
-/// A `[filesystem] write` rule on the plugin directory's parent, on the directory, or on a
-/// directory inside it refuses the load, naming the rule and the plugin directory.
+/// A `[filesystem] write` rule on the plugin directory's parent, on the directory, on a
+/// directory inside it, or on the SDK every plugin runs refuses the load, naming the rule and
+/// the directory it reaches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_grant_over_the_plugin_directory_refuses_the_load() {
     let te = TestEngine::new();
-    for (rule, how) in [
-        ("{parent}", "covers"),
-        ("{dir}", "covers"),
-        ("{dir}/cache", "lies inside"),
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .canonicalize()
+        .unwrap();
+    for (rule, reaches) in [
+        ("{parent}", "covers the plugin directory {dir}"),
+        ("{dir}", "covers the plugin directory {dir}"),
+        ("{dir}/cache", "lies inside the plugin directory {dir}"),
+        ("{sdk}/plugbox", "lies inside the SDK directory {sdk}"),
     ] {
         let p = TestPlugin::new("overreach", "", FS_PLUGIN);
         let dir = p.path().canonicalize().unwrap();
         std::fs::create_dir(dir.join("cache")).unwrap();
-        let rule = rule
-            .replace("{parent}", &dir.parent().unwrap().display().to_string())
-            .replace("{dir}", &dir.display().to_string());
+        let fill = |text: &str| {
+            text.replace("{parent}", &dir.parent().unwrap().display().to_string())
+                .replace("{dir}", &dir.display().to_string())
+                .replace("{sdk}", &sdk.display().to_string())
+        };
+        let (rule, reaches) = (fill(rule), fill(reaches));
         let manifest = std::fs::read_to_string(dir.join("plugbox.toml")).unwrap();
         let manifest = format!("{manifest}[filesystem]\nwrite = [\"{rule}\"]\n");
         std::fs::write(dir.join("plugbox.toml"), manifest).unwrap();
@@ -271,15 +280,17 @@ async fn a_write_grant_over_the_plugin_directory_refuses_the_load() {
             Err(e @ LoadError::CodeWritable(_)) => {
                 let text = e.to_string();
                 assert!(text.contains("filesystem.write[0]"), "{text}");
-                assert!(
-                    text.contains(&format!("{how} the plugin directory")),
-                    "{text}"
-                );
-                assert!(text.contains(&dir.display().to_string()), "{text}");
+                assert!(text.contains(&reaches), "{text}");
                 assert_eq!(e.step(), "validate");
             }
             other => panic!("{rule}: {:?}", other.err()),
         }
+        let refused = te.events("load_refused");
+        let last = refused.last().unwrap();
+        assert!(
+            last["reason"].as_str().unwrap().contains(&reaches),
+            "{last}"
+        );
     }
 }
 
