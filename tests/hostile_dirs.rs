@@ -239,7 +239,9 @@ fn list_completes_and_reports_a_fifo_entry_points_txt_as_invalid() {
 
 /// Writes an unchecked-hash pyc (PEP 552) for `module` into its `__pycache__`, compiled from
 /// a malicious source, then restores the real source with its original times: what a party
-/// that can write the plugin directory (the plugin itself, with `fs.write`) can do.
+/// that can write the plugin directory can do (no capability of the plugin can since issue
+/// 10: `fs.*` work in its data directory, and a `[filesystem] write` over its code refuses
+/// the load).
 fn implant_unchecked_pyc(module: &Path, evil: &str) -> PathBuf {
     let script = r#"import importlib.util, os, py_compile, sys
 src, evil = sys.argv[1], sys.argv[2]

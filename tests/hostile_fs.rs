@@ -1,6 +1,7 @@
 //! Hostile plugins against the built-in `fs.*` capabilities (issue 9, findings 1, 2 and the fs
-//! half of 11): a swapped plugin directory, FIFOs and other special files, and writes past the
-//! file size limit or the quota.
+//! half of 11): a swapped data directory, FIFOs and other special files, and writes past the
+//! file size limit or the quota. The files are put in the plugin's data directory
+//! (`<state>/<name>-<id>/data/`), where `fs.*` resolve their roots.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -11,7 +12,7 @@ use plugbox::engine::Instance;
 use plugbox::manifest::Grants;
 use serde_json::{json, Value};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -23,11 +24,24 @@ const HANG: Duration = Duration::from_secs(60);
 const FS_PLUGIN: &str = include_str!("plugins/hostile_fs.py");
 
 /// A plugin named `name` running [`FS_PLUGIN`] with the `fs.*` grants (and limits) in
-/// `sections`, and an empty `data/` directory.
+/// `sections`.
 fn fs_plugin(name: &str, sections: &str) -> TestPlugin {
-    let p = TestPlugin::new(name, sections, FS_PLUGIN);
-    std::fs::create_dir(p.path().join("data")).unwrap();
-    p
+    TestPlugin::new(name, sections, FS_PLUGIN)
+}
+
+/// The data directory `p` gets under the state directory `state`, with its `data/` root made
+/// (as the engine makes it at load), so files can be put there before the plugin loads.
+fn store_in(state: &Path, p: &TestPlugin) -> PathBuf {
+    let dir = plugbox::engine::plugin_data_dir(state, p.path()).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    dir
+}
+
+/// [`store_in`] the state directory of `te`.
+fn store(te: &TestEngine, p: &TestPlugin) -> PathBuf {
+    let dir = te.engine.data_dir(p.path()).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    dir
 }
 
 async fn load(te: &TestEngine, p: &TestPlugin) -> Instance {
@@ -74,8 +88,7 @@ async fn fs_read_latency() {
         "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n[limits]\ncalls_per_second = 1000000\ncall_burst = 1000000\n",
         "import plugbox, time\n@plugbox.command\ndef bench(n):\n    ts = []\n    for _ in range(n):\n        t = time.perf_counter_ns()\n        plugbox.host.call('fs.read', path='data/small.txt')\n        ts.append(time.perf_counter_ns() - t)\n    ts.sort()\n    return [ts[len(ts) // 2], ts[len(ts) * 9 // 10]]\n",
     );
-    std::fs::create_dir(p.path().join("data")).unwrap();
-    std::fs::write(p.path().join("data/small.txt"), b"hello, world\n").unwrap();
+    std::fs::write(store(&te, &p).join("data/small.txt"), b"hello, world\n").unwrap();
     let plugin = te
         .engine
         .spawn_instance(p.path(), &Grants::all_requested())
@@ -101,22 +114,26 @@ async fn fs_read_latency() {
     }
 }
 
-/// Finding 1: a plugin that can write its directory's parent renames its directory away and
-/// puts a symlink to a secret directory in its place. The engine keeps the directory it
-/// opened at load: reads find nothing of the secret, writes land in the original directory.
+/// Finding 1, as it stands now that `fs.*` work in the data directory: the data directory is
+/// renamed away after load and a symlink to a secret directory put in its place. The engine
+/// keeps the directory it opened at load: reads find nothing of the secret, writes land in
+/// the original directory. (The plugin directory is not reached by `fs.*` at all; see
+/// `tests/hostile_datadir.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swapped_plugin_directory_does_not_redirect_fs_calls() {
+async fn a_swapped_data_directory_does_not_redirect_fs_calls() {
     let te = TestEngine::new();
     let p = fs_plugin(
         "swapper",
         "[capabilities]\n\"fs.read\" = { paths = [\".\"] }\n\"fs.write\" = { paths = [\".\"] }\n\"fs.list\" = { paths = [\".\"] }\n",
     );
+    let data = store(&te, &p);
+    std::fs::write(data.join("mine.txt"), b"mine").unwrap();
     let secret = tempfile::tempdir().unwrap();
     std::fs::write(secret.path().join("secret.txt"), b"TOPSECRET").unwrap();
     let plugin = load(&te, &p).await;
-    let moved = p.path().with_extension("moved");
-    std::fs::rename(p.path(), &moved).unwrap();
-    std::os::unix::fs::symlink(secret.path(), p.path()).unwrap();
+    let moved = data.with_extension("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    std::os::unix::fs::symlink(secret.path(), &data).unwrap();
 
     let read = call(&plugin, "read", json!({"path": "./secret.txt"})).await;
     assert_refused(&read, "invalid", "no such file");
@@ -128,7 +145,7 @@ async fn a_swapped_plugin_directory_does_not_redirect_fs_calls() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert!(
-        names.contains(&"main.py") && !names.contains(&"secret.txt"),
+        names.contains(&"mine.txt") && !names.contains(&"secret.txt"),
         "{names:?}"
     );
     let wrote = call(
@@ -140,12 +157,12 @@ async fn a_swapped_plugin_directory_does_not_redirect_fs_calls() {
     assert_eq!(wrote["ok"], json!({"written": 1}), "{wrote}");
     assert!(!secret.path().join("planted.txt").exists());
     assert_eq!(std::fs::read(moved.join("planted.txt")).unwrap(), b"x");
-    let main = call(&plugin, "read", json!({"path": "./main.py"})).await;
-    assert_eq!(main["ok"].as_str(), Some(FS_PLUGIN));
+    let mine = call(&plugin, "read", json!({"path": "./mine.txt"})).await;
+    assert_eq!(mine["ok"].as_str(), Some("mine"));
 
     plugin.shutdown().await;
-    std::fs::remove_file(p.path()).unwrap();
-    std::fs::rename(&moved, p.path()).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&moved, &data).unwrap();
 }
 
 /// Finding 2 (a): a FIFO, a character device and a socket inside the granted root are
@@ -157,10 +174,10 @@ async fn special_files_are_refused_at_once() {
         "fifo",
         "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n\"fs.write\" = { paths = [\"data\"] }\n\"fs.list\" = { paths = [\"data\"] }\n",
     );
-    // Made after the load: the code digest reads every file of the directory at load, and
-    // that read is another finding's (3) business.
+    // Made after the load: the quota walk at load skips special files, but that is another
+    // finding's (11) business.
     let plugin = load(&te, &p).await;
-    let data = p.path().join("data");
+    let data = store(&te, &p).join("data");
     mkfifo(&data.join("fifo"));
     let zero = Command::new("mknod")
         .arg(data.join("zero"))
@@ -202,9 +219,10 @@ async fn a_flood_of_fifo_reads_leaves_other_plugins_served() {
     let grant = "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n";
     let hostile_dir = fs_plugin("flood", &format!("{grant}{limits}"));
     let honest = fs_plugin("honest", grant);
-    std::fs::write(honest.path().join("data/note.txt"), b"still here").unwrap();
+    std::fs::write(store(&te, &honest).join("data/note.txt"), b"still here").unwrap();
+    let fifo = store(&te, &hostile_dir).join("data/fifo");
     let (hostile, honest) = (load(&te, &hostile_dir).await, load(&te, &honest).await);
-    mkfifo(&hostile_dir.path().join("data/fifo"));
+    mkfifo(&fifo);
 
     let codes = call(
         &hostile,
@@ -221,7 +239,9 @@ async fn a_flood_of_fifo_reads_leaves_other_plugins_served() {
 
 /// Finding 2 (c): `plugbox run DIR --call wait_for --call read_raw`: once the plugin is
 /// ready, a FIFO appears in its root (made by the test: Landlock gives no plugin the right to
-/// make one) and the plugin reads it. The typed error is printed and the process exits 1; it
+/// make one), then a `go` file in the plugin directory that `wait_for` waits for (the data
+/// directory is the host's, mode 0700: the plugin cannot see into it), and the plugin reads
+/// the FIFO. The typed error is printed and the process exits 1; it
 /// used to never exit.
 #[test]
 fn plugbox_run_exits_after_a_fifo_read() {
@@ -229,8 +249,9 @@ fn plugbox_run_exits_after_a_fifo_read() {
         "runfifo",
         "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n[limits]\ncall_timeout_ms = 60000\n",
     );
-    let fifo = p.path().join("data/fifo");
     let work = tempfile::tempdir().unwrap();
+    let fifo = store_in(&work.path().join("state"), &p).join("data/fifo");
+    let go = p.path().join("go");
     let audit = work.path().join("audit.jsonl");
     let child = Command::new(common::plugbox())
         .arg("run")
@@ -240,7 +261,7 @@ fn plugbox_run_exits_after_a_fifo_read() {
         .arg("--state")
         .arg(work.path().join("state"))
         .args(["--call", "wait_for", "--args"])
-        .arg(json!({ "path": fifo.display().to_string() }).to_string())
+        .arg(json!({ "path": go.display().to_string() }).to_string())
         .args(["--call", "read_raw", "--args", r#"{"path": "data/fifo"}"#])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -252,6 +273,7 @@ fn plugbox_run_exits_after_a_fifo_read() {
     std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
     wait_until_ready(&audit);
     mkfifo(&fifo);
+    std::fs::write(&go, b"").unwrap();
     let Ok(out) = rx.recv_timeout(HANG) else {
         Command::new("kill")
             .args(["-KILL", &pid.to_string()])
@@ -300,7 +322,7 @@ async fn a_write_past_file_size_mib_is_refused_and_leaves_the_file() {
         "bigwrite",
         "[capabilities]\n\"fs.write\" = { paths = [\"data\"], max_bytes = 4194304 }\n[limits]\nfile_size_mib = 1\n",
     );
-    let file = p.path().join("data/keep.txt");
+    let file = store(&te, &p).join("data/keep.txt");
     std::fs::write(&file, b"original").unwrap();
     let plugin = load(&te, &p).await;
 
@@ -332,7 +354,7 @@ async fn writes_past_the_fs_quota_are_refused() {
         "quota",
         "[capabilities]\n\"fs.write\" = { paths = [\"data\"], max_bytes = 4194304 }\n\"fs.read\" = { paths = [\"data\"] }\n[limits]\nfs_quota_mib = 1\n",
     );
-    let data = p.path().join("data");
+    let data = store(&te, &p).join("data");
     std::fs::create_dir(data.join("old")).unwrap();
     std::fs::write(data.join("old/big.bin"), vec![0u8; 700 << 10]).unwrap();
     let plugin = load(&te, &p).await;

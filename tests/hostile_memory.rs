@@ -9,7 +9,6 @@
 mod common;
 use common::plugins::{TestEngine, TestPlugin};
 use plugbox::manifest::Grants;
-use std::os::unix::fs::PermissionsExt;
 
 const MIB: u64 = 1024 * 1024;
 /// Size of the file each call reads, and the capability's `max_bytes`.
@@ -32,7 +31,8 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
-fn hoarder() -> TestPlugin {
+/// The hoarder, with `data/big` in its data directory under `te`.
+fn hoarder(te: &TestEngine) -> TestPlugin {
     let manifest = format!(
         "[capabilities]\n\"fs.read\" = {{ paths = [\"data\"], max_bytes = {} }}\n\
          [limits]\ncalls_in_flight = {CALLS}\npending_reply_mib = {BUDGET_MIB}\ncall_timeout_ms = 3000\n",
@@ -40,9 +40,8 @@ fn hoarder() -> TestPlugin {
     );
     let main = HOARDER.replace("CALLS", &CALLS.to_string());
     let plugin = TestPlugin::new("hoarder", &manifest, &main);
-    let data = plugin.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = te.engine.data_dir(plugin.path()).unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("big"), vec![7u8; (REPLY_MIB * MIB) as usize]).unwrap();
     plugin
 }
@@ -50,7 +49,7 @@ fn hoarder() -> TestPlugin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_stops_reading_makes_the_host_hold_at_most_its_reply_budget() {
     let te = TestEngine::new();
-    let plugin = hoarder();
+    let plugin = hoarder(&te);
     reset_peak_rss();
     let baseline = status_bytes("VmRSS:");
     let p = te

@@ -40,6 +40,7 @@ struct Host {
     /// `host_call` lines of any plugin but `good` seen so far.
     hostile_host_calls: Arc<AtomicU64>,
     audit: PathBuf,
+    state: PathBuf,
     next: AtomicU64,
     _work: tempfile::TempDir,
 }
@@ -94,6 +95,7 @@ impl Host {
             waiting,
             hostile_host_calls,
             audit,
+            state: work.path().join("state"),
             next: AtomicU64::new(1),
             _work: work,
         }
@@ -116,7 +118,19 @@ impl Host {
             .unwrap_or_else(|_| panic!("no answer within {CALL_TIMEOUT:?} to {request}"))
     }
 
+    /// Moves the plugin's `data/` files into its data directory (as an operator migrating
+    /// from a release where `fs.*` read the plugin directory would), then loads it.
     fn load(&self, plugin: &TestPlugin) {
+        let bundled = plugin.path().join("data");
+        if bundled.exists() {
+            let data = plugbox::engine::plugin_data_dir(&self.state, plugin.path()).unwrap();
+            std::fs::create_dir_all(data.join("data")).unwrap();
+            for entry in std::fs::read_dir(&bundled).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), data.join("data").join(entry.file_name())).unwrap();
+            }
+            std::fs::remove_dir_all(&bundled).unwrap();
+        }
         let a = self.ask(json!({"op": "load", "dir": plugin.path()}));
         assert_eq!(a["result"]["state"], "ready", "{a}");
     }
@@ -188,7 +202,8 @@ fn good_plugin() -> TestPlugin {
     plugin
 }
 
-/// `data/NAME` of `size` bytes in `plugin`'s directory.
+/// `data/NAME` of `size` bytes in `plugin`'s directory, moved to its data directory by
+/// [`Host::load`].
 fn data_file(plugin: &TestPlugin, name: &str, size: usize) {
     let data = plugin.path().join("data");
     if !data.exists() {

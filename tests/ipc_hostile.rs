@@ -239,12 +239,10 @@ w.serve_report({})
         "[capabilities]\n\"log\" = {}\n\"fs.write\" = { paths = [\"out\"] }\n",
         script,
     );
-    std::fs::create_dir(plugin.path().join("out")).expect("mkdir");
     report(&te, &plugin).await;
-    assert!(
-        !plugin.path().join("out/x").exists(),
-        "fs.write was dispatched"
-    );
+    let data = te.engine.data_dir(plugin.path()).expect("data dir");
+    assert!(data.join("out").is_dir(), "made at load");
+    assert!(!data.join("out/x").exists(), "fs.write was dispatched");
     let violations = te.events("protocol_violation");
     assert_eq!(violations.len(), 2, "{violations:#?}");
     assert!(violations.iter().all(|v| v["reason"]
@@ -353,14 +351,15 @@ w.serve_report({p: (r[i]["error"]["code"] if r[i]["type"] == "error" else "ok:%d
         "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n",
         script,
     );
-    let dir = plugin.path();
+    // The plugin's data directory, where `fs.*` resolve their roots; `secret.txt` lies in it
+    // but outside the granted root `data`.
+    let dir = te.engine.data_dir(plugin.path()).expect("data dir");
     std::fs::create_dir_all(dir.join("data/sub")).expect("mkdir");
     std::fs::write(dir.join("data/inside.txt"), "inside").expect("write");
     std::fs::write(dir.join("secret.txt"), "SECRET").expect("write");
-    // Laid out after load: the code digest refuses a plugin directory that holds symlinks.
     let instance = load(&te, &plugin).await;
     std::os::unix::fs::symlink(dir.join("secret.txt"), dir.join("data/link")).expect("symlink");
-    std::os::unix::fs::symlink(dir, dir.join("data/dirlink")).expect("symlink");
+    std::os::unix::fs::symlink(&dir, dir.join("data/dirlink")).expect("symlink");
     let obs = report_of(&instance).await;
     assert_eq!(obs["data/inside.txt"], "ok:6", "{obs}");
     for p in [
@@ -407,11 +406,11 @@ w.serve_report(seen)
         "[capabilities]\n\"fs.read\" = { paths = [\"data\"] }\n[limits]\ncalls_per_second = 100000\ncall_burst = 10000\n",
         script,
     );
-    let dir = plugin.path().to_owned();
-    std::fs::create_dir(dir.join("data")).expect("mkdir");
+    // The plugin's data directory, where `fs.*` resolve their roots.
+    let dir = te.engine.data_dir(plugin.path()).expect("data dir");
+    std::fs::create_dir_all(dir.join("data")).expect("mkdir");
     std::fs::write(dir.join("SECRET"), "TOP-SECRET-CONTENT").expect("write");
     std::fs::write(dir.join("data/race"), "inside").expect("write");
-    // Loaded before the swapper starts: the code digest refuses a directory holding symlinks.
     let instance = load(&te, &plugin).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swaps = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));

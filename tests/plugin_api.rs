@@ -190,7 +190,6 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
         "[capabilities]\n\"kv.get\" = {}\n\"kv.set\" = {}\n\"kv.list\" = {}\n\"kv.delete\" = {}\n\"fs.write\" = { paths = [\"out\"], max_bytes = 1024 }\n\"fs.list\" = { paths = [\"out\"] }\n",
         "import plugbox\n@plugbox.command\ndef put(k, v):\n    return plugbox.host.call('kv.set', key=k, value=v)\n@plugbox.command\ndef get(k):\n    return plugbox.host.call('kv.get', key=k)\n@plugbox.command\ndef keys():\n    return plugbox.host.call('kv.list')\n@plugbox.command\ndef save(name, data: bytes):\n    return plugbox.host.call('fs.write', path='out/' + name, data=data)\n@plugbox.command\ndef ls():\n    return plugbox.host.call('fs.list', path='out')\n",
     );
-    std::fs::create_dir(p.path().join("out")).unwrap();
     let first = te
         .engine
         .spawn_instance(p.path(), &Grants::all_requested())
@@ -238,10 +237,13 @@ async fn kv_state_survives_a_restart_and_fs_stays_in_its_root() {
         second.call("keys", json!({})).await.expect("keys"),
         Reply::Json(json!(["greeting"]))
     );
+    // In the plugin's data directory, never its code directory.
+    let data = te.engine.data_dir(p.path()).unwrap();
     assert_eq!(
-        std::fs::read(p.path().join("out/a.bin")).unwrap(),
+        std::fs::read(data.join("out/a.bin")).unwrap(),
         [0, 1, 2, 255]
     );
+    assert!(!p.path().join("out").exists());
     let Reply::Json(listing) = second.call("ls", json!({})).await.expect("ls") else {
         panic!()
     };

@@ -35,14 +35,20 @@ pub struct PluginInfo {
     pub instance: String,
     /// The plugin directory.
     pub dir: PathBuf,
-    /// This plugin's private state directory (the kv store lives here): one per plugin
+    /// This plugin's private state directory, the host's (mode 0700): one per plugin
     /// directory, shared by its instances and versions, never by another directory that
-    /// claims the same name.
+    /// claims the same name. The kv store lives in `kv/`, the `fs.*` data in `data/`
+    /// ([`PluginInfo::data_dir`]); a host capability keeps its own per-plugin files in a
+    /// subdirectory named for it (for example `state_dir.join("host-myapp")`).
     pub state_dir: PathBuf,
+    /// The plugin's data directory, `state_dir/data`: where the built-in `fs.*` resolve their
+    /// roots. Its contents are the plugin's to choose (through `fs.write`), so a host handler
+    /// reading them treats them as untrusted input.
+    pub data_dir: PathBuf,
     /// sha256 over the plugin's files, computed at load.
     pub digest: String,
-    /// The plugin directory as opened once at load (the built-in `fs.*` work beneath it),
-    /// with the activation's `fs` slots, file size limit and quota.
+    /// The data directory as opened once at load (the built-in `fs.*` work beneath it), with
+    /// the activation's `fs` slots, file size limit and quota.
     pub fs: Arc<fs::PluginFs>,
 }
 

@@ -138,6 +138,7 @@ impl Engine {
             instance: subject.instance.clone(),
             dir: manifest.dir.clone(),
             state_dir,
+            data_dir: validated.fs.path().to_owned(),
             digest: subject.digest.clone().unwrap_or_default(),
             fs: Arc::clone(&validated.fs),
         });
@@ -317,7 +318,7 @@ async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: 
 /// The name of a plugin's state directory: its manifest name (for people reading the
 /// directory) and the first 16 hex digits of the sha256 of its canonical directory path. The
 /// name alone is not an identity: any other directory may claim it.
-fn state_key(manifest: &crate::manifest::Manifest) -> String {
+pub(super) fn state_key(manifest: &crate::manifest::Manifest) -> String {
     use sha2::Digest;
     use std::os::unix::ffi::OsStrExt;
     let digest = sha2::Sha256::digest(manifest.dir.as_os_str().as_bytes());

@@ -18,10 +18,15 @@ pub enum LoadError {
         /// The names.
         missing: Vec<String>,
     },
-    /// The plugin directory could not be opened without following a symlink, or the bytes
-    /// beneath its `fs.write` roots could not be counted.
+    /// The plugin's data directory (or an `fs.*` root in it) could not be made or opened
+    /// without following a symlink, or the bytes beneath its `fs.write` roots could not be
+    /// counted.
     #[error("load: {0}")]
-    PluginDir(#[from] crate::capability::fs::PluginDirError),
+    DataDir(#[from] crate::capability::fs::DataDirError),
+    /// The effective `[filesystem] write` would let the plugin change its own code (or the
+    /// SDK every plugin runs).
+    #[error("load: {0}")]
+    CodeWritable(#[from] super::code_guard::CodeWritable),
     /// The sandbox uid cannot reach the plugin or the SDK.
     #[error("load: {0}")]
     Reach(#[from] CommandError),
@@ -76,7 +81,8 @@ impl LoadError {
             LoadError::Manifest(_)
             | LoadError::UnknownCapabilities { .. }
             | LoadError::Escalates { .. }
-            | LoadError::PluginDir(_) => "validate",
+            | LoadError::DataDir(_)
+            | LoadError::CodeWritable(_) => "validate",
             LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
             LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
             LoadError::Handshake(_) => "handshake",

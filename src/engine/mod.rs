@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+mod code_guard;
+mod data_dir;
 mod handshake;
 mod instance;
 mod lifecycle;
@@ -32,6 +34,7 @@ mod uid_locks;
 mod uids;
 mod validate;
 
+pub use data_dir::plugin_data_dir;
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;
@@ -73,9 +76,11 @@ pub struct EngineConfig {
     pub api_version: semver::Version,
     /// The audit log (JSON Lines, appended).
     pub audit_log: PathBuf,
-    /// Where per-plugin state (the kv store) lives: `state_dir/<name>-<id>/`, where `<id>` is
-    /// the first 16 hex digits of the sha256 of the plugin's canonical directory path, so a
-    /// plugin's state belongs to its approved directory, not to a name any manifest can claim.
+    /// Where per-plugin state lives: `state_dir/<name>-<id>/`, where `<id>` is the first 16
+    /// hex digits of the sha256 of the plugin's canonical directory path, so a plugin's state
+    /// belongs to its approved directory, not to a name any manifest can claim. The kv store
+    /// is in `kv/` beneath it, the `fs.*` data directory in `data/` (see
+    /// [`Engine::data_dir`]). Give a real path: a symlink in it refuses every load.
     pub state_dir: PathBuf,
     /// The Python SDK made importable inside every sandbox.
     pub sdk_dir: PathBuf,

@@ -27,8 +27,8 @@ pub(crate) struct Validated {
     pub(crate) sdk: PathBuf,
     /// The allow-list, rate and in-flight limits, shared by every instance.
     pub(crate) gate: Arc<Gate>,
-    /// The plugin directory, opened once here and never by path again, with the activation's
-    /// `fs.*` slots and quota; shared by every instance.
+    /// The plugin's data directory, made and opened once here and never by path again, with
+    /// the activation's `fs.*` slots and quota; shared by every instance.
     pub(crate) fs: Arc<PluginFs>,
 }
 
@@ -64,7 +64,11 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return Err(self.refused(&subject, e)),
         };
-        let fs = match open_fs(&manifest, grants) {
+        let protected = [
+            ("the plugin directory", &*manifest.dir),
+            ("the SDK directory", &sdk),
+        ];
+        let fs = match open_fs(&self.inner.config.state_dir, &manifest, grants, &protected) {
             Ok(fs) => Arc::new(fs),
             Err(e) => return Err(self.refused(&subject, e)),
         };
@@ -173,17 +177,33 @@ impl Engine {
     }
 }
 
-/// Opens the plugin directory component by component and counts the bytes beneath the roots
-/// of its `fs.write` grant, for the quota.
-fn open_fs(manifest: &Manifest, grants: &Grants) -> Result<PluginFs, LoadError> {
-    let write_roots: Vec<String> = manifest
+/// Refuses a `[filesystem] write` that reaches the plugin's code or the SDK, then makes and
+/// opens the plugin's data directory and its `fs.*` roots and counts the bytes beneath the
+/// roots of its `fs.write` grant, for the quota.
+fn open_fs(
+    state_dir: &Path,
+    manifest: &Manifest,
+    grants: &Grants,
+    protected: &[(&'static str, &Path)],
+) -> Result<PluginFs, LoadError> {
+    let write = &manifest.policy.filesystem().write;
+    super::code_guard::refuse_writable_code(write, protected)?;
+    let fs_caps: Vec<_> = manifest
         .effective(grants)?
+        .into_iter()
+        .filter(|cap| ["fs.read", "fs.write", "fs.list"].contains(&cap.name.as_str()))
+        .collect();
+    let roots: Vec<String> = fs_caps.iter().flat_map(|c| c.paths.clone()).collect();
+    let write_roots: Vec<String> = fs_caps
         .into_iter()
         .filter(|cap| cap.name == "fs.write")
         .flat_map(|cap| cap.paths)
         .collect();
+    let key = super::load::state_key(manifest);
     Ok(PluginFs::open(
-        &manifest.dir,
+        state_dir,
+        &key,
+        &roots,
         &write_roots,
         manifest.policy.limits(),
     )?)

@@ -1,5 +1,6 @@
 //! File calls on descriptors for host-side work on files a plugin controls: opening one path
-//! component without following a symlink, `fstat`, `ftruncate`, and clearing `O_NONBLOCK`.
+//! component without following a symlink, `mkdirat`, `fstat`, `ftruncate`, and clearing
+//! `O_NONBLOCK`.
 
 use super::check;
 use std::ffi::CStr;
@@ -27,6 +28,14 @@ pub struct FileStat {
     pub kind: FileKind,
     /// `st_size`, bytes (meaningful for regular files only).
     pub size: u64,
+    /// `st_nlink`: how many names the file has.
+    pub nlink: u64,
+    /// The permission bits of `st_mode` (`0o7777`).
+    pub mode: u32,
+    /// `st_dev`: the filesystem holding the file.
+    pub dev: u64,
+    /// `st_ino`: the file on that filesystem (with `dev`, its identity).
+    pub ino: u64,
 }
 
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)`, with `dir` = `AT_FDCWD`
@@ -75,10 +84,31 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
         libc::S_IFLNK => FileKind::Symlink,
         _ => FileKind::Special,
     };
+    // `nlink_t` is 64 bits on x86-64 and 32 on arm64; `dev_t` and `ino_t` are 64 bits.
+    #[allow(clippy::useless_conversion)]
+    let (nlink, dev, ino) = (
+        u64::from(st.st_nlink),
+        u64::from(st.st_dev),
+        u64::from(st.st_ino),
+    );
     Ok(FileStat {
         kind,
         size: u64::try_from(st.st_size).unwrap_or(0),
+        nlink,
+        mode: st.st_mode & 0o7777,
+        dev,
+        ino,
     })
+}
+
+/// `mkdirat(dir, name, mode)`: creates one directory named `name` (one path component) in
+/// the directory open on `dir`. An existing entry of that name fails with `EEXIST`, whatever
+/// it is (a symlink is never followed).
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is a descriptor borrowed
+    // for the duration of the call; the mode is passed by value.
+    let ret = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) };
+    check(ret.into()).map(drop)
 }
 
 /// `ftruncate(fd, len)`: sets the length of the regular file open for writing on `fd`.

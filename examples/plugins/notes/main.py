@@ -1,5 +1,10 @@
 """notes: keeps short notes in the host's key-value store, and shows what the sandbox refuses."""
+from pathlib import Path
+
 import plugbox
+
+# Files the plugin ships with are read directly: its own directory is readable in its sandbox.
+HERE = Path(__file__).parent
 
 
 @plugbox.command
@@ -19,8 +24,16 @@ def list_notes() -> list:
 
 @plugbox.command
 def greeting() -> str:
-    """Reads a file from its granted data root through the broker."""
-    return plugbox.host.call("fs.read", path="data/greeting.txt").decode().strip()
+    """Reads a file it ships with, directly (no capability needed)."""
+    return (HERE / "data" / "greeting.txt").read_text().strip()
+
+
+@plugbox.command
+def export() -> int:
+    """Writes the notes to its data directory (kept by the host, outside its code) with fs.write."""
+    text = "\n".join(list_notes()) + "\n"
+    plugbox.host.call("fs.write", path="export/notes.txt", data=text.encode())
+    return len(plugbox.host.call("fs.read", path="export/notes.txt"))
 
 
 @plugbox.command

@@ -1,20 +1,23 @@
-//! Built-in `fs.read`, `fs.write`, `fs.list`: files beneath the plugin's granted roots only.
+//! Built-in `fs.read`, `fs.write`, `fs.list`: files beneath the granted roots of the
+//! plugin's **data directory** (`<state_dir>/<key>/data/`), never its code directory.
 //!
-//! The plugin directory is opened once per activation, component by component without
-//! following a symlink, and held ([`PluginFs`]); every path is opened beneath that descriptor
-//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+//! The data directory is made and opened once per activation, component by component
+//! without following a symlink, and held ([`PluginFs`]); every path is opened beneath that
+//! descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
 //! RESOLVE_NO_XDEV)`. Nothing is canonicalised and then opened, and nothing is opened by a
 //! path the plugin can swap. Files are opened `O_NONBLOCK`, checked with `fstat` (regular
-//! files for read and write, directories for list) and read and written with hard caps, so
-//! no call can block a host thread on a FIFO or device; at most [`FS_SLOTS`] calls of one
-//! plugin run on host threads at once.
+//! files with one name for read and write, directories for list) and read and written with
+//! hard caps, so no call can block a host thread on a FIFO or device, nor reach a file
+//! through a hard link; at most [`FS_SLOTS`] calls of one plugin run on host threads at once.
 
+mod data_dir;
 mod ops;
 mod quota;
 mod root;
 
+pub use data_dir::{data_dir_path, DataDirError, DATA_DIR};
 pub use quota::{CountError, Quota, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
-pub use root::{PluginDirError, PluginFs, FS_SLOTS};
+pub use root::{PluginFs, FS_SLOTS};
 
 use super::{BoxFuture, CallContext, CallError, CallRequest, Capability, Reply};
 use std::path::{Component, Path};

@@ -1,6 +1,13 @@
 //! The three operations, run on a blocking thread: each opens its path beneath the held
-//! plugin directory `O_NONBLOCK`, checks what it opened with `fstat`, and reads or writes
+//! data directory `O_NONBLOCK`, checks what it opened with `fstat`, and reads or writes
 //! with a hard cap.
+//!
+//! A file with more than one name is refused `denied` before a byte is read or written: a
+//! hard link planted in the data directory (by whoever can write there) may be another name
+//! of a file outside it, the plugin's own code included, and a write through it would change
+//! that file. The check is on the opened descriptor, so it cannot race: as long as the other
+//! name exists the count stays above one. Writes otherwise go in place (no new file renamed
+//! over the old), so a refused write leaves both names and the bytes as they were.
 
 use super::super::{args, CallContext, CallError, CallRequest, Reply};
 use super::{locate, MAX_LIST_ENTRIES};
@@ -44,7 +51,7 @@ fn refused(path: &str, e: &io::Error) -> CallError {
     }
 }
 
-/// Opens `path` beneath the held plugin directory with `flags`.
+/// Opens `path` beneath the held data directory with `flags`.
 fn open(ctx: &CallContext, path: &str, flags: libc::c_int) -> Result<OwnedFd, CallError> {
     let p = locate(ctx, path)?;
     ctx.plugin
@@ -53,10 +60,16 @@ fn open(ctx: &CallContext, path: &str, flags: libc::c_int) -> Result<OwnedFd, Ca
         .map_err(|e| refused(path, &e))
 }
 
-/// The size of the regular file open on `fd`; anything else is refused `invalid`.
+/// The size of the regular file open on `fd`; anything else is refused `invalid`, and a
+/// file with another name (a hard link) `denied`.
 fn regular(path: &str, fd: BorrowedFd<'_>) -> Result<u64, CallError> {
     let stat = sys::fstat(fd).map_err(|e| CallError::host(format!("{path:?}: fstat: {e}")))?;
     match stat.kind {
+        FileKind::Regular if stat.nlink > 1 => Err(CallError::denied(format!(
+            "{path:?}: has {} hard links; fs.* touches only files with one name (another \
+             name may lie outside the data directory)",
+            stat.nlink
+        ))),
         FileKind::Regular => Ok(stat.size),
         _ => Err(CallError::invalid(format!("{path:?}: not a regular file"))),
     }
@@ -144,10 +157,26 @@ fn open_for_write(ctx: &CallContext, path: &str, len: u64) -> Result<OwnedFd, Ca
     .map_err(|e| refused(path, &e))
 }
 
+/// `O_DIRECTORY | O_NOFOLLOW` refuses a symlink as "not a directory" (`ENOTDIR`) before the
+/// no-symlinks rule sees it; report it as what it is, an attempt through a symlink (`denied`).
+fn symlink_denied(ctx: &CallContext, path: &str, e: CallError) -> CallError {
+    let link = locate(ctx, path)
+        .ok()
+        .and_then(|p| ctx.plugin.fs.open_beneath(p, libc::O_PATH).ok())
+        .and_then(|fd| sys::fstat(fd.as_fd()).ok())
+        .is_some_and(|s| s.kind == FileKind::Symlink);
+    if link {
+        CallError::denied(format!("{path:?}: is a symlink; fs.* never follow one"))
+    } else {
+        e
+    }
+}
+
 /// `fs.list`: the entries of a directory, at most [`MAX_LIST_ENTRIES`].
 pub(super) fn list(ctx: &CallContext, request: &CallRequest) -> Result<Reply, CallError> {
     let a: PathArgs = args("fs.list", request)?;
-    let dir = open(ctx, &a.path, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let dir = open(ctx, &a.path, libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(|e| symlink_denied(ctx, &a.path, e))?;
     let mut entries = Vec::new();
     let listed = crate::untrusted_file::entries(dir.as_fd());
     for entry in listed.map_err(|e| CallError::host(e.to_string()))? {

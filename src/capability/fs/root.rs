@@ -1,16 +1,17 @@
-//! The plugin directory as the engine holds it: opened once per activation, component by
-//! component from `/` without following a symlink, and kept as a descriptor. Every `fs.*`
-//! path is resolved beneath that descriptor, so renaming the directory away and putting a
-//! symlink in its place afterwards changes nothing: the engine never opens it by path again.
+//! The plugin's data directory as the engine holds it: made and opened once per activation
+//! (see [`super::data_dir`]) and kept as a descriptor. Every `fs.*` path is resolved beneath
+//! that descriptor, so renaming the directory away and putting a symlink in its place
+//! afterwards changes nothing: the engine never opens it by path again.
 
-use super::quota::{self, CountError, Quota};
+use super::data_dir::{self, DataDirError};
+use super::quota::{self, Quota};
 use crate::policy::Limits;
-use crate::sys::{self, FileKind};
+use crate::sys;
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -26,42 +27,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// for the time of one bounded local file operation.
 pub const FS_SLOTS: usize = 4;
 
-/// Why the plugin directory could not be opened and its `fs.write` usage counted.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PluginDirError {
-    /// The directory's path is not absolute and normalised (it is canonicalised at load).
-    #[error("plugin directory {}: not an absolute, normalised path", path.display())]
-    NotNormal {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// A component could not be opened as a directory without following a symlink.
-    #[error("plugin directory {}: {component:?} is a symlink or not a directory (openat O_NOFOLLOW|O_DIRECTORY: {source})", path.display())]
-    Component {
-        /// The directory.
-        path: PathBuf,
-        /// The component that failed.
-        component: String,
-        /// The openat error.
-        source: std::io::Error,
-    },
-    /// The bytes already stored beneath an `fs.write` root could not be counted.
-    #[error("plugin directory {}: fs.write root {root:?}: {source}", path.display())]
-    Quota {
-        /// The directory.
-        path: PathBuf,
-        /// The granted root.
-        root: String,
-        /// Why.
-        source: CountError,
-    },
-}
-
-/// One activation's hold on its plugin directory, shared by all its instances: the
-/// directory descriptor, the slots bounding host threads, the file size limit and the quota.
+/// One activation's hold on its data directory, shared by all its instances: the directory
+/// descriptor, the slots bounding host threads, the file size limit and the quota.
 pub struct PluginFs {
     dir: OwnedFd,
+    path: PathBuf,
     slots: Arc<Semaphore>,
     file_size_bytes: u64,
     quota: Quota,
@@ -71,6 +41,7 @@ impl fmt::Debug for PluginFs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PluginFs")
             .field("dir", &self.dir)
+            .field("path", &self.path)
             .field("file_size_bytes", &self.file_size_bytes)
             .field("quota", &self.quota)
             .finish_non_exhaustive()
@@ -78,32 +49,50 @@ impl fmt::Debug for PluginFs {
 }
 
 impl PluginFs {
-    /// Opens `dir` (absolute, canonical) component by component and counts the bytes stored
+    /// Makes and opens the data directory `state_dir/key/data` (see [`data_dir`]), makes
+    /// each of `roots` (every `fs.*` grant's roots) beneath it, and counts the bytes stored
     /// beneath `write_roots` (the `fs.write` grant's roots) for the quota.
     pub(crate) fn open(
-        dir: &Path,
+        state_dir: &Path,
+        key: &str,
+        roots: &[String],
         write_roots: &[String],
         limits: &Limits,
-    ) -> Result<Self, PluginDirError> {
-        let fd = open_dir(dir)?;
+    ) -> Result<Self, DataDirError> {
+        let (fd, path) = data_dir::open(state_dir, key)?;
+        for root in roots {
+            data_dir::make_root(fd.as_fd(), root).map_err(|source| DataDirError::Root {
+                path: path.clone(),
+                root: root.clone(),
+                source,
+            })?;
+        }
         let used = quota::count(fd.as_fd(), write_roots).map_err(|(root, source)| {
-            PluginDirError::Quota {
-                path: dir.to_owned(),
+            DataDirError::Quota {
+                path: path.clone(),
                 root,
                 source,
             }
         })?;
         Ok(Self {
             dir: fd,
+            path,
             slots: Arc::new(Semaphore::new(FS_SLOTS)),
             file_size_bytes: limits.file_size_bytes,
             quota: Quota::new(limits.fs_quota_bytes, used),
         })
     }
 
-    /// Opens `path` (relative, already checked to lie in a granted root) beneath the held
-    /// directory: `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-    /// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`.
+    /// The data directory's path, as it was when it was opened (for people and host
+    /// handlers; the built-in `fs.*` never open it by this path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `path` (relative) beneath the held data directory: `openat2` with
+    /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV` and
+    /// `O_NOFOLLOW` added to `flags` (a new file gets mode 0644). The caller checks what it
+    /// opened (`fstat`: its kind, and its links).
     pub(crate) fn open_beneath(&self, path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
         let bytes = if path.as_os_str().is_empty() {
             b"."
@@ -128,73 +117,5 @@ impl PluginFs {
     /// The activation's `fs.write` quota.
     pub(crate) fn quota(&self) -> &Quota {
         &self.quota
-    }
-}
-
-/// Opens `path` from `/`, one component at a time, each `O_PATH | O_DIRECTORY | O_NOFOLLOW`
-/// relative to the one before: a symlink anywhere in the path is refused.
-fn open_dir(path: &Path) -> Result<OwnedFd, PluginDirError> {
-    let fail = |component: &str, source| PluginDirError::Component {
-        path: path.to_owned(),
-        component: component.to_owned(),
-        source,
-    };
-    let flags = libc::O_PATH | libc::O_DIRECTORY;
-    let mut components = path.components();
-    if components.next() != Some(Component::RootDir) {
-        return Err(PluginDirError::NotNormal {
-            path: path.to_owned(),
-        });
-    }
-    let mut fd = sys::open_nofollow(None, c"/", flags, 0).map_err(|e| fail("/", e))?;
-    for component in components {
-        let Component::Normal(name) = component else {
-            return Err(PluginDirError::NotNormal {
-                path: path.to_owned(),
-            });
-        };
-        let shown = name.to_string_lossy();
-        let name = CString::new(name.as_bytes()).map_err(|_| PluginDirError::NotNormal {
-            path: path.to_owned(),
-        })?;
-        fd = sys::open_nofollow(Some(fd.as_fd()), &name, flags, 0).map_err(|e| fail(&shown, e))?;
-        is_dir(fd.as_fd()).map_err(|e| fail(&shown, e))?;
-    }
-    Ok(fd)
-}
-
-/// Belt and braces: `O_PATH | O_NOFOLLOW` opens a symlink itself, which `O_DIRECTORY` then
-/// refuses; check the kind anyway.
-fn is_dir(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    match sys::fstat(fd)?.kind {
-        FileKind::Directory => Ok(()),
-        _ => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_symlink_anywhere_in_the_path_is_refused_naming_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        let real = tmp.path().canonicalize().unwrap();
-        std::fs::create_dir_all(real.join("a/plugin")).unwrap();
-        std::os::unix::fs::symlink(real.join("a"), real.join("link")).unwrap();
-        assert!(open_dir(&real.join("a/plugin")).is_ok());
-        let e = open_dir(&real.join("link/plugin")).unwrap_err();
-        let PluginDirError::Component {
-            component, source, ..
-        } = &e
-        else {
-            panic!("{e}")
-        };
-        assert_eq!(component, "link");
-        assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR), "{e}");
-        assert!(e.to_string().contains("link/plugin"), "{e}");
-        let e = open_dir(Path::new("relative/dir")).unwrap_err();
-        assert!(matches!(e, PluginDirError::NotNormal { .. }), "{e}");
     }
 }
