@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod evidence;
 mod handshake;
 mod instance;
 mod lifecycle;
@@ -31,6 +32,7 @@ mod teardown;
 mod uids;
 mod validate;
 
+pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;

@@ -14,12 +14,14 @@ mod confine;
 mod fs;
 mod ipc;
 mod process;
+mod signal;
 mod socket;
 mod watchdog;
 pub use confine::*;
 pub use fs::*;
 pub use ipc::*;
 pub use process::*;
+pub use signal::{read_signal, termination_pipe};
 pub use socket::*;
 pub use watchdog::{
     fork_watchdog, is_child_subreaper, recv_record, send_record, set_send_timeout,
