@@ -343,3 +343,114 @@ fn check_names_the_file_and_line_of_a_syntax_error() {
         "{stderr}"
     );
 }
+
+/// A plugin whose `nap` says on stderr that it started (with its pid), then sleeps.
+const NAPPER: &str = "import os, sys, time, plugbox\n@plugbox.command\ndef nap(s):\n    print(f'napping pid={os.getpid()}', file=sys.stderr, flush=True)\n    time.sleep(s)\n    return 1\n";
+
+/// Reads `stderr` lines on a thread until one says the plugin is napping; returns its pid.
+fn napping_pid(stderr: std::process::ChildStderr) -> i32 {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some(at) = line.find("napping pid=") {
+                let digits: String = line[at + 12..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let _ = tx.send(digits.parse::<i32>().unwrap());
+            }
+        }
+    });
+    rx.recv_timeout(HANG).expect("the plugin started napping")
+}
+
+/// Waits (bounded) for `child` to exit; its status code.
+fn exit_code(mut child: std::process::Child) -> Option<i32> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().map(|s| s.code()));
+    });
+    rx.recv_timeout(HANG).expect("exited").unwrap()
+}
+
+/// SIGINT to `plugbox run` during a call: the plugin is unloaded, the log sealed, and the
+/// run exits 130 (128 + SIGINT) instead of dying with the log unsealed.
+#[test]
+fn plugbox_run_stopped_by_sigint_unloads_and_seals() {
+    let plugin = TestPlugin::new("napper", "", NAPPER);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut child = Command::new(common::plugbox())
+        .arg("run")
+        .arg(plugin.path())
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .args(["--call", "nap", "--args", "{\"s\": 3600}"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let plugin_pid = napping_pid(child.stderr.take().unwrap());
+    assert_eq!(send_signal(child.id(), libc::SIGINT), 0);
+    assert_eq!(exit_code(child), Some(128 + libc::SIGINT));
+    assert!(!common::alive(plugin_pid), "the plugin outlived the run");
+    assert_sealed(&audit);
+}
+
+/// SIGTERM to `plugbox serve` with a call in flight: every plugin is unloaded, the log
+/// sealed, and serve exits 0, as at end of input.
+#[test]
+fn plugbox_serve_stopped_by_sigterm_unloads_and_seals() {
+    use std::io::{BufRead, Write};
+    let plugin = TestPlugin::new("napper", "", NAPPER);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut child = Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let load = serde_json::json!({"id": 1, "op": "load", "dir": plugin.path()});
+    writeln!(stdin, "{load}").unwrap();
+    let mut answer = String::new();
+    stdout.read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    let call =
+        r#"{"id": 2, "op": "call", "plugin": "napper", "command": "nap", "args": {"s": 3600}}"#;
+    writeln!(stdin, "{call}").unwrap();
+    let plugin_pid = napping_pid(child.stderr.take().unwrap());
+    assert_eq!(send_signal(child.id(), libc::SIGTERM), 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.contains("\"id\":2"),
+        "the call in flight is answered: {rest}"
+    );
+    assert_eq!(exit_code(child), Some(0));
+    drop(stdin);
+    assert!(!common::alive(plugin_pid), "the plugin outlived serve");
+    assert_sealed(&audit);
+}
+
+/// Sends `sig` to the process this test started, by its pid, through `kill(1)` (the tests
+/// keep no `unsafe`).
+fn send_signal(pid: u32, sig: i32) -> i32 {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
