@@ -141,7 +141,9 @@ async fn load_batch(cases: &[Case]) {
         .map(|c| te.engine.load(c.plugin.path(), &grants));
     let results = tokio::time::timeout(HANG, join_all(loads)).await.unwrap();
     for (case, result) in cases.iter().zip(results) {
-        let error = result.err().expect("a broken plugin does not load");
+        let Err(error) = result else {
+            panic!("{}: a broken plugin loaded", case.name)
+        };
         let shown = error.to_string();
         assert_eq!(error.step(), "handshake", "{shown}");
         let evidence = error.evidence().unwrap_or_else(|| panic!("{shown}"));
