@@ -456,3 +456,45 @@ fn send_signal(pid: u32, sig: i32) -> i32 {
         .unwrap();
     status.code().unwrap_or(-1)
 }
+
+/// An engine dropped without `shutdown` (and its runtime after it): its plugin is killed and
+/// the log is sealed by the time the drops return, in the thread that dropped them (never
+/// left to the group-commit thread, which an exiting process would cut off). Repeated, since
+/// the race it guards against was intermittent.
+#[test]
+fn an_engine_dropped_without_shutdown_seals_its_log_before_the_drop_returns() {
+    let plugin = TestPlugin::new("echo", "", common::engine::ECHO);
+    for _ in 0..5 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let te = TestEngine::new();
+        let pid = runtime.block_on(async {
+            let grants = Grants::all_requested();
+            let loaded = te.engine.load(plugin.path(), &grants).await.unwrap();
+            common::engine::pid_of(loaded.call("pid", serde_json::json!({})).await.unwrap())
+        });
+        let TestEngine { engine, audit, .. } = te;
+        drop(engine);
+        drop(runtime);
+        assert!(dies(pid as i32), "the plugin outlived its engine");
+        assert_sealed(&audit);
+    }
+}
+
+/// Waits (bounded) for process `pid` to end, on its pidfd: whether it did.
+fn dies(pid: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(pidfd) = plugbox::sys::pidfd_open(pid) else {
+        return true; // already reaped
+    };
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let limit = i32::try_from(HANG.as_millis()).unwrap();
+    plugbox::sys::poll(&mut fds, limit).unwrap() == 1
+}
