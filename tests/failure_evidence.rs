@@ -498,3 +498,35 @@ fn dies(pid: i32) -> bool {
     let limit = i32::try_from(HANG.as_millis()).unwrap();
     plugbox::sys::poll(&mut fds, limit).unwrap() == 1
 }
+
+/// A plugin that says hello and dies before answering its first health probe: the error is
+/// the failed probe with its exit status and stderr, and its slot is given back once (the
+/// engine counts no plugin left alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dying_after_hello_keeps_its_evidence_and_its_slot_count() {
+    let plugin = TestPlugin::new(
+        "hellodies",
+        "",
+        "import os, sys, rawwire\nrawwire.send({'type': 'hello', 'protocol': 1, 'plugin': {'name': rawwire.NAME, 'version': rawwire.VERSION}, 'commands': []})\nrawwire.recv()\nrawwire.recv()\nprint('dying after hello, before the probe', file=sys.stderr, flush=True)\nos._exit(4)\n",
+    );
+    let te = TestEngine::new();
+    let error = tokio::time::timeout(
+        HANG,
+        te.engine.load(plugin.path(), &Grants::all_requested()),
+    )
+    .await
+    .unwrap()
+    .err()
+    .unwrap();
+    let shown = error.to_string();
+    assert_eq!(error.step(), "health", "{shown}");
+    let evidence = error.evidence().unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(evidence.status, Some(WaitStatus::Exited(4)), "{shown}");
+    assert_eq!(evidence.stderr_tail, "dying after hello, before the probe");
+    assert_eq!(te.engine.live_plugins(), 0);
+    te.engine.shutdown().await.unwrap();
+    let (record, tail) = refused_tail(&te, "hellodies");
+    assert_eq!(record["detail"]["step"], "health");
+    assert_eq!(tail, "dying after hello, before the probe");
+    assert_sealed(&te.audit);
+}
