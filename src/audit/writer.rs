@@ -118,9 +118,12 @@ pub struct AuditLog {
     options: AuditOptions,
     state: Mutex<State>,
     dirty: Arc<AtomicBool>,
-    sync_file: Arc<Mutex<Option<File>>>,
+    sync_file: SyncFile,
     failed: watch::Sender<Option<String>>,
 }
+
+/// The descriptor the group-commit thread fsyncs (`None` once the log is sealed or failed).
+type SyncFile = Arc<Mutex<Option<File>>>;
 
 #[derive(Debug)]
 struct State {
@@ -194,7 +197,8 @@ impl AuditLog {
             failed: watch::channel(None).0,
         });
         if log.options.durability == Durability::Group {
-            spawn_flusher(Arc::downgrade(&log));
+            let (dirty, sync) = (Arc::clone(&log.dirty), Arc::clone(&log.sync_file));
+            spawn_flusher(Arc::downgrade(&log), dirty, sync, log.options.group_delay);
         }
         let mut r = Record::new(EventKind::Open, engine_subject());
         r.detail = carried;
@@ -323,6 +327,7 @@ impl AuditLog {
 
     fn fail(&self, state: &mut State, why: String) {
         state.file = None;
+        self.close_sync_file();
         state.closed = Some(why.clone());
         self.failed.send_replace(Some(why));
     }
@@ -380,7 +385,13 @@ impl AuditLog {
         }
         state.closed = Some("sealed".into());
         state.file = None;
+        self.close_sync_file();
         Ok(seq)
+    }
+
+    /// Ends group commit: the flusher thread finds no file and returns.
+    fn close_sync_file(&self) {
+        *self.sync_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -447,29 +458,42 @@ fn host_id() -> String {
 }
 
 /// Group commit: fsync at most every `group_delay` while records arrive.
-fn spawn_flusher(log: Weak<AuditLog>) {
+///
+/// The thread holds the log only through a `Weak` it upgrades on a failed fsync alone, never
+/// while the log is healthy: so it is never the last owner, and the seal of a log dropped
+/// without [`AuditLog::seal`] happens in the thread that dropped it, before that thread goes
+/// on (to exit the process, say), not here where an exiting process would cut it off.
+fn spawn_flusher(
+    log: Weak<AuditLog>,
+    dirty: Arc<AtomicBool>,
+    sync_file: SyncFile,
+    delay: Duration,
+) {
     let spawned = std::thread::Builder::new()
         .name("plugbox-audit-fsync".into())
         .spawn(move || loop {
-            let Some(log) = log.upgrade() else { return };
-            let delay = log.options.group_delay;
-            if log.dirty.swap(false, Ordering::AcqRel) {
-                let file = log
-                    .sync_file
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .and_then(|f| f.try_clone().ok());
+            if log.strong_count() == 0 {
+                return;
+            }
+            if dirty.swap(false, Ordering::AcqRel) {
+                let file = {
+                    let guard = sync_file.lock().unwrap_or_else(|p| p.into_inner());
+                    match guard.as_ref() {
+                        Some(f) => f.try_clone().ok(),
+                        None => return, // sealed or failed: nothing more to sync
+                    }
+                };
                 if let Some(Err(e)) = file.map(|f| f.sync_data()) {
-                    let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
-                    log.fail(&mut state, format!("fsync failed: {e}"));
+                    if let Some(log) = log.upgrade() {
+                        let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
+                        log.fail(&mut state, format!("fsync failed: {e}"));
+                    }
                     return;
                 }
             }
-            if log.state.lock().map(|s| s.closed.is_some()).unwrap_or(true) {
+            if sync_file.lock().map(|f| f.is_none()).unwrap_or(true) {
                 return;
             }
-            drop(log);
             std::thread::sleep(delay);
         });
     if let Err(e) = spawned {

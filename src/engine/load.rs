@@ -3,6 +3,7 @@
 //! failure the process tree is killed, a `load_refused` record names the step, and nothing
 //! stays running.
 
+use super::evidence::{self, StderrTail};
 use super::handshake::check_hello;
 use super::instance::Instance;
 use super::lifecycle::{record_transition, State};
@@ -107,7 +108,7 @@ impl Engine {
                     &subject,
                     None,
                     State::Failed,
-                    Some(&format!("{}: {e}", e.step())),
+                    Some(&format!("{}: {}", e.step(), e.summary())),
                 );
                 Err(self.refused(&subject, e))
             }
@@ -197,12 +198,14 @@ impl Engine {
             State::Handshaking,
             None,
         )?;
+        let tail = StderrTail::new();
         output::forward(
             &info,
             &self.inner.audit,
             child.child.stdout.take(),
             child.child.stderr.take(),
             manifest.policy.limits().output_bytes,
+            &tail,
         );
 
         let std_stream = std::os::unix::net::UnixStream::from(host_end);
@@ -214,6 +217,8 @@ impl Engine {
         let (read_half, mut write_half) = stream.into_split();
         let mut reader = FrameReader::new(ChannelReader::new(read_half), FrameLimits::default());
         let hello = tokio::time::timeout(config.handshake_timeout, reader.next()).await;
+        // A plugin that missed the deadline has had its chance; any other may still be exiting.
+        let let_it_exit = hello.is_ok();
         let commands = match check_hello(manifest, hello) {
             Ok(commands) => commands,
             Err(why) => {
@@ -229,7 +234,9 @@ impl Engine {
                 r.decision = Some("deny");
                 r.reason = Some(escape_text(&why));
                 self.inner.audit.write(&r)?;
-                return Err(LoadError::Handshake(why));
+                let reap = move || guard.reap();
+                let e = LoadError::Handshake(why);
+                return Err(evidence::before_hello(e, pid, reap, &tail, let_it_exit).await);
             }
         };
         let welcome = Message::Welcome {
@@ -283,7 +290,11 @@ impl Engine {
         let instance = Instance::new(session, info, pid, exit);
         let timeout = manifest.policy.supervision().health_timeout;
         if let Err(e) = instance.ping(timeout).await {
-            return Err(LoadError::Health(e.message));
+            let e = LoadError::Health(e.message);
+            let e = evidence::after_hello(e, instance, &tail).await;
+            // Its teardown gave its slot back; `start_instance` gives it back again on error.
+            self.inner.live.fetch_add(1, Ordering::AcqRel);
+            return Err(e);
         }
         record_transition(
             audit,
@@ -299,8 +310,22 @@ impl Engine {
 /// Kills the process tree if loading stops half way (then the watchdog forgets the group).
 struct KillOnDrop(libc::pid_t, Arc<crate::sandbox::Watchdog>);
 
+impl KillOnDrop {
+    /// Kills the tree now (blocking: run it off the runtime), returns the status of its first
+    /// process if reaped here, and forgets the group in the watchdog.
+    fn reap(mut self) -> Option<sys::WaitStatus> {
+        let status = tree::kill_tree(self.0, self.0).ok().flatten();
+        let _ = self.1.unregister(self.0);
+        self.0 = 0; // disarmed: nothing left to kill
+        status
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        if self.0 <= 0 {
+            return;
+        }
         let _ = tree::kill_tree(self.0, self.0);
         let _ = self.1.unregister(self.0);
     }

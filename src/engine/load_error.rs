@@ -1,5 +1,6 @@
 //! Why a plugin, or one instance of it, could not be started: one variant per step.
 
+use super::evidence::Evidence;
 use crate::manifest::ManifestError;
 use crate::sandbox::command::CommandError;
 use crate::sandbox::{PrepareError, SpawnError};
@@ -62,6 +63,16 @@ pub enum LoadError {
     /// The engine is shutting down.
     #[error("load: the engine is shutting down")]
     ShuttingDown,
+    /// The plugin process failed before it was ready (at the handshake or the first health
+    /// probe): `cause` says how the host saw it, `evidence` how the process ended and what
+    /// it last wrote to stderr (the traceback of a syntax error or an exception at import).
+    #[error("{cause}\n{evidence}")]
+    PluginFailed {
+        /// The failed step, as the host saw it.
+        cause: Box<LoadError>,
+        /// Exit status and stderr tail.
+        evidence: Evidence,
+    },
     /// A reload asks for more than the loaded version, with the same grants.
     #[error("reload: {name} {version} asks for more than the loaded version without a new grant: {}", changes.join("; "))]
     Escalates {
@@ -90,6 +101,36 @@ impl LoadError {
             LoadError::Audit(_) => "audit",
             LoadError::Host(_) => "host",
             LoadError::Conflict { .. } | LoadError::ShuttingDown => "register",
+            LoadError::PluginFailed { cause, .. } => cause.step(),
         }
+    }
+
+    /// What the plugin process left behind, when it failed before it was ready.
+    pub fn evidence(&self) -> Option<&Evidence> {
+        match self {
+            LoadError::PluginFailed { evidence, .. } => Some(evidence),
+            _ => None,
+        }
+    }
+
+    /// One line for a record's `reason`: the error without the stderr tail (the record's
+    /// `detail` carries that, see [`LoadError::audit_detail`]).
+    pub fn summary(&self) -> String {
+        match self {
+            LoadError::PluginFailed { cause, evidence } => {
+                format!("{cause} ({})", evidence.ending())
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The `detail` of the `load_refused` record: the step, and the evidence if any.
+    pub fn audit_detail(&self) -> serde_json::Value {
+        let mut detail = match self.evidence() {
+            Some(evidence) => evidence.audit_detail(),
+            None => serde_json::json!({}),
+        };
+        detail["step"] = self.step().into();
+        detail
     }
 }

@@ -19,6 +19,7 @@
 
 mod code_guard;
 mod data_dir;
+mod evidence;
 mod handshake;
 mod instance;
 mod lifecycle;
@@ -35,6 +36,7 @@ mod uids;
 mod validate;
 
 pub use data_dir::plugin_data_dir;
+pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;
@@ -160,6 +162,17 @@ pub enum EngineError {
 }
 
 /// Runs plugins. Cheap to clone; every clone is the same engine.
+///
+/// End it with [`Engine::shutdown`]: plugins are drained and stopped in order, their exit
+/// records written, then the audit log is sealed. Dropping the last clone without it kills
+/// every plugin process group at once (SIGKILL) and seals the log when the last holder of the
+/// log lets go: the engine itself, or the tasks still writing the killed instances' exit
+/// records (they finish on the runtime, or are dropped with it). The seal is written in the
+/// thread that drops that last holder, before the drop returns (one record and an fsync, as
+/// any record costs under [`Durability::Fsync`](crate::audit::Durability::Fsync)); never
+/// later on a background thread, so a host that drops its engine and runtime and then exits
+/// leaves a sealed log. A process that exits without dropping them (or is killed) leaves it
+/// unsealed, which `plugbox audit verify` reports.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,

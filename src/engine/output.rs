@@ -1,6 +1,7 @@
 //! A plugin's stdout and stderr: captured, bounded by `limits.output_bytes`, forwarded to
 //! `tracing` line by line with the plugin's identity. Never part of the protocol.
 
+use super::evidence::StderrTail;
 use crate::audit::{escape_text, AuditLog, EventKind, Record};
 use crate::capability::PluginInfo;
 use std::os::fd::OwnedFd;
@@ -16,13 +17,15 @@ struct Budget {
     limit: u64,
 }
 
-/// Starts forwarding both streams.
+/// Starts forwarding both streams; stderr's last bytes are also kept in `tail` (finished
+/// when stderr ends or is cut), the evidence of a plugin that fails before it is ready.
 pub(crate) fn forward(
     info: &Arc<PluginInfo>,
     audit: &Arc<AuditLog>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     limit: u64,
+    tail: &Arc<StderrTail>,
 ) {
     let budget = Arc::new(Budget {
         left: AtomicU64::new(limit),
@@ -30,10 +33,18 @@ pub(crate) fn forward(
         limit,
     });
     if let Some(out) = stdout {
-        spawn_stream(OwnedFd::from(out), "stdout", info, audit, &budget);
+        spawn_stream(OwnedFd::from(out), "stdout", info, audit, &budget, None);
     }
-    if let Some(err) = stderr {
-        spawn_stream(OwnedFd::from(err), "stderr", info, audit, &budget);
+    match stderr {
+        Some(err) => spawn_stream(
+            OwnedFd::from(err),
+            "stderr",
+            info,
+            audit,
+            &budget,
+            Some(tail),
+        ),
+        None => tail.finish(false),
     }
 }
 
@@ -43,8 +54,13 @@ fn spawn_stream(
     info: &Arc<PluginInfo>,
     audit: &Arc<AuditLog>,
     budget: &Arc<Budget>,
+    tail: Option<&Arc<StderrTail>>,
 ) {
+    let tail = tail.map(Arc::clone);
     let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+        if let Some(t) = &tail {
+            t.finish(false);
+        }
         return;
     };
     let (info, audit, budget) = (Arc::clone(info), Arc::clone(audit), Arc::clone(budget));
@@ -57,6 +73,9 @@ fn spawn_stream(
                 Ok(n) => n,
             };
             let allowed = take(&budget, n as u64) as usize;
+            if let Some(t) = &tail {
+                t.push(&buf[..allowed]);
+            }
             for &b in &buf[..allowed] {
                 if b == b'\n' {
                     emit(&info, stream, &line);
@@ -67,8 +86,14 @@ fn spawn_stream(
             }
             if allowed < n {
                 report_cut(&info, &audit, &budget);
+                if let Some(t) = &tail {
+                    t.finish(true);
+                }
                 break;
             }
+        }
+        if let Some(t) = &tail {
+            t.finish(false);
         }
         if !line.is_empty() {
             emit(&info, stream, &line);

@@ -122,8 +122,8 @@ impl Engine {
     pub(crate) fn refused(&self, subject: &Subject, error: LoadError) -> LoadError {
         let mut r = Record::new(EventKind::LoadRefused, subject.clone());
         r.decision = Some("deny");
-        r.reason = Some(escape_text(&error.to_string()));
-        r.detail = Some(serde_json::json!({ "step": error.step() }));
+        r.reason = Some(escape_text(&error.summary()));
+        r.detail = Some(error.audit_detail());
         match self.inner.audit.write(&r) {
             Ok(_) => error,
             Err(audit) => LoadError::Audit(audit),

@@ -15,6 +15,7 @@ mod fs;
 mod ipc;
 mod lock;
 mod process;
+mod signal;
 mod socket;
 mod watchdog;
 pub use confine::*;
@@ -22,6 +23,7 @@ pub use fs::*;
 pub use ipc::*;
 pub use lock::*;
 pub use process::*;
+pub use signal::{read_signal, termination_pipe};
 pub use socket::*;
 pub use watchdog::{
     fork_watchdog, is_child_subreaper, recv_record, send_record, set_send_timeout,

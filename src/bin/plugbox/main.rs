@@ -11,6 +11,7 @@ mod run;
 mod serve;
 mod serve_io;
 mod serve_order;
+mod signals;
 mod syntax;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -1,4 +1,7 @@
 //! `plugbox run PLUGIN_DIR [--grant FILE] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
+//!
+//! Whatever ends it (the last call, a failed load, SIGTERM or SIGINT: exit status 128+N), the
+//! plugin is unloaded and the audit log sealed before it exits.
 
 use plugbox::capability::Reply;
 use plugbox::engine::{Engine, EngineConfig};
@@ -46,8 +49,49 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
+    let stop = crate::signals::Termination::install()?;
+    let outcome = tokio::select! {
+        outcome = load_and_call(&engine, &opts, &grants) => outcome,
+        sig = stop.recv() => Ok(Stopped::BySignal(sig)),
+    };
+    // Every way out passes here, a failed load included: unload the plugin (drain, shutdown,
+    // SIGTERM, SIGKILL) and seal the log before the process exits. (Returning early left
+    // the seal to whichever thread dropped the log last, which could be cut off by the exit.)
+    // A failed log makes the whole run an engine failure.
+    let sealed = engine.shutdown().await.map_err(|e| e.to_string());
+    match (outcome, sealed) {
+        (Ok(Stopped::Done { all_ok: true }), Ok(())) => Ok(ExitCode::SUCCESS),
+        (Ok(Stopped::Done { all_ok: false }), Ok(())) => Ok(ExitCode::from(1)),
+        (Ok(Stopped::BySignal(sig)), Ok(())) => {
+            eprintln!(
+                "plugbox: stopped by {}: the plugin was unloaded and the audit log sealed",
+                crate::signals::name(sig)
+            );
+            Ok(ExitCode::from(
+                128u8.saturating_add(u8::try_from(sig).unwrap_or(0)),
+            ))
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(s)) => Err(s),
+        (Err(e), Err(s)) => Err(format!("{e}\n{s}")),
+    }
+}
+
+/// How the load-and-call part of a run ended.
+enum Stopped {
+    /// Every call was made; `all_ok` if every one succeeded.
+    Done { all_ok: bool },
+    /// SIGTERM or SIGINT came first.
+    BySignal(libc::c_int),
+}
+
+async fn load_and_call(
+    engine: &Engine,
+    opts: &RunOptions,
+    grants: &Grants,
+) -> Result<Stopped, String> {
     let plugin = engine
-        .load(&opts.dir, &grants)
+        .load(&opts.dir, grants)
         .await
         .map_err(|e| e.to_string())?;
     let mut all_ok = true;
@@ -76,14 +120,7 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
             plugbox::display::json(&json!({ "stats": plugin.stats() }))
         );
     }
-    // Unloads the plugin (drain, shutdown, SIGTERM, SIGKILL) and seals the log; a failed log
-    // makes the whole run an engine failure.
-    engine.shutdown().await.map_err(|e| e.to_string())?;
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(Stopped::Done { all_ok })
 }
 
 fn reply_json(reply: Reply) -> Value {

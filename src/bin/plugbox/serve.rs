@@ -4,7 +4,8 @@
 //! matters: a request naming a plugin waits for an earlier `load`, `reload` or `unload` of it,
 //! and those wait for every earlier request naming it. A host may pipeline a load, calls and
 //! an unload. End of input (or `shutdown`) unloads every plugin, seals the audit
-//! log and exits 0.
+//! log and exits 0. So does SIGTERM or SIGINT, without waiting for the requests still
+//! running: they end with their plugins (calls in flight get the shutdown grace).
 //!
 //! ```text
 //! {"id": 1, "op": "load", "dir": "plugins/word-count", "grant": "grants/word-count.toml"}
@@ -142,7 +143,17 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
     let mut failed = None;
-    while let Some(item) = input.recv().await {
+    let stop = crate::signals::Termination::install()?;
+    let mut signalled = None;
+    loop {
+        let item = tokio::select! {
+            item = input.recv() => item,
+            sig = stop.recv() => {
+                signalled = Some(sig);
+                None
+            }
+        };
+        let Some(item) = item else { break };
         let line = match item {
             Input::Line(line) => line,
             Input::TooLong => {
@@ -196,8 +207,23 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             request,
         ));
     }
-    while running.join_next().await.is_some() {}
-    let sealed = engine.shutdown().await.map_err(|e| e.to_string());
+    let finish_running = async { while running.join_next().await.is_some() {} };
+    let sealed = match signalled {
+        // End of input: answer everything asked, then stop.
+        None => {
+            finish_running.await;
+            engine.shutdown().await
+        }
+        // SIGTERM or SIGINT: stop now; requests still running end with their plugins.
+        Some(sig) => {
+            tracing::info!(
+                signal = crate::signals::name(sig),
+                "stopping: unloading every plugin and sealing the audit log"
+            );
+            tokio::join!(engine.shutdown(), finish_running).0
+        }
+    };
+    let sealed = sealed.map_err(|e| e.to_string());
     let _ = out.send(Line::End).await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     match failed {
