@@ -190,10 +190,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a JSON Schema: of the policy file (default), the plugin manifest, or an audit record.
+    /// Print a JSON Schema: of the policy file (default), the plugin manifest, a grant file, or
+    /// an audit record.
     Schema {
         /// Which schema.
-        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit"])]
+        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit", "grant"])]
         which: String,
     },
 }
@@ -224,6 +225,7 @@ fn main() -> ExitCode {
             let schema = match which.as_str() {
                 "manifest" => plugbox::manifest::file::json_schema(),
                 "audit" => plugbox::audit::record::json_schema(),
+                "grant" => plugbox::manifest::grant_file::json_schema(),
                 _ => file::json_schema(),
             };
             println!(
