@@ -4,222 +4,145 @@
 //! `policies/README.md`; every value the grant changed is reported, to be audited.
 
 use super::ceiling::Stricter;
-use super::grant_file::{LimitsGrant, SandboxGrant};
-use crate::policy::file::{LimitsSection, PolicyFile, RestartMode};
+use super::grant_file::{LimitsGrant, SandboxGrant, SupervisionGrant};
+use crate::policy::file::{LimitsSection, PolicyFile, RestartMode, SupervisionSection};
 use std::fmt::Display;
 
-/// Which way a field is stricter.
-#[derive(Clone, Copy)]
-enum Way {
-    /// The smaller value gives the plugin less (a limit, a rate, a deadline).
-    Smaller,
-    /// The larger value gives the plugin less (a backoff, a window, a floor).
-    Larger,
-}
+/// Collects what the grant changed while it tightens values.
+#[derive(Default)]
+struct Tighten(Vec<Stricter>);
 
-/// Sets `value` to the stricter of itself and `grant`, recording the change.
-fn tighten<T: Ord + Copy + Display>(
-    out: &mut Vec<Stricter>,
-    field: &str,
-    value: &mut T,
-    grant: Option<T>,
-    way: Way,
-) {
-    let Some(g) = grant else { return };
-    let stricter = match way {
-        Way::Smaller => (*value).min(g),
-        Way::Larger => (*value).max(g),
-    };
-    if stricter != *value {
-        out.push(Stricter {
-            field: field.to_owned(),
-            requested: value.to_string(),
-            effective: stricter.to_string(),
-        });
-        *value = stricter;
+impl Tighten {
+    /// `value` becomes the smaller of itself and `grant` (a limit, a rate, a deadline).
+    fn smaller<T: Ord + Copy + Display>(&mut self, field: &str, value: &mut T, grant: Option<T>) {
+        self.set(field, value, grant.map(|g| (*value).min(g)));
+    }
+
+    /// `value` becomes the larger of itself and `grant` (a backoff, a window, a floor).
+    fn larger<T: Ord + Copy + Display>(&mut self, field: &str, value: &mut T, grant: Option<T>) {
+        self.set(field, value, grant.map(|g| (*value).max(g)));
+    }
+
+    fn set<T: PartialEq + Copy + Display>(&mut self, field: &str, value: &mut T, to: Option<T>) {
+        match to {
+            Some(to) if to != *value => {
+                self.0.push(Stricter {
+                    field: field.to_owned(),
+                    requested: value.to_string(),
+                    effective: to.to_string(),
+                });
+                *value = to;
+            }
+            _ => {}
+        }
     }
 }
 
 /// Applies every numeric bound of `grant` to `file` and returns what changed.
 pub(super) fn tighten_numbers(file: &mut PolicyFile, grant: &SandboxGrant) -> Vec<Stricter> {
-    let mut out = Vec::new();
-    let abi = &mut file.landlock.min_abi;
-    tighten(
-        &mut out,
+    let mut t = Tighten::default();
+    t.larger(
         "landlock.min_abi",
-        abi,
+        &mut file.landlock.min_abi,
         grant.landlock.min_abi,
-        Way::Larger,
     );
-    tighten_limits(&mut out, &mut file.limits, &grant.limits);
+    tighten_limits(&mut t, &mut file.limits, &grant.limits);
     let (p, g) = (&mut file.process, &grant.process);
-    tighten(
-        &mut out,
-        "process.max_threads",
-        &mut p.max_threads,
-        g.max_threads,
-        Way::Smaller,
-    );
-    tighten(
-        &mut out,
-        "process.instances",
-        &mut p.instances,
-        g.instances,
-        Way::Smaller,
-    );
+    t.smaller("process.max_threads", &mut p.max_threads, g.max_threads);
+    t.smaller("process.instances", &mut p.instances, g.instances);
     // Fewer warm instances hold fewer resources; never more than may run.
     let warm = g.min_warm.map_or(p.instances, |w| w.min(p.instances));
-    tighten(
-        &mut out,
-        "process.min_warm",
-        &mut p.min_warm,
-        Some(warm),
-        Way::Smaller,
-    );
-    tighten(
-        &mut out,
-        "process.idle_seconds",
-        &mut p.idle_seconds,
-        g.idle_seconds,
-        Way::Smaller,
-    );
-    let (s, g) = (&mut file.supervision, &grant.supervision);
+    t.smaller("process.min_warm", &mut p.min_warm, Some(warm));
+    t.smaller("process.idle_seconds", &mut p.idle_seconds, g.idle_seconds);
+    tighten_supervision(&mut t, &mut file.supervision, &grant.supervision);
+    t.0
+}
+
+/// `[supervision]`: "never" beats "on-failure"; fewer restarts, a longer window, longer
+/// backoffs, a longer open circuit, more frequent pings with a shorter deadline are stricter.
+fn tighten_supervision(t: &mut Tighten, s: &mut SupervisionSection, g: &SupervisionGrant) {
     if g.restart == Some(RestartMode::Never) && s.restart != RestartMode::Never {
-        out.push(Stricter {
+        t.0.push(Stricter {
             field: "supervision.restart".into(),
             requested: "on-failure".into(),
             effective: "never".into(),
         });
         s.restart = RestartMode::Never;
     }
-    tighten(
-        &mut out,
+    t.smaller(
         "supervision.max_restarts",
         &mut s.max_restarts,
         g.max_restarts,
-        Way::Smaller,
     );
     let window = &mut s.restart_window_seconds;
-    tighten(
-        &mut out,
+    t.larger(
         "supervision.restart_window_seconds",
         window,
         g.restart_window_seconds,
-        Way::Larger,
     );
-    tighten(
-        &mut out,
-        "supervision.backoff_ms",
-        &mut s.backoff_ms,
-        g.backoff_ms,
-        Way::Larger,
-    );
+    t.larger("supervision.backoff_ms", &mut s.backoff_ms, g.backoff_ms);
     // The longest delay is never below the first one.
     let longest = g
         .backoff_max_ms
         .map_or(s.backoff_ms, |m| m.max(s.backoff_ms));
-    tighten(
-        &mut out,
+    t.larger(
         "supervision.backoff_max_ms",
         &mut s.backoff_max_ms,
         Some(longest),
-        Way::Larger,
     );
     let open = &mut s.circuit_open_seconds;
-    tighten(
-        &mut out,
+    t.larger(
         "supervision.circuit_open_seconds",
         open,
         g.circuit_open_seconds,
-        Way::Larger,
     );
     let interval = &mut s.health_interval_ms;
-    tighten(
-        &mut out,
+    t.smaller(
         "supervision.health_interval_ms",
         interval,
         g.health_interval_ms,
-        Way::Smaller,
     );
     let timeout = &mut s.health_timeout_ms;
-    tighten(
-        &mut out,
+    t.smaller(
         "supervision.health_timeout_ms",
         timeout,
         g.health_timeout_ms,
-        Way::Smaller,
     );
-    out
 }
 
 /// Every `[limits]` value: smaller is stricter for all of them.
-fn tighten_limits(out: &mut Vec<Stricter>, l: &mut LimitsSection, g: &LimitsGrant) {
-    let s = Way::Smaller;
-    tighten(out, "limits.memory_mib", &mut l.memory_mib, g.memory_mib, s);
-    tighten(
-        out,
-        "limits.cpu_seconds",
-        &mut l.cpu_seconds,
-        g.cpu_seconds,
-        s,
-    );
-    tighten(
-        out,
-        "limits.wall_seconds",
-        &mut l.wall_seconds,
-        g.wall_seconds,
-        s,
-    );
-    tighten(out, "limits.open_files", &mut l.open_files, g.open_files, s);
-    tighten(
-        out,
+fn tighten_limits(t: &mut Tighten, l: &mut LimitsSection, g: &LimitsGrant) {
+    t.smaller("limits.memory_mib", &mut l.memory_mib, g.memory_mib);
+    t.smaller("limits.cpu_seconds", &mut l.cpu_seconds, g.cpu_seconds);
+    t.smaller("limits.wall_seconds", &mut l.wall_seconds, g.wall_seconds);
+    t.smaller("limits.open_files", &mut l.open_files, g.open_files);
+    t.smaller(
         "limits.file_size_mib",
         &mut l.file_size_mib,
         g.file_size_mib,
-        s,
     );
-    tighten(
-        out,
-        "limits.fs_quota_mib",
-        &mut l.fs_quota_mib,
-        g.fs_quota_mib,
-        s,
-    );
-    tighten(
-        out,
-        "limits.output_bytes",
-        &mut l.output_bytes,
-        g.output_bytes,
-        s,
-    );
-    tighten(
-        out,
+    t.smaller("limits.fs_quota_mib", &mut l.fs_quota_mib, g.fs_quota_mib);
+    t.smaller("limits.output_bytes", &mut l.output_bytes, g.output_bytes);
+    t.smaller(
         "limits.calls_per_second",
         &mut l.calls_per_second,
         g.calls_per_second,
-        s,
     );
-    tighten(out, "limits.call_burst", &mut l.call_burst, g.call_burst, s);
-    tighten(
-        out,
+    t.smaller("limits.call_burst", &mut l.call_burst, g.call_burst);
+    t.smaller(
         "limits.calls_in_flight",
         &mut l.calls_in_flight,
         g.calls_in_flight,
-        s,
     );
-    tighten(
-        out,
+    t.smaller(
         "limits.pending_reply_mib",
         &mut l.pending_reply_mib,
         g.pending_reply_mib,
-        s,
     );
-    tighten(
-        out,
+    t.smaller(
         "limits.call_timeout_ms",
         &mut l.call_timeout_ms,
         g.call_timeout_ms,
-        s,
     );
 }
 
