@@ -357,3 +357,65 @@ fn a_resolved_path_that_now_leads_elsewhere_is_refused_by_landlock() {
         Ok(_) => panic!("a moved path was prepared"),
     }
 }
+
+/// `plugbox serve` never grants everything silently: a load without `grant` is refused unless
+/// serve was started with `--allow-ungranted`; with a grant file, the ceiling applies.
+#[test]
+fn serve_refuses_a_load_without_a_grant_unless_started_to_allow_it() {
+    use std::io::{BufRead, Write};
+    let p = TestPlugin::new("served", "[filesystem]\nread = [\"/etc\"]\n", PROBE);
+    let work = tempfile::tempdir().unwrap();
+    let grant = work.path().join("grant.toml");
+    std::fs::write(
+        &grant,
+        "schema = 1\n[filesystem]\nread = [\"/usr/share\"]\n",
+    )
+    .unwrap();
+    let answers = |flags: &[&str], requests: Vec<Value>| -> Vec<Value> {
+        let mut child = std::process::Command::new(common::plugbox())
+            .arg("serve")
+            .arg("--audit")
+            .arg(work.path().join(format!("audit{}.jsonl", flags.len())))
+            .arg("--state")
+            .arg(work.path().join("state"))
+            .args(flags)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for r in requests {
+            writeln!(stdin, "{r}").unwrap();
+        }
+        drop(stdin);
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        assert!(child.wait().unwrap().success());
+        lines
+    };
+    let dir = p.path();
+    let got = answers(
+        &[],
+        vec![
+            json!({"id": 1, "op": "load", "dir": dir}),
+            json!({"id": 2, "op": "load", "dir": dir, "grant": grant}),
+        ],
+    );
+    let by_id = |id: i64| got.iter().find(|a| a["id"] == id).unwrap().clone();
+    assert_eq!(by_id(1)["error"]["code"], "invalid", "{got:?}");
+    assert!(by_id(1)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no grant"));
+    assert_eq!(by_id(2)["error"]["code"], "load_failed", "{got:?}");
+    let message = by_id(2)["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("filesystem.read \"/etc\""), "{message}");
+    let got = answers(
+        &["--allow-ungranted"],
+        vec![json!({"id": 1, "op": "load", "dir": dir})],
+    );
+    assert_eq!(got[0]["ok"], true, "{got:?}");
+}

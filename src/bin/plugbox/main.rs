@@ -105,9 +105,13 @@ enum Cmd {
     Run {
         /// The plugin directory (holding plugbox.toml).
         dir: PathBuf,
-        /// Grant file: the ceiling of capabilities (default: everything the manifest requests).
+        /// Grant file: the ceiling of every section (default: everything the manifest
+        /// requests, for development; said on stderr).
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
+        /// Drop what the manifest asks beyond the grant (audited) instead of refusing the load.
+        #[arg(long)]
+        clamp: bool,
         /// Audit log (JSON Lines, appended).
         #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
         audit: PathBuf,
@@ -149,6 +153,13 @@ enum Cmd {
         /// in); repeatable.
         #[arg(long = "capability", value_name = "NAME")]
         capabilities: Vec<String>,
+        /// Let a load or reload without "grant" give the plugin everything its manifest asks
+        /// (development only); without this flag such a request is refused.
+        #[arg(long)]
+        allow_ungranted: bool,
+        /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
+        #[arg(long)]
+        clamp: bool,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -307,6 +318,8 @@ fn main() -> ExitCode {
             log_format,
             durability,
             capabilities,
+            allow_ungranted,
+            clamp,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -314,6 +327,8 @@ fn main() -> ExitCode {
                 state,
                 durability,
                 capabilities,
+                allow_ungranted,
+                clamp,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
@@ -324,6 +339,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             dir,
             grant,
+            clamp,
             audit,
             state,
             calls,
@@ -341,6 +357,7 @@ fn main() -> ExitCode {
             let opts = run::RunOptions {
                 dir,
                 grant,
+                clamp,
                 audit,
                 state,
                 calls,

@@ -1,4 +1,4 @@
-//! `plugbox run PLUGIN_DIR [--grant FILE] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
+//! `plugbox run PLUGIN_DIR [--grant FILE [--clamp]] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
 
 use plugbox::capability::Reply;
 use plugbox::engine::{Engine, EngineConfig};
@@ -17,6 +17,7 @@ pub struct CallSpec {
 pub struct RunOptions {
     pub dir: PathBuf,
     pub grant: Option<PathBuf>,
+    pub clamp: bool,
     pub audit: PathBuf,
     pub state: PathBuf,
     pub calls: Vec<CallSpec>,
@@ -45,6 +46,9 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     };
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
+    if opts.clamp {
+        config.ceiling = plugbox::manifest::CeilingMode::Clamp;
+    }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let plugin = engine
         .load(&opts.dir, &grants)
