@@ -419,3 +419,66 @@ fn serve_refuses_a_load_without_a_grant_unless_started_to_allow_it() {
     );
     assert_eq!(got[0]["ok"], true, "{got:?}");
 }
+
+/// `plugbox check --grant` shows requested, granted and effective side by side, lists every
+/// excess, and exits non-zero when the engine would refuse the load; 0 when it would not.
+#[test]
+fn check_with_a_grant_shows_the_three_columns_and_fails_when_the_load_would() {
+    let p = TestPlugin::new(
+        "checked",
+        "[filesystem]\nread = [\"/etc\"]\n[limits]\nmemory_mib = 512\n",
+        PROBE,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let check = |grant: &str| {
+        let path = work.path().join("grant.toml");
+        std::fs::write(&path, grant).unwrap();
+        let out = std::process::Command::new(common::plugbox())
+            .arg("check")
+            .arg(p.path())
+            .arg("--grant")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = check("schema = 1\n[limits]\nmemory_mib = 128\n");
+    assert_ne!(code, Some(0), "{stdout}");
+    assert_eq!(
+        row_of(&stdout, "limits.memory_mib"),
+        "512 128 128",
+        "{stdout}"
+    );
+    assert_eq!(
+        row_of(&stdout, "filesystem.read"),
+        "[\"/etc\"] [] []",
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("beyond the grant: filesystem.read \"/etc\""),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("grant: checked requests beyond the host's grant"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = check("schema = 1\n[filesystem]\nread = [\"/etc\"]\n");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        row_of(&stdout, "filesystem.read"),
+        "[\"/etc\"] [\"/etc\"] [\"/etc\"]"
+    );
+}
+
+fn row_of(stdout: &str, field: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(field))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

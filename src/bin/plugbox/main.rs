@@ -6,6 +6,7 @@
 
 mod audit;
 mod check;
+mod check_ceiling;
 mod forwarded;
 mod run;
 mod serve;
