@@ -257,3 +257,7 @@ pub fn reaches_host(real: &Path) -> bool {
             .iter()
             .any(|top| real.starts_with(top))
 }
+
+#[cfg(test)]
+#[path = "ceiling_tests.rs"]
+mod tests;
