@@ -200,7 +200,13 @@ fn beneath(
     roots: &[&PathBuf],
     out: &mut Vec<Excess>,
 ) -> Vec<PathBuf> {
-    let roots: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
+    // A relative root (possible through the builder, never from a file) would resolve
+    // against the host's working directory: it covers nothing. A missing one neither.
+    let roots: Vec<PathBuf> = roots
+        .iter()
+        .filter(|r| r.is_absolute())
+        .filter_map(|r| r.canonicalize().ok())
+        .collect();
     let mut kept = Vec::new();
     for path in requested {
         let shown = format!("{:?}", path.display().to_string());
