@@ -89,12 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // An operator who grants word-count nothing but `log` gets a clear refusal at load time
     // (unloaded first: loading a loaded plugin with other grants is a conflict).
     engine.unload("word-count").await;
-    let stingy = Grants::from_file(plugbox::manifest::GrantFile {
-        schema: 1,
-        capabilities: Default::default(),
-        code_digest: None,
-    })?
-    .grant("log", CapabilityGrant::default());
+    let stingy = Grants::none().grant("log", CapabilityGrant::default());
     match engine.load(&plugins.join("word-count"), &stingy).await {
         Ok(_) => println!("unexpected: loaded without doc.get_text"),
         Err(e) => println!("with only `log` granted: {e}"),

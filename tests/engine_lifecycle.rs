@@ -31,12 +31,7 @@ async fn load_is_idempotent_unload_drains_and_every_transition_is_audited() {
         pid_of(again.call("pid", json!({})).await.unwrap()),
         pid_of(plugin.call("pid", json!({})).await.unwrap())
     );
-    let stingy = Grants::from_file(plugbox::manifest::GrantFile {
-        schema: 1,
-        capabilities: Default::default(),
-        code_digest: None,
-    })
-    .unwrap();
+    let stingy = Grants::none();
     match te.engine.load(p.path(), &stingy).await {
         Err(e @ LoadError::Conflict { .. }) => assert_eq!(e.step(), "register"),
         other => panic!("{other:?}"),
@@ -196,15 +191,9 @@ async fn a_reload_that_escalates_needs_a_new_grant() {
     );
     assert_eq!(spawned_pids(&te).len(), 1, "nothing of v2 ran");
     // The operator approves: a grant naming the new capability.
-    let approved = Grants::from_file(plugbox::manifest::GrantFile {
-        schema: 1,
-        capabilities: [("log", ()), ("kv.get", ())]
-            .into_iter()
-            .map(|(n, ())| (n.to_owned(), Default::default()))
-            .collect(),
-        code_digest: None,
-    })
-    .unwrap();
+    let approved = Grants::none()
+        .grant("log", Default::default())
+        .grant("kv.get", Default::default());
     te.engine
         .reload("growing", v2.path(), &approved)
         .await

@@ -55,6 +55,8 @@ impl Host {
             .arg(&audit)
             .arg("--state")
             .arg(work.path().join("state"))
+            // These plugins are loaded without a grant file (development).
+            .arg("--allow-ungranted")
             .args(["--capability", ASK])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -8,17 +8,12 @@ use common::plugins::{TestEngine, TestPlugin};
 use plugbox::capability::{typed, CallContext, CallError, Reply};
 use plugbox::engine::LoadError;
 use plugbox::ipc::ErrorCode;
-use plugbox::manifest::{CapabilityGrant, GrantFile, Grants, ManifestError};
+use plugbox::manifest::{CapabilityGrant, Grants, ManifestError};
 use serde_json::json;
 use std::time::Duration;
 
 fn none_granted() -> Grants {
-    Grants::from_file(GrantFile {
-        schema: 1,
-        capabilities: Default::default(),
-        code_digest: None,
-    })
-    .expect("grants")
+    Grants::none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,13 +157,17 @@ fn the_committed_manifest_and_audit_schemas_are_the_generated_ones() {
             "docs/audit-record.schema.json",
             plugbox::audit::record::json_schema(),
         ),
+        (
+            "docs/grant.schema.json",
+            plugbox::manifest::grant_file::json_schema(),
+        ),
     ] {
         let committed: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(root.join(file)).expect("read"))
                 .expect("json");
         assert_eq!(
             committed, generated,
-            "regenerate {file} with: cargo run -- schema manifest|audit"
+            "regenerate {file} with: cargo run -- schema manifest|audit|grant"
         );
     }
 }
@@ -173,9 +177,16 @@ fn the_committed_manifest_and_audit_schemas_are_the_generated_ones() {
 fn grant_file_errors_say_grant() {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [
+        ("section.toml", "schema = 1\n[nope]\nx = 1\n"),
         (
-            "section.toml",
-            "schema = 1\n[filesystem]\nread = [\"/etc\"]\n",
+            "relative.toml",
+            "schema = 1\n[filesystem]\nread = [\"etc\"]\n",
+        ),
+        ("root-uid.toml", "schema = 1\n[process]\nuid = 0\n"),
+        ("range.toml", "schema = 1\n[limits]\nmemory_mib = 1\n"),
+        (
+            "group.toml",
+            "schema = 1\n[syscalls]\nallow = [\"@nope\"]\n",
         ),
         ("schema.toml", "schema = 2\n"),
     ] {

@@ -21,6 +21,8 @@ fn spawn_serve(work: &Path, extra: &[&str]) -> (std::process::Child, PathBuf) {
         .arg(&audit)
         .arg("--state")
         .arg(work.join("state"))
+        // These plugins are loaded without a grant file (development).
+        .arg("--allow-ungranted")
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

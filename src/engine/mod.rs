@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ceiling;
 mod code_guard;
 mod data_dir;
 mod evidence;
@@ -51,6 +52,7 @@ use crate::capability::kv_store::KvStores;
 use crate::capability::log::Log;
 use crate::capability::Capability;
 use crate::ipc::frame::MAX_FRAME_BYTES;
+use crate::manifest::CeilingMode;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -104,6 +106,9 @@ pub struct EngineConfig {
     /// Refuse a reload whose new version asks for more than the loaded one, unless it comes
     /// with grants other than those the plugin was loaded with.
     pub refuse_escalation: bool,
+    /// What a manifest asking beyond its grant gets: refused (the default), or loaded with
+    /// the excess dropped and the drop audited ([`CeilingMode::Clamp`]).
+    pub ceiling: CeilingMode,
 }
 
 impl EngineConfig {
@@ -120,6 +125,7 @@ impl EngineConfig {
             uid_base: Some(DEFAULT_UID_BASE),
             uid_lock_dir: Some(PathBuf::from(DEFAULT_UID_LOCK_DIR)),
             refuse_escalation: true,
+            ceiling: CeilingMode::Refuse,
         }
     }
 }

@@ -36,7 +36,7 @@ impl Engine {
     /// Every check that runs no plugin code, and the sandbox preparation. A refusal is
     /// audited (`load_refused`, naming the step).
     pub(crate) fn validate(&self, dir: &Path, grants: &Grants) -> Result<Validated, LoadError> {
-        let manifest = match Manifest::load(dir) {
+        let mut manifest = match Manifest::load(dir) {
             Ok(m) => m,
             Err(e) => return Err(self.refused(&unknown_subject(dir), e.into())),
         };
@@ -55,6 +55,9 @@ impl Engine {
         };
         if let Err(e) = grants.check_digest(&manifest.name, &digest) {
             return Err(self.refused(&subject, e.into()));
+        }
+        if let Err(e) = self.apply_ceiling(&mut manifest, grants, &subject) {
+            return Err(self.refused(&subject, e));
         }
         let gate = match self.gate_for(&manifest, grants) {
             Ok(gate) => Arc::new(gate),

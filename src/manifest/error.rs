@@ -69,6 +69,14 @@ pub enum ManifestError {
         /// The digest of the files now.
         actual: String,
     },
+    /// The manifest's sandbox sections ask for more than the grant allows.
+    #[error("grant: {plugin} requests beyond the host's grant: {}", excess.join(", "))]
+    BeyondCeiling {
+        /// The plugin.
+        plugin: String,
+        /// Every excess, with its section, such as `filesystem.read "/etc"`.
+        excess: Vec<String>,
+    },
     /// Required capabilities were not granted.
     #[error("grants: {plugin} requires capabilities that are not granted: {}", missing.join(", "))]
     NotGranted {

@@ -84,21 +84,6 @@ pub struct CapabilityRequest {
     pub max_bytes: Option<u64>,
 }
 
-/// A host or operator grant file: the ceiling of what plugins may get.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GrantFile {
-    /// Format version; only `1`.
-    pub schema: u32,
-    /// Capabilities granted, by exact name.
-    #[serde(default)]
-    pub capabilities: BTreeMap<String, CapabilityGrant>,
-    /// The approved sha256 of the plugin's files (`plugbox check` prints it): a plugin whose
-    /// code differs is refused until it is approved again.
-    #[serde(default)]
-    pub code_digest: Option<String>,
-}
-
 /// The ceiling for one capability.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

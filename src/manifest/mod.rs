@@ -4,14 +4,21 @@
 /// The host API version this engine provides to plugins (`plugin.api` is matched against it).
 pub const HOST_API_VERSION: &str = "1.0.0";
 
+pub mod ceiling;
+mod ceiling_limits;
 pub mod diff;
 mod diff_fields;
 pub mod digest;
 pub mod error;
 pub mod file;
+pub mod grant_file;
+mod grants;
 
+pub use ceiling::{Ceiling, CeilingMode};
 pub use error::ManifestError;
-pub use file::{CapabilityGrant, CapabilityRequest, GrantFile, ManifestFile};
+pub use file::{CapabilityGrant, CapabilityRequest, ManifestFile};
+pub use grant_file::GrantFile;
+pub use grants::Grants;
 
 use crate::policy::{Policy, MAX_POLICY_BYTES};
 use std::collections::BTreeMap;
@@ -39,7 +46,8 @@ pub struct Manifest {
     pub runtime: String,
     /// Requested capabilities.
     pub requested: BTreeMap<String, CapabilityRequest>,
-    /// The sandbox policy from the manifest's sections.
+    /// The sandbox policy: as the manifest's sections request it until
+    /// [`Manifest::constrain`] applies the host's grants; the effective policy after.
     pub policy: Policy,
     /// The file as written: what [`diff`] compares field by field.
     pub file: ManifestFile,
@@ -56,88 +64,9 @@ pub struct EffectiveCapability {
     pub max_bytes: Option<u64>,
 }
 
-/// The host's ceiling.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    all: bool,
-    capabilities: BTreeMap<String, CapabilityGrant>,
-    code_digest: Option<String>,
-}
-
-impl Grants {
-    /// Grants everything a plugin requests (what `plugbox run` does without `--grant`).
-    pub fn all_requested() -> Self {
-        Self {
-            all: true,
-            capabilities: BTreeMap::new(),
-            code_digest: None,
-        }
-    }
-
-    /// Grants exactly these.
-    pub fn from_file(file: GrantFile) -> Result<Self, ManifestError> {
-        if file.schema != 1 {
-            return Err(ManifestError::Grant {
-                path: PathBuf::from("-"),
-                message: format!("schema: unsupported grant schema {}", file.schema),
-            });
-        }
-        Ok(Self {
-            all: false,
-            capabilities: file.capabilities,
-            code_digest: file.code_digest,
-        })
-    }
-
-    /// Reads a grant file.
-    pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let grant = |message: String| ManifestError::Grant {
-            path: path.to_owned(),
-            message,
-        };
-        let text = read_bounded(path).map_err(|e| {
-            grant(match e {
-                ManifestError::Read { source, .. } => format!("cannot read: {source}"),
-                ManifestError::File(e) => e.to_string(),
-                other => other.to_string(),
-            })
-        })?;
-        let file: GrantFile =
-            toml::from_str(&text).map_err(|e| grant(e.message().replace('\n', " ")))?;
-        Self::from_file(file).map_err(|e| match e {
-            ManifestError::Grant { message, .. } => grant(message),
-            other => other,
-        })
-    }
-
-    /// Pins the grant to one code digest: a plugin whose files hash differently is refused.
-    pub fn pin_digest(mut self, digest: &str) -> Self {
-        self.code_digest = Some(digest.to_owned());
-        self
-    }
-
-    /// Checks a plugin's code digest against the pinned one, if any.
-    pub fn check_digest(&self, plugin: &str, actual: &str) -> Result<(), ManifestError> {
-        match &self.code_digest {
-            Some(approved) if approved != actual => Err(ManifestError::DigestMismatch {
-                plugin: plugin.to_owned(),
-                approved: approved.clone(),
-                actual: actual.to_owned(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Adds or replaces one grant.
-    pub fn grant(mut self, name: &str, grant: CapabilityGrant) -> Self {
-        self.capabilities.insert(name.to_owned(), grant);
-        self
-    }
-}
-
 /// A manifest or grant file: a regular file (no symlink, FIFO or device) of at most
 /// [`MAX_POLICY_BYTES`], read without trusting its reported size.
-fn read_bounded(path: &Path) -> Result<String, ManifestError> {
+pub(super) fn read_bounded(path: &Path) -> Result<String, ManifestError> {
     use crate::untrusted_file::UntrustedFileError;
     crate::untrusted_file::read_to_string(path, MAX_POLICY_BYTES).map_err(|e| match e {
         UntrustedFileError::Open { path, source } => ManifestError::Read { path, source },
@@ -220,6 +149,35 @@ impl Manifest {
                 host: host.to_string(),
             })
         }
+    }
+
+    /// Applies the host's ceiling to the sandbox sections: [`Manifest::policy`] becomes
+    /// requested ∩ granted ([`ceiling`]). A request beyond the ceiling refuses the load with
+    /// every excess listed (in [`CeilingMode::Clamp`], only one no grant may give); the
+    /// returned [`Ceiling`] says what was dropped and made stricter, for the audit log.
+    pub fn constrain(
+        &mut self,
+        grants: &Grants,
+        mode: CeilingMode,
+    ) -> Result<Ceiling, ManifestError> {
+        let ceiling = ceiling::intersect(&self.file.policy_file(), grants);
+        if ceiling.refuses(mode) {
+            return Err(ManifestError::BeyondCeiling {
+                plugin: self.name.clone(),
+                excess: ceiling.excess.iter().map(ToString::to_string).collect(),
+            });
+        }
+        let policy =
+            Policy::from_file(ceiling.effective.clone()).map_err(|e| ManifestError::Grant {
+                path: PathBuf::from("-"),
+                message: format!("the effective policy is invalid: {e}"),
+            })?;
+        self.policy = if grants.is_all_requested() {
+            policy
+        } else {
+            policy.with_resolved_paths()
+        };
+        Ok(ceiling)
     }
 
     /// Requested ∩ granted. A required capability that is not granted refuses the load, with

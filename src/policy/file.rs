@@ -85,12 +85,15 @@ pub struct ProcessSection {
     /// Most threads (and processes) the sandbox uid may have at once (`RLIMIT_NPROC`).
     #[serde(default = "default_max_threads")]
     pub max_threads: u32,
-    /// User id the program runs as when plugbox runs as root. Never 0.
-    #[serde(default = "default_nobody")]
-    pub uid: u32,
-    /// Group id the program runs as when plugbox runs as root. Never 0.
-    #[serde(default = "default_nobody")]
-    pub gid: u32,
+    /// User id the program runs as when plugbox runs as root. Never 0. Absent: 65534, or
+    /// in the engine, a uid of its per-instance pool. In a plugin manifest, allowed only when
+    /// the host's grant names this exact uid (identity is the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group id the program runs as when plugbox runs as root. Never 0. Absent: as `uid`.
+    /// In a plugin manifest, allowed only when the host's grant names this exact gid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     /// Most processes of this plugin the engine runs at once; calls go to a ready one.
     #[serde(default = "default_one")]
     pub instances: u32,
@@ -252,9 +255,6 @@ fn default_min_abi() -> u8 {
 fn default_max_threads() -> u32 {
     64
 }
-fn default_nobody() -> u32 {
-    65534
-}
 fn default_memory_mib() -> u64 {
     512
 }
@@ -305,8 +305,8 @@ impl Default for ProcessSection {
         Self {
             subprocesses: false,
             max_threads: default_max_threads(),
-            uid: default_nobody(),
-            gid: default_nobody(),
+            uid: None,
+            gid: None,
             instances: default_one(),
             min_warm: default_one(),
             idle_seconds: default_idle_seconds(),

@@ -28,6 +28,7 @@ pub struct Policy {
     syscall_groups: Vec<&'static SyscallGroup>,
     limits: Limits,
     supervision: Supervision,
+    resolved_paths: bool,
 }
 
 /// Filesystem grants beyond the baseline, each an absolute path covering its subtree.
@@ -196,6 +197,19 @@ impl Policy {
     /// Restart policy and health checks.
     pub fn supervision(&self) -> &Supervision {
         &self.supervision
+    }
+
+    /// This policy marked as holding resolved `[filesystem]` paths (a grant's ceiling made
+    /// it): the Landlock layer refuses a path whose opened location is not the path itself,
+    /// so a symlink planted after the ceiling check cannot move a rule elsewhere.
+    pub fn with_resolved_paths(mut self) -> Self {
+        self.resolved_paths = true;
+        self
+    }
+
+    /// Were the `[filesystem]` paths resolved by a grant's ceiling?
+    pub fn paths_resolved(&self) -> bool {
+        self.resolved_paths
     }
 
     /// This policy with `paths` added to the read-only grants (the engine adds a plugin's

@@ -10,6 +10,10 @@ use super::{FsRules, Limits, NetRules, Policy, ProcessRules, Supervision};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+/// The identity a policy without `[process] uid`/`gid` runs as (when the host is root and
+/// no engine pool hands out one of its own).
+const NOBODY: u32 = 65534;
+
 /// Highest Landlock ABI this build knows.
 pub const LANDLOCK_ABI_KNOWN: u8 = 7;
 
@@ -46,6 +50,7 @@ pub fn validate(file: PolicyFile) -> Result<Policy, PolicyError> {
         syscall_groups: groups(file.syscalls.allow)?,
         limits: limits(file.limits)?,
         supervision: supervision(file.supervision)?,
+        resolved_paths: false,
     })
 }
 
@@ -100,13 +105,14 @@ fn ports(field: &str, mut list: Vec<u16>, min: u16) -> Result<Vec<u16>, PolicyEr
 
 fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyError> {
     in_range("process.max_threads", section.max_threads.into(), 1, 4096)?;
-    if section.uid == 0 {
+    let (uid, gid) = (section.uid.unwrap_or(NOBODY), section.gid.unwrap_or(NOBODY));
+    if uid == 0 {
         return Err(PolicyError::invalid(
             "process.uid",
             "0 is root; plugins never run as root",
         ));
     }
-    if section.gid == 0 {
+    if gid == 0 {
         return Err(PolicyError::invalid(
             "process.gid",
             "0 is root's group; plugins never run in it",
@@ -115,8 +121,8 @@ fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyE
     Ok(ProcessRules {
         subprocesses: section.subprocesses,
         max_threads: section.max_threads,
-        uid: section.uid,
-        gid: section.gid,
+        uid,
+        gid,
         instances: in_range("process.instances", section.instances.into(), 1, 64)? as u32,
         min_warm: in_range(
             "process.min_warm",

@@ -69,6 +69,15 @@ pub enum LandlockError {
         /// `landlock.min_abi`.
         required: u8,
     },
+    /// A path a grant's ceiling resolved and approved opened somewhere else (a symlink was
+    /// put on it since the check).
+    #[error("landlock: {field}: {path} no longer leads where the grant approved it")]
+    Moved {
+        /// Policy field naming the path.
+        field: String,
+        /// The approved (resolved) path.
+        path: PathBuf,
+    },
     /// A policy path could not be opened.
     #[error("landlock: {field}: cannot open {path}: {source}")]
     Path {
@@ -246,7 +255,15 @@ fn path_rules(
     ];
     for (field, paths, access) in sections {
         for (i, path) in paths.iter().enumerate() {
-            rules.push(opened(&format!("{field}[{i}]"), path, access, abi)?);
+            let field = format!("{field}[{i}]");
+            let rule = opened(&field, path, access, abi)?;
+            if policy.paths_resolved() && !opened_at(&rule.1, path) {
+                return Err(LandlockError::Moved {
+                    field,
+                    path: path.clone(),
+                });
+            }
+            rules.push(rule);
         }
     }
     Ok(rules)
@@ -296,6 +313,11 @@ fn reaches_host_proc(file: &File) -> bool {
         || ["/proc/self", "/sys", "/dev"]
             .into_iter()
             .any(on_same_mount)
+}
+
+/// Is the opened `file` at exactly `path` (which holds no symlink), as the kernel names it?
+fn opened_at(file: &File, path: &Path) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).is_ok_and(|p| p == path)
 }
 
 /// Non-directories accept only file rights; trim the rest rather than fail.

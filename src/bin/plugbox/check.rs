@@ -4,7 +4,8 @@
 
 use plugbox::display::escape;
 use plugbox::engine::{default_sdk_dir, BUILTIN_CAPABILITIES, HOST_API_VERSION};
-use plugbox::manifest::{Grants, Manifest};
+use plugbox::manifest::ceiling::intersect;
+use plugbox::manifest::{CeilingMode, EffectiveCapability, Grants, Manifest};
 use plugbox::policy::Policy;
 use std::path::Path;
 
@@ -23,7 +24,7 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         describe_policy(&policy);
         return Ok(());
     }
-    let manifest = Manifest::load_for_host(path).map_err(|e| e.to_string())?;
+    let mut manifest = Manifest::load_for_host(path).map_err(|e| e.to_string())?;
     let grants = match grant {
         Some(g) => Grants::load(g).map_err(|e| e.to_string())?,
         None => Grants::all_requested(),
@@ -57,6 +58,26 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
             " (all requested; no --grant)"
         }
     );
+    describe_capabilities(&manifest, &effective);
+    if grant.is_some() {
+        let ceiling = intersect(&manifest.file.policy_file(), &grants);
+        crate::check_ceiling::print(&ceiling, &grants);
+    }
+    // Exits non-zero when the engine would refuse the load.
+    manifest
+        .constrain(&grants, CeilingMode::Refuse)
+        .map_err(|e| e.to_string())?;
+    say!(
+        "sandbox   {}(plus read of the plugin directory and of the SDK at {})",
+        if grant.is_some() { "effective " } else { "" },
+        escape(&default_sdk_dir().display().to_string())
+    );
+    describe_policy(&manifest.policy);
+    Ok(())
+}
+
+/// One line per requested capability: granted or not, its roots, bound and reason.
+fn describe_capabilities(manifest: &Manifest, effective: &[EffectiveCapability]) {
     for (name, request) in &manifest.requested {
         let eff = effective.iter().find(|e| &e.name == name);
         let state = match eff {
@@ -83,12 +104,6 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         }
         say!("{line}");
     }
-    say!(
-        "sandbox   (plus read of the plugin directory and of the SDK at {})",
-        escape(&default_sdk_dir().display().to_string())
-    );
-    describe_policy(&manifest.policy);
-    Ok(())
 }
 
 fn describe_policy(p: &Policy) {

@@ -6,6 +6,7 @@
 
 mod audit;
 mod check;
+mod check_ceiling;
 mod forwarded;
 mod run;
 mod serve;
@@ -106,9 +107,13 @@ enum Cmd {
     Run {
         /// The plugin directory (holding plugbox.toml).
         dir: PathBuf,
-        /// Grant file: the ceiling of capabilities (default: everything the manifest requests).
+        /// Grant file: the ceiling of every section (default: everything the manifest
+        /// requests, for development; said on stderr).
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
+        /// Drop what the manifest asks beyond the grant (audited) instead of refusing the load.
+        #[arg(long)]
+        clamp: bool,
         /// Audit log (JSON Lines, appended).
         #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
         audit: PathBuf,
@@ -150,6 +155,13 @@ enum Cmd {
         /// in); repeatable.
         #[arg(long = "capability", value_name = "NAME")]
         capabilities: Vec<String>,
+        /// Let a load or reload without "grant" give the plugin everything its manifest asks
+        /// (development only); without this flag such a request is refused.
+        #[arg(long)]
+        allow_ungranted: bool,
+        /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
+        #[arg(long)]
+        clamp: bool,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -191,10 +203,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a JSON Schema: of the policy file (default), the plugin manifest, or an audit record.
+    /// Print a JSON Schema: of the policy file (default), the plugin manifest, a grant file, or
+    /// an audit record.
     Schema {
         /// Which schema.
-        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit"])]
+        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit", "grant"])]
         which: String,
     },
 }
@@ -225,6 +238,7 @@ fn main() -> ExitCode {
             let schema = match which.as_str() {
                 "manifest" => plugbox::manifest::file::json_schema(),
                 "audit" => plugbox::audit::record::json_schema(),
+                "grant" => plugbox::manifest::grant_file::json_schema(),
                 _ => file::json_schema(),
             };
             println!(
@@ -306,6 +320,8 @@ fn main() -> ExitCode {
             log_format,
             durability,
             capabilities,
+            allow_ungranted,
+            clamp,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -313,6 +329,8 @@ fn main() -> ExitCode {
                 state,
                 durability,
                 capabilities,
+                allow_ungranted,
+                clamp,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
@@ -323,6 +341,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             dir,
             grant,
+            clamp,
             audit,
             state,
             calls,
@@ -340,6 +359,7 @@ fn main() -> ExitCode {
             let opts = run::RunOptions {
                 dir,
                 grant,
+                clamp,
                 audit,
                 state,
                 calls,

@@ -1,4 +1,4 @@
-//! `plugbox run PLUGIN_DIR [--grant FILE] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
+//! `plugbox run PLUGIN_DIR [--grant FILE [--clamp]] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
 //!
 //! Whatever ends it (the last call, a failed load, SIGTERM or SIGINT: exit status 128+N), the
 //! plugin is unloaded and the audit log sealed before it exits.
@@ -20,6 +20,7 @@ pub struct CallSpec {
 pub struct RunOptions {
     pub dir: PathBuf,
     pub grant: Option<PathBuf>,
+    pub clamp: bool,
     pub audit: PathBuf,
     pub state: PathBuf,
     pub calls: Vec<CallSpec>,
@@ -48,6 +49,9 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     };
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
+    if opts.clamp {
+        config.ceiling = plugbox::manifest::CeilingMode::Clamp;
+    }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let stop = crate::signals::Termination::install()?;
     let outcome = tokio::select! {

@@ -16,6 +16,11 @@
 //! {"id": 6, "op": "shutdown"}
 //! ```
 //!
+//! A `load` or `reload` names its grant file (`"grant"`): the ceiling of what the plugin gets.
+//! Without one it is refused (`invalid`), unless serve was started with `--allow-ungranted`
+//! (development: the plugin then gets everything its manifest asks). With `--clamp`, requests
+//! beyond the grant are dropped and audited instead of refusing the load.
+//!
 //! With `--capability NAME`, plugins may call host capability NAME: see `forwarded.rs` for the
 //! `host_call` lines this writes and the `host_reply` lines the host answers with.
 //!
@@ -45,6 +50,11 @@ pub struct ServeOptions {
     pub durability: plugbox::audit::Durability,
     /// Host capabilities answered by the host over the pipes.
     pub capabilities: Vec<String>,
+    /// May a `load` or `reload` without `grant` give the plugin everything its manifest asks
+    /// (`--allow-ungranted`, for development)? Otherwise such a request is refused.
+    pub allow_ungranted: bool,
+    /// Drop a manifest's requests beyond its grant (audited) instead of refusing the load.
+    pub clamp: bool,
 }
 
 /// One request.
@@ -126,6 +136,9 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
 async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let mut config = EngineConfig::new(&opts.audit, &opts.state);
     config.audit.durability = opts.durability;
+    if opts.clamp {
+        config.ceiling = plugbox::manifest::CeilingMode::Clamp;
+    }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let host_calls = Arc::new(HostCalls::default());
     let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls));
@@ -197,6 +210,10 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             while running.join_next().await.is_some() {}
             send(&out, answer(id, Ok(Value::Null))).await;
             break;
+        }
+        if let Some(refusal) = ungranted(&request, opts.allow_ungranted) {
+            send(&out, answer(id, Err(refusal))).await;
+            continue;
         }
         let ticket = order.file(request.subject(&engine));
         running.spawn(run_request(
@@ -363,6 +380,24 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
     }
 }
 
+/// A `load` or `reload` without `grant`, when serve was not started with
+/// `--allow-ungranted`: refused, never silently granted everything.
+fn ungranted(request: &Request, allowed: bool) -> Option<Failure> {
+    let missing = matches!(
+        request,
+        Request::Load { grant: None, .. } | Request::Reload { grant: None, .. }
+    );
+    (missing && !allowed).then(|| {
+        Failure::new(
+            "invalid",
+            "no grant: name a grant file (\"grant\"), or start serve with --allow-ungranted \
+             to give plugins everything their manifests ask (development only)",
+        )
+    })
+}
+
+/// The request's grant file; without one (allowed by `--allow-ungranted` only), everything
+/// the manifest asks.
 fn grants(file: Option<&Path>) -> Result<Grants, Failure> {
     match file {
         Some(path) => Grants::load(path).map_err(|e| Failure::new("invalid", e.to_string())),
