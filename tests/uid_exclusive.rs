@@ -20,6 +20,7 @@ fn spawn_serve(work: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
         .arg(work.join("audit.jsonl"))
         .arg("--state")
         .arg(work.join("state"))
+        .arg("--allow-ungranted")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
