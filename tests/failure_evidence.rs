@@ -417,6 +417,7 @@ fn plugbox_serve_stopped_by_sigterm_unloads_and_seals() {
         .arg(&audit)
         .arg("--state")
         .arg(dir.path().join("state"))
+        .arg("--allow-ungranted")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
