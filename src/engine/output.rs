@@ -1,5 +1,8 @@
 //! A plugin's stdout and stderr: captured, bounded by `limits.output_bytes`, forwarded to
-//! `tracing` line by line with the plugin's identity. Never part of the protocol.
+//! `tracing` line by line, as each line arrives, with the plugin's identity. Never part of the
+//! protocol. The engine runs Python unbuffered (`-u`), so a line printed just before a crash
+//! is in the pipe when the plugin dies; the teardown waits for [`Forwarders::finished`]
+//! before it writes the exit record, so that line is forwarded, not cut off.
 
 use crate::audit::{escape_text, AuditLog, EventKind, Record};
 use crate::capability::PluginInfo;
@@ -7,13 +10,32 @@ use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
 
 struct Budget {
     left: AtomicU64,
     reported: AtomicBool,
     limit: u64,
+}
+
+/// The tasks forwarding one instance's streams.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarders(Vec<JoinHandle<()>>);
+
+impl Forwarders {
+    /// Waits until both streams reached end of file (the whole tree is dead, so every write
+    /// end is closed) and every line was forwarded, or `limit` passed.
+    pub(crate) async fn finished(self, limit: Duration) {
+        let all = async {
+            for task in self.0 {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
+    }
 }
 
 /// Starts forwarding both streams.
@@ -23,18 +45,22 @@ pub(crate) fn forward(
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     limit: u64,
-) {
+) -> Forwarders {
     let budget = Arc::new(Budget {
         left: AtomicU64::new(limit),
         reported: AtomicBool::new(false),
         limit,
     });
-    if let Some(out) = stdout {
-        spawn_stream(OwnedFd::from(out), "stdout", info, audit, &budget);
-    }
-    if let Some(err) = stderr {
-        spawn_stream(OwnedFd::from(err), "stderr", info, audit, &budget);
-    }
+    let streams = [
+        (stdout.map(OwnedFd::from), "stdout"),
+        (stderr.map(OwnedFd::from), "stderr"),
+    ];
+    Forwarders(
+        streams
+            .into_iter()
+            .filter_map(|(fd, name)| spawn_stream(fd?, name, info, audit, &budget))
+            .collect(),
+    )
 }
 
 fn spawn_stream(
@@ -43,12 +69,10 @@ fn spawn_stream(
     info: &Arc<PluginInfo>,
     audit: &Arc<AuditLog>,
     budget: &Arc<Budget>,
-) {
-    let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
-        return;
-    };
+) -> Option<JoinHandle<()>> {
+    let mut rx = pipe::Receiver::from_owned_fd(fd).ok()?;
     let (info, audit, budget) = (Arc::clone(info), Arc::clone(audit), Arc::clone(budget));
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut line = Vec::new();
         loop {
@@ -74,7 +98,7 @@ fn spawn_stream(
             emit(&info, stream, &line);
         }
         // Dropping `rx` closes the pipe: the plugin's further writes fail with EPIPE.
-    });
+    }))
 }
 
 fn take(budget: &Budget, want: u64) -> u64 {
