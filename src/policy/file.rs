@@ -152,8 +152,8 @@ pub struct LimitsSection {
     #[serde(default = "default_calls_in_flight")]
     pub calls_in_flight: u32,
     /// Bytes the host may hold for this plugin's pending replies, MiB, all instances together:
-    /// each call reserves its capability's `max_bytes` before it runs, until its reply is
-    /// written; a call that cannot reserve is refused (`rate_limited`).
+    /// each call reserves its capability's `max_bytes` before it runs, until its reply's write
+    /// starts; a call that cannot reserve is refused (`rate_limited`).
     #[serde(default = "default_pending_reply_mib")]
     pub pending_reply_mib: u64,
     /// Longest a single call (either direction) may take, milliseconds.
