@@ -163,7 +163,7 @@ impl AuditLog {
     /// new session's `open` record links to the seal (`detail.after_seal`). Any other
     /// non-empty log (unsealed: its writer crashed; or damaged) is moved aside as
     /// `PATH.unsealed-STAMP` or `PATH.damaged-STAMP`, never continued, and the new log starts
-    /// at genesis with an `open` record naming it ([`super::reopen`]).
+    /// at genesis with an `open` record naming it (`docs/audit.md`, "Reopening and rotation").
     pub fn open_with(path: &Path, options: AuditOptions) -> Result<Arc<Self>, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
