@@ -94,7 +94,7 @@ pub fn run(
         budget: limits.output_bytes,
         cut: false,
     };
-    let deadline = started + Duration::from_secs(limits.wall_seconds);
+    let deadline = limits.wall_budget().map(|budget| started + budget);
     let wall_timeout = output.pump_until_exit(pidfd.as_raw_fd(), deadline)?;
     if !wall_timeout {
         sys::wait_exited_keep_zombie(pid).map_err(supervise_err("waitid"))?;
@@ -147,15 +147,20 @@ struct Output {
 }
 
 impl Output {
-    /// Forwards output until the command's first process exits (`false`) or the deadline
-    /// passes (`true`).
-    fn pump_until_exit(&mut self, pidfd: RawFd, deadline: Instant) -> Result<bool, LaunchError> {
+    /// Forwards output until the command's first process exits (`false`) or the deadline, if
+    /// any, passes (`true`).
+    fn pump_until_exit(
+        &mut self,
+        pidfd: RawFd,
+        deadline: Option<Instant>,
+    ) -> Result<bool, LaunchError> {
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(true);
             }
-            let wait_ms = (deadline - now).as_millis().min(60_000) as i32 + 1;
+            let left = deadline.map_or(Duration::from_secs(60), |d| d - now);
+            let wait_ms = left.as_millis().min(60_000) as i32 + 1;
             let mut fds = [
                 pollfd(self.stdout.as_ref().map(AsRawFd::as_raw_fd)),
                 pollfd(self.stderr.as_ref().map(AsRawFd::as_raw_fd)),

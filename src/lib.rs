@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod broker;
 pub mod capability;
+pub mod default_paths;
 pub mod discovery;
 pub mod display;
 pub mod engine;

@@ -314,12 +314,19 @@ fn a_log_whose_head_was_cut_off_is_broken_and_names_where_it_starts() {
 }
 
 #[test]
-fn a_reopened_file_given_without_the_file_before_it_is_missing_its_head() {
+fn a_rotated_file_given_without_the_file_before_it_is_missing_its_head() {
     let dir = tempfile::tempdir().expect("tmp");
-    let first = small_log(dir.path(), 2);
-    // Reopening archives the first file as `.000001`; the new one continues its chain.
-    let log = AuditLog::open(&first).expect("reopen");
+    let first = dir.path().join("audit.jsonl");
+    let options = AuditOptions {
+        rotate_bytes: Some(1),
+        ..AuditOptions::default()
+    };
+    let log = AuditLog::open_with(&first, options).expect("open");
+    let mut r = Record::new(EventKind::Call, subject());
+    r.decision = Some("allow");
+    log.write(&r).expect("write");
     log.seal().expect("seal");
+    // Rotation archived the first file as `.000001`; the live one continues its chain.
     let archived = PathBuf::from(format!("{}.000001", first.display()));
     assert!(verify(&[archived.clone(), first.clone()])
         .expect("verify")

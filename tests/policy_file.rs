@@ -26,15 +26,20 @@ fn defaults_are_the_strictest_values() {
     assert!(p.syscall_groups().is_empty());
     let l = p.limits();
     assert_eq!(l.memory_bytes, 512 << 20);
-    assert_eq!((l.cpu_seconds, l.wall_seconds, l.open_files), (10, 30, 64));
+    assert_eq!((l.cpu_seconds, l.wall_seconds, l.open_files), (10, 0, 64));
     assert_eq!((l.file_size_bytes, l.output_bytes), (16 << 20, 1_048_576));
+    assert_eq!(l.wall_budget(), None);
+    assert_eq!((l.calls_per_second, l.call_burst), (100_000, 10_000));
 }
 
 #[test]
 fn the_shipped_default_policy_equals_the_built_in_defaults() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.toml");
     let shipped = Policy::load(&path).expect("policies/default.toml is valid");
-    assert_eq!(format!("{shipped:?}"), format!("{:?}", Policy::strictest()));
+    // The one difference: a wall-clock budget for `plugbox exec`'s one-shot commands.
+    assert_eq!(shipped.limits().wall_seconds, 30);
+    let shipped = format!("{shipped:?}").replace("wall_seconds: 30,", "wall_seconds: 0,");
+    assert_eq!(shipped, format!("{:?}", Policy::strictest()));
 }
 
 #[test]
@@ -96,7 +101,7 @@ fn identities_and_limits_are_range_checked() {
     );
     assert!(error_of("schema = 1\n[limits]\nmemory_mib = 1\n")
         .starts_with("policy: limits.memory_mib: "));
-    assert!(error_of("schema = 1\n[limits]\nwall_seconds = 0\n")
+    assert!(error_of("schema = 1\n[limits]\nwall_seconds = 86401\n")
         .starts_with("policy: limits.wall_seconds: "));
     assert!(
         error_of("schema = 1\n[landlock]\nmin_abi = 9\n").starts_with("policy: landlock.min_abi: ")

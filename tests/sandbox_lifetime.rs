@@ -126,7 +126,7 @@ fn no_fd_and_no_secret_leaks_in() {
     let run: common::Run = out.into();
     assert_eq!(
         run.verdict(),
-        "HOME LANG MALLOC_ARENA_MAX PATH PLUGIN_SETTING PYTHONDONTWRITEBYTECODE TERM",
+        "HOME LANG MALLOC_ARENA_MAX PATH PLUGIN_SETTING PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED TERM",
         "{run:?}"
     );
     drop(leaked);

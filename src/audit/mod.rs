@@ -4,6 +4,8 @@
 pub mod chain;
 pub mod lines;
 pub mod record;
+mod reopen;
+pub mod rotated;
 pub mod verify;
 pub mod writer;
 

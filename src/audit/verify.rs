@@ -1,6 +1,8 @@
 //! `plugbox audit verify`: walks the hash chain of one or more log files (oldest first) and
 //! reports the first broken link: edited, deleted, inserted, reordered, truncated, unsealed,
 //! corrupt, or a missing head (the first file does not start at the writer's genesis `open`).
+//! A log reopened after a seal is one chain of several sessions: each session after the first
+//! starts with an `open` record right after the previous session's `seal`.
 
 use super::chain::{self, GENESIS};
 use super::lines::{open_log, parse_head, Head, Line, LineReader};
@@ -54,6 +56,8 @@ pub struct Verdict {
     pub records: u64,
     /// Files walked.
     pub files: usize,
+    /// Writer sessions: `open` records (a sealed log reopened is appended to by a new one).
+    pub sessions: u64,
     /// `None` when intact and sealed.
     pub broken: Option<Broken>,
     /// Informational notes (a chain that starts mid-way, for example).
@@ -82,6 +86,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Verdict> {
         verdict: Verdict {
             records: 0,
             files: files.len(),
+            sessions: 0,
             broken: None,
             notes: Vec::new(),
         },
@@ -227,11 +232,29 @@ impl Walk<'_> {
             }
             _ => {}
         }
+        if let Some(why) = session_break(self.expected.is_some(), &self.last_event, &event, seq) {
+            return fail(self, Damage::Inserted, why);
+        }
+        self.verdict.sessions += u64::from(event == "open");
         self.last_hash = Some(hash);
         self.expected = Some(seq + 1);
         self.last_event = event.into_owned();
         self.verdict.records += 1;
         Ok(None)
+    }
+}
+
+/// The writer starts a session only with `open`, and only at genesis or right after a `seal`
+/// (reopening a sealed log); it writes nothing after a seal but that `open`.
+fn session_break(mid_chain: bool, last_event: &str, event: &str, seq: u64) -> Option<String> {
+    match (last_event == "seal", event == "open") {
+        (true, false) => Some(format!(
+            "record seq {seq} follows a seal but is not the open record of a new session"
+        )),
+        (false, true) if mid_chain => Some(format!(
+            "an open record (seq {seq}) that does not follow a seal"
+        )),
+        _ => None,
     }
 }
 
@@ -271,6 +294,7 @@ fn broken(
     Verdict {
         records,
         files: files.len(),
+        sessions: 0,
         broken: Some(Broken {
             damage,
             file: files.get(file).cloned().unwrap_or_default(),
@@ -285,8 +309,8 @@ fn broken(
 pub fn describe(v: &Verdict) -> String {
     match &v.broken {
         None => format!(
-            "intact: {} records in {} file(s), sealed",
-            v.records, v.files
+            "intact: {} records in {} file(s), {} session(s), sealed",
+            v.records, v.files, v.sessions
         ),
         Some(b) => format!(
             "broken: {} at {}:{}: {} ({} records verified before it)",

@@ -9,15 +9,17 @@
 //! record; what a power failure may lose depends on [`Durability`].
 
 use super::chain::{self, GENESIS};
-use super::lines::{parse_head, Line, LineReader};
 use super::record::{EventKind, Record, Subject, MAX_RECORD_BYTES, RECORD_SCHEMA};
+use super::reopen::{self, Tail};
+use super::rotated;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// When records reach stable storage.
@@ -54,6 +56,9 @@ pub struct AuditOptions {
     pub group_delay: Duration,
     /// Rotate to a new file once the current one exceeds this many bytes.
     pub rotate_bytes: Option<u64>,
+    /// Rotate to a new file once the current one has been written for this long (counted
+    /// from when this writer opened it, or started it by rotating).
+    pub rotate_age: Option<Duration>,
     /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
     /// costs; never set it where the log matters.
     pub danger_disabled: bool,
@@ -65,6 +70,7 @@ impl Default for AuditOptions {
             durability: Durability::Group,
             group_delay: Duration::from_millis(10),
             rotate_bytes: None,
+            rotate_age: None,
             danger_disabled: false,
         }
     }
@@ -132,6 +138,8 @@ struct State {
     next_seq: u64,
     prev: String,
     bytes_in_file: u64,
+    /// When the current file was opened or started by rotation (for `rotate_age`).
+    opened_at: Instant,
     rotations: u32,
     line: Vec<u8>,
 }
@@ -153,31 +161,21 @@ impl AuditLog {
         Self::open_with(path, AuditOptions::default())
     }
 
-    /// Opens the log at `path`. An existing non-empty log is archived as `path.NNNNNN` first
-    /// and the new file continues its chain.
+    /// Opens the log at `path` (created mode 0600; a symlink as the last component is
+    /// refused). An existing log whose chain verifies and ends with a seal is appended to: the
+    /// new session's `open` record links to the seal (`detail.after_seal`). Any other
+    /// non-empty log (unsealed: its writer crashed; or damaged) is moved aside as
+    /// `PATH.unsealed-STAMP` or `PATH.damaged-STAMP`, never continued, and the new log starts
+    /// at genesis with an `open` record naming it (`docs/audit.md`, "Reopening and rotation").
     pub fn open_with(path: &Path, options: AuditOptions) -> Result<Arc<Self>, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
             source,
         };
-        let (mut prev, mut next_seq, mut rotations, mut carried) = (GENESIS.to_owned(), 1, 0, None);
         if options.danger_disabled {
             return Ok(Arc::new(Self::inert(path, options)));
         }
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
-            let (hash, seq, event) = last_record(path).map_err(open_err)?;
-            rotations = next_archive_number(path);
-            let archived = archive_name(path, rotations);
-            std::fs::rename(path, &archived).map_err(open_err)?;
-            if let Some(hash) = hash {
-                prev = hash;
-                next_seq = seq + 1;
-            }
-            carried = Some(
-                serde_json::json!({ "previous_file": archived, "previous_last_event": event }),
-            );
-        }
-        let file = open_append(path).map_err(open_err)?;
+        let (file, start) = reopen_or_start(path).map_err(open_err)?;
         let sync = file.try_clone().map_err(open_err)?;
         let log = Arc::new(Self {
             path: path.to_owned(),
@@ -186,10 +184,11 @@ impl AuditLog {
             state: Mutex::new(State {
                 file: Some(file),
                 closed: None,
-                next_seq,
-                prev,
-                bytes_in_file: 0,
-                rotations,
+                next_seq: start.next_seq,
+                prev: start.prev,
+                bytes_in_file: start.bytes_in_file,
+                opened_at: Instant::now(),
+                rotations: rotated::next_archive_number(path).saturating_sub(1),
                 line: Vec::with_capacity(1024),
             }),
             dirty: Arc::new(AtomicBool::new(false)),
@@ -201,7 +200,7 @@ impl AuditLog {
             spawn_flusher(Arc::downgrade(&log), dirty, sync, log.options.group_delay);
         }
         let mut r = Record::new(EventKind::Open, engine_subject());
-        r.detail = carried;
+        r.detail = start.detail;
         log.write(&r)?;
         Ok(log)
     }
@@ -217,6 +216,7 @@ impl AuditLog {
                 next_seq: 1,
                 prev: GENESIS.to_owned(),
                 bytes_in_file: 0,
+                opened_at: Instant::now(),
                 rotations: 0,
                 line: Vec::new(),
             }),
@@ -268,10 +268,18 @@ impl AuditLog {
                 why: why.clone(),
             });
         }
-        if let Some(limit) = self.options.rotate_bytes {
-            if state.bytes_in_file >= limit && record.event != EventKind::Seal {
-                self.rotate(&mut state)?;
-            }
+        let too_big = self
+            .options
+            .rotate_bytes
+            .is_some_and(|limit| state.bytes_in_file >= limit);
+        let too_old = self
+            .options
+            .rotate_age
+            .is_some_and(|age| state.opened_at.elapsed() >= age);
+        // A session's open record follows its seal directly, and a seal ends its file.
+        let boundary = matches!(record.event, EventKind::Seal | EventKind::Open);
+        if (too_big || too_old) && !boundary {
+            self.rotate(&mut state)?;
         }
         self.append(&mut state, record)
     }
@@ -336,7 +344,7 @@ impl AuditLog {
     /// a fresh file at the same path.
     fn rotate(&self, state: &mut State) -> Result<(), AuditError> {
         let number = state.rotations + 1;
-        let archived = archive_name(&self.path, number);
+        let archived = rotated::archive_name(&self.path, number);
         let mut r = Record::new(EventKind::Rotate, engine_subject());
         r.detail = Some(serde_json::json!({ "archived_as": archived, "continues_in": self.path }));
         self.append(state, &r)?;
@@ -352,6 +360,7 @@ impl AuditLog {
                 state.file = Some(file);
                 state.rotations = number;
                 state.bytes_in_file = 0;
+                state.opened_at = Instant::now();
                 Ok(())
             }
             Err(source) => {
@@ -419,33 +428,77 @@ fn engine_subject() -> Subject {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
-fn archive_name(path: &Path, number: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{number:06}"));
-    PathBuf::from(name)
+/// Where a session starts: the chain position and what its `open` record says.
+struct Start {
+    next_seq: u64,
+    prev: String,
+    bytes_in_file: u64,
+    detail: Option<serde_json::Value>,
 }
 
-fn next_archive_number(path: &Path) -> u32 {
-    (1..)
-        .find(|n| !archive_name(path, *n).exists())
-        .unwrap_or(u32::MAX)
-}
-
-/// The last complete, intact record of an existing log: (hash, seq, event). Lines are read
-/// with the reader's cap, so a hostile file cannot grow memory.
-fn last_record(path: &Path) -> std::io::Result<(Option<String>, u64, Option<String>)> {
-    let mut last = (None, 0, None);
-    let mut lines = LineReader::new(super::lines::open_log(path)?);
-    while let Some((_, line)) = lines.next_line()? {
-        let Line::Complete(line) = line else { continue };
-        if let (Some(hash), Some(head)) = (chain::check(line), parse_head(line)) {
-            last = (Some(hash), head.seq, Some(head.event.into_owned()));
+/// Opens `path` for appending, continuing a sealed log or moving an unusable one aside.
+fn reopen_or_start(path: &Path) -> std::io::Result<(File, Start)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let fresh = Start {
+        next_seq: 1,
+        prev: GENESIS.to_owned(),
+        bytes_in_file: 0,
+        detail: None,
+    };
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok((file, fresh));
+    }
+    match reopen::inspect(&file)? {
+        Tail::Empty => Ok((file, fresh)),
+        Tail::Sealed { seq, hash } => Ok((
+            file,
+            Start {
+                next_seq: seq + 1,
+                prev: hash,
+                bytes_in_file: meta.len(),
+                detail: Some(serde_json::json!({ "after_seal": seq })),
+            },
+        )),
+        Tail::Unusable { kind, why, last } => {
+            drop(file);
+            let aside = reopen::aside_name(path, kind);
+            std::fs::rename(path, &aside)?;
+            tracing::warn!(
+                log = %path.display(),
+                moved_to = %aside.display(),
+                "audit: the existing log is {kind} ({why}); it was moved aside and a new log starts"
+            );
+            let detail = serde_json::json!({
+                "previous_file": aside,
+                "previous_state": kind,
+                "previous_problem": why,
+                "previous_last_seq": last.as_ref().map(|l| l.0),
+                "previous_last_hash": last.map(|l| l.1),
+            });
+            Ok((
+                open_append(path)?,
+                Start {
+                    detail: Some(detail),
+                    ..fresh
+                },
+            ))
         }
     }
-    Ok(last)
 }
 
 /// The host's name (kernel hostname), or `unknown`.

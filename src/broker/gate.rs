@@ -54,12 +54,26 @@ pub const RATE_RULE: &str = "limits.calls_per_second";
 /// One in-flight slot, and the reply bytes reserved for the call: the capability's
 /// `max_bytes` until the reply is built, then the reply's size until it is written.
 pub struct Permit {
-    counter: Arc<AtomicU32>,
+    /// The in-flight count; `None` once this call's slot was given back.
+    counter: Option<Arc<AtomicU32>>,
     pending: Arc<AtomicU64>,
     reserved: u64,
 }
 
 impl Permit {
+    /// Gives the in-flight slot and the reserved reply bytes back: the reply is built and
+    /// its write is starting (with the session's writer held, so at most one reply per
+    /// session is being written outside the budget). Not later, because the plugin may send
+    /// its next call the moment the reply arrives: an SDK that keeps within `max_in_flight`
+    /// must never find this call still counted.
+    pub fn release(&mut self) {
+        if let Some(counter) = self.counter.take() {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.pending.fetch_sub(self.reserved, Ordering::AcqRel);
+        self.reserved = 0;
+    }
+
     /// Shrinks the reservation to `bytes` (the built reply's size); never grows it.
     pub fn settle(&mut self, bytes: u64) {
         let release = self.reserved.saturating_sub(bytes);
@@ -70,8 +84,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::AcqRel);
-        self.pending.fetch_sub(self.reserved, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -163,7 +176,7 @@ impl Gate {
         }
         let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut permit = Permit {
-            counter: Arc::clone(&self.in_flight),
+            counter: Some(Arc::clone(&self.in_flight)),
             pending: Arc::clone(&self.pending),
             reserved: 0,
         };

@@ -166,7 +166,15 @@ impl Engine {
         );
         let env_names = env.names();
         let request = SpawnRequest {
-            args: vec!["-I".into(), "-S".into(), "-c".into(), bootstrap.into()],
+            // -u: stdout and stderr unbuffered, so each line reaches the host as it is printed
+            // and none is lost when the plugin dies (-I ignores PYTHONUNBUFFERED).
+            args: vec![
+                "-I".into(),
+                "-S".into(),
+                "-u".into(),
+                "-c".into(),
+                bootstrap.into(),
+            ],
             env,
             stdin: Stdio::null(),
             stdout: Stdio::piped(),
@@ -199,7 +207,7 @@ impl Engine {
             None,
         )?;
         let tail = StderrTail::new();
-        output::forward(
+        let forwarders = output::forward(
             &info,
             &self.inner.audit,
             child.child.stdout.take(),
@@ -283,6 +291,7 @@ impl Engine {
             Arc::clone(&self.inner.live),
             lease,
             Arc::clone(&self.inner.watchdog),
+            forwarders,
         )
         .map_err(|e| LoadError::Host(format!("pidfd: {e}")))?;
         // From here the teardown task owns the process tree: dropping the instance kills it.

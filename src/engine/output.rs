@@ -1,5 +1,8 @@
 //! A plugin's stdout and stderr: captured, bounded by `limits.output_bytes`, forwarded to
-//! `tracing` line by line with the plugin's identity. Never part of the protocol.
+//! `tracing` line by line, as each line arrives, with the plugin's identity. Never part of the
+//! protocol. The engine runs Python unbuffered (`-u`), so a line printed just before a crash
+//! is in the pipe when the plugin dies; the teardown waits for [`Forwarders::finished`]
+//! before it writes the exit record, so that line is forwarded, not cut off.
 
 use super::evidence::StderrTail;
 use crate::audit::{escape_text, AuditLog, EventKind, Record};
@@ -8,13 +11,32 @@ use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
 
 struct Budget {
     left: AtomicU64,
     reported: AtomicBool,
     limit: u64,
+}
+
+/// The tasks forwarding one instance's streams.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarders(Vec<JoinHandle<()>>);
+
+impl Forwarders {
+    /// Waits until both streams reached end of file (the whole tree is dead, so every write
+    /// end is closed) and every line was forwarded, or `limit` passed.
+    pub(crate) async fn finished(self, limit: Duration) {
+        let all = async {
+            for task in self.0 {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
+    }
 }
 
 /// Starts forwarding both streams; stderr's last bytes are also kept in `tail` (finished
@@ -26,26 +48,35 @@ pub(crate) fn forward(
     stderr: Option<ChildStderr>,
     limit: u64,
     tail: &Arc<StderrTail>,
-) {
+) -> Forwarders {
     let budget = Arc::new(Budget {
         left: AtomicU64::new(limit),
         reported: AtomicBool::new(false),
         limit,
     });
+    let mut tasks = Vec::with_capacity(2);
     if let Some(out) = stdout {
-        spawn_stream(OwnedFd::from(out), "stdout", info, audit, &budget, None);
+        tasks.extend(spawn_stream(
+            OwnedFd::from(out),
+            "stdout",
+            info,
+            audit,
+            &budget,
+            None,
+        ));
     }
     match stderr {
-        Some(err) => spawn_stream(
+        Some(err) => tasks.extend(spawn_stream(
             OwnedFd::from(err),
             "stderr",
             info,
             audit,
             &budget,
             Some(tail),
-        ),
+        )),
         None => tail.finish(false),
     }
+    Forwarders(tasks)
 }
 
 fn spawn_stream(
@@ -55,16 +86,16 @@ fn spawn_stream(
     audit: &Arc<AuditLog>,
     budget: &Arc<Budget>,
     tail: Option<&Arc<StderrTail>>,
-) {
+) -> Option<JoinHandle<()>> {
     let tail = tail.map(Arc::clone);
     let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
         if let Some(t) = &tail {
             t.finish(false);
         }
-        return;
+        return None;
     };
     let (info, audit, budget) = (Arc::clone(info), Arc::clone(audit), Arc::clone(budget));
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut line = Vec::new();
         loop {
@@ -99,7 +130,7 @@ fn spawn_stream(
             emit(&info, stream, &line);
         }
         // Dropping `rx` closes the pipe: the plugin's further writes fail with EPIPE.
-    });
+    }))
 }
 
 fn take(budget: &Budget, want: u64) -> u64 {

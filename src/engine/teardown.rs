@@ -15,6 +15,9 @@ use tokio::sync::watch;
 pub(crate) const WALL_CLOCK_CAUSE: &str = "limits.wall_seconds";
 
 /// Starts watching `pid` (also its process group); returns where its exit will be published.
+/// Its output `forwarders` are waited for (bounded) once the tree is dead, so the last lines
+/// it printed are forwarded before its exit is recorded.
+#[allow(clippy::too_many_arguments)] // one owner per resource of the instance; each is moved in
 pub(crate) fn start(
     session: Arc<Session>,
     audit: Arc<AuditLog>,
@@ -23,11 +26,18 @@ pub(crate) fn start(
     live: Arc<std::sync::atomic::AtomicUsize>,
     mut lease: Option<UidLease>,
     watchdog: Arc<crate::sandbox::Watchdog>,
+    forwarders: super::output::Forwarders,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
-        let wall = tokio::time::sleep(Duration::from_secs(wall_seconds));
+        // 0 is no wall-clock budget: the instance lives until something else ends it.
+        let wall = async {
+            match wall_seconds {
+                0 => std::future::pending().await,
+                s => tokio::time::sleep(Duration::from_secs(s)).await,
+            }
+        };
         let (event, cause) = tokio::select! {
             _ = pidfd.readable() => (EventKind::Exit, "exited".to_owned()),
             reason = session.ended() => match reason {
@@ -42,6 +52,9 @@ pub(crate) fn start(
             .ok()
             .and_then(Result::ok)
             .flatten();
+        // Every write end of its stdout and stderr is closed: forward what is still in the
+        // pipes (a line printed just before a crash) before the exit is recorded.
+        forwarders.finished(Duration::from_secs(1)).await;
         // The group is empty: its id may be reused, so the watchdog must forget it.
         if let Err(e) = watchdog.unregister(pid) {
             tracing::error!(pid, "host-death watchdog: {e}");

@@ -142,7 +142,11 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
             nl.memory_bytes >> 20,
         ),
         ("limits.cpu_seconds", ol.cpu_seconds, nl.cpu_seconds),
-        ("limits.wall_seconds", ol.wall_seconds, nl.wall_seconds),
+        (
+            "limits.wall_seconds",
+            ol.wall_seconds_allowed(),
+            nl.wall_seconds_allowed(),
+        ),
         ("limits.open_files", ol.open_files, nl.open_files),
         (
             "limits.file_size_mib",

@@ -124,7 +124,9 @@ pub struct LimitsSection {
     /// CPU time, seconds (`RLIMIT_CPU`): SIGXCPU at the limit, SIGKILL one second later.
     #[serde(default = "default_cpu_seconds")]
     pub cpu_seconds: u64,
-    /// Wall-clock time, seconds; then the whole process tree is killed.
+    /// Wall-clock budget, seconds; then the whole process tree is killed (under the engine,
+    /// the instance is replaced: a *recycle*). `0`, the default, means no wall-clock budget:
+    /// an engine-loaded instance lives until it is stopped, fails or uses up `cpu_seconds`.
     #[serde(default = "default_wall_seconds")]
     pub wall_seconds: u64,
     /// Open file descriptors (`RLIMIT_NOFILE`).
@@ -153,8 +155,8 @@ pub struct LimitsSection {
     #[serde(default = "default_calls_in_flight")]
     pub calls_in_flight: u32,
     /// Bytes the host may hold for this plugin's pending replies, MiB, all instances together:
-    /// each call reserves its capability's `max_bytes` before it runs, until its reply is
-    /// written; a call that cannot reserve is refused (`rate_limited`).
+    /// each call reserves its capability's `max_bytes` before it runs, until its reply's write
+    /// starts; a call that cannot reserve is refused (`rate_limited`).
     #[serde(default = "default_pending_reply_mib")]
     pub pending_reply_mib: u64,
     /// Longest a single call (either direction) may take, milliseconds.
@@ -262,7 +264,7 @@ fn default_cpu_seconds() -> u64 {
     10
 }
 fn default_wall_seconds() -> u64 {
-    30
+    0
 }
 fn default_open_files() -> u64 {
     64
@@ -276,11 +278,14 @@ fn default_fs_quota_mib() -> u64 {
 fn default_output_bytes() -> u64 {
     1_048_576
 }
+/// Far above what one Python plugin reaches in a sequential loop (about 36 000 fire-and-forget
+/// `log` calls or 10 000 round trips per second were measured here; see `policies/README.md`),
+/// so only a flood is refused.
 fn default_calls_per_second() -> u32 {
-    1000
+    100_000
 }
 fn default_call_burst() -> u32 {
-    200
+    10_000
 }
 fn default_calls_in_flight() -> u32 {
     16

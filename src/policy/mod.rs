@@ -110,7 +110,8 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// `RLIMIT_CPU`.
     pub cpu_seconds: u64,
-    /// Wall-clock budget of the whole process tree.
+    /// Wall-clock budget of the whole process tree, seconds; `0` means none (see
+    /// [`Limits::wall_budget`]).
     pub wall_seconds: u64,
     /// `RLIMIT_NOFILE`.
     pub open_files: u64,
@@ -130,6 +131,25 @@ pub struct Limits {
     pub pending_reply_bytes: u64,
     /// Per-call deadline.
     pub call_timeout: std::time::Duration,
+}
+
+impl Limits {
+    /// The wall-clock budget, or `None` when `wall_seconds` is 0 (no budget: nothing is killed
+    /// or recycled for the time it has lived).
+    pub fn wall_budget(&self) -> Option<std::time::Duration> {
+        (self.wall_seconds > 0).then(|| std::time::Duration::from_secs(self.wall_seconds))
+    }
+
+    /// `wall_seconds` as a quantity that grows with what it allows: no budget (0) is more
+    /// than any budget, so comparisons (`plugbox diff`, ceilings) must use this, not the raw
+    /// field.
+    pub fn wall_seconds_allowed(&self) -> u64 {
+        if self.wall_seconds == 0 {
+            u64::MAX
+        } else {
+            self.wall_seconds
+        }
+    }
 }
 
 impl Policy {

@@ -202,7 +202,7 @@ fn limits(section: super::file::LimitsSection) -> Result<Limits, PolicyError> {
     Ok(Limits {
         memory_bytes: in_range("limits.memory_mib", section.memory_mib, 16, 1 << 20)? * MIB,
         cpu_seconds: in_range("limits.cpu_seconds", section.cpu_seconds, 1, 86_400)?,
-        wall_seconds: in_range("limits.wall_seconds", section.wall_seconds, 1, 86_400)?,
+        wall_seconds: in_range("limits.wall_seconds", section.wall_seconds, 0, 86_400)?,
         open_files: in_range("limits.open_files", section.open_files, 4, 65_536)?,
         file_size_bytes: in_range("limits.file_size_mib", section.file_size_mib, 0, 1 << 20)? * MIB,
         fs_quota_bytes: in_range("limits.fs_quota_mib", section.fs_quota_mib, 0, 1 << 20)? * MIB,

@@ -15,6 +15,9 @@ pub const FIXED: &[(&str, &str)] = &[
     ("MALLOC_ARENA_MAX", "2"),
     // Python must not try to write .pyc files next to read-only code.
     ("PYTHONDONTWRITEBYTECODE", "1"),
+    // Python block-buffers stdout into a pipe: a crash would lose what it printed, and lines
+    // would arrive late. Unbuffered, each write reaches the host at once.
+    ("PYTHONUNBUFFERED", "1"),
 ];
 
 /// Copied from the host when set there: terminal and locale only.

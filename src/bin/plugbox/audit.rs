@@ -4,6 +4,7 @@
 use plugbox::audit::escape_text;
 use plugbox::audit::lines::{open_log, Line, LineReader};
 use plugbox::audit::record::MAX_RECORD_BYTES;
+use plugbox::audit::rotated::chain_order;
 use plugbox::audit::verify::{describe, verify};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -19,9 +20,18 @@ pub struct ShowFilter {
     pub json: bool,
 }
 
-/// `audit verify FILE...`: exit 0 intact and sealed, 1 broken, 125 unreadable.
+/// `audit verify FILE...`: exit 0 intact and sealed, 1 broken, 125 unreadable. The files are
+/// put in chain order first, and a live log brings its rotated archives along
+/// ([`chain_order`]), so `verify audit.jsonl` and `verify audit.jsonl*` both walk the set.
 pub fn verify_cmd(files: &[PathBuf], json: bool) -> Result<ExitCode, String> {
-    let verdict = verify(files).map_err(|e| format!("audit: {e}"))?;
+    let ordered = chain_order(files).map_err(|e| format!("audit: {e}"))?;
+    let mut verdict = verify(&ordered).map_err(|e| format!("audit: {e}"))?;
+    if ordered != files {
+        let names: Vec<String> = ordered.iter().map(|f| f.display().to_string()).collect();
+        verdict
+            .notes
+            .push(format!("verified in chain order: {}", names.join(" ")));
+    }
     if json {
         println!("{}", plugbox::display::json(&verdict));
     } else {

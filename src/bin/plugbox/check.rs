@@ -168,10 +168,11 @@ fn describe_policy(p: &Policy) {
     );
     let l = p.limits();
     say!(
-        "  limits    memory {} MiB, cpu {} s, wall {} s, {} open files, files up to {} MiB, output {} bytes, fs.write quota {} MiB",
+        "  limits    memory {} MiB, cpu {} s, wall {}, {} open files, files up to {} MiB, output {} bytes, fs.write quota {} MiB",
         l.memory_bytes >> 20,
         l.cpu_seconds,
-        l.wall_seconds,
+        l.wall_budget()
+            .map_or("unlimited".to_owned(), |w| format!("{} s", w.as_secs())),
         l.open_files,
         l.file_size_bytes >> 20,
         l.output_bytes,

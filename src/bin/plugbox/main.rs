@@ -8,6 +8,7 @@ mod audit;
 mod check;
 mod check_ceiling;
 mod forwarded;
+mod paths;
 mod run;
 mod serve;
 mod serve_io;
@@ -27,7 +28,8 @@ use std::process::ExitCode;
 enum AuditCmd {
     /// Walk the hash chain (files oldest first): exit 0 intact and sealed, 1 broken.
     Verify {
-        /// Log files, oldest first (rotated files, then the current one).
+        /// Log files, in any order: they are verified in chain order, and a live log brings
+        /// its rotated archives (`FILE.000001`, ...) along.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print the verdict as JSON.
@@ -114,12 +116,13 @@ enum Cmd {
         /// Drop what the manifest asks beyond the grant (audited) instead of refusing the load.
         #[arg(long)]
         clamp: bool,
-        /// Audit log (JSON Lines, appended).
-        #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
-        audit: PathBuf,
-        /// Per-plugin state directory (kv store).
-        #[arg(long, value_name = "DIR", default_value = ".plugbox-state")]
-        state: PathBuf,
+        /// Audit log (JSON Lines; a sealed log is appended to). Default: audit.jsonl in
+        /// /var/lib/plugbox as root, else in $XDG_STATE_HOME/plugbox or ~/.local/state/plugbox.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+        /// Per-plugin state directory (kv store). Default: `state` beside the default audit log.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// A command to call (repeatable; calls run in order).
         #[arg(long = "call", value_name = "COMMAND")]
         calls: Vec<String>,
@@ -139,12 +142,13 @@ enum Cmd {
     /// Run the managed engine for a host in any language: JSON-line requests on stdin (load,
     /// call, reload, unload, stats, shutdown), one JSON-line answer each on stdout.
     Serve {
-        /// Audit log (JSON Lines, appended).
-        #[arg(long, value_name = "FILE", default_value = "plugbox-audit.jsonl")]
-        audit: PathBuf,
-        /// Per-plugin state directory (kv store).
-        #[arg(long, value_name = "DIR", default_value = ".plugbox-state")]
-        state: PathBuf,
+        /// Audit log (JSON Lines; a sealed log is appended to). Default: audit.jsonl in
+        /// /var/lib/plugbox as root, else in $XDG_STATE_HOME/plugbox or ~/.local/state/plugbox.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+        /// Per-plugin state directory (kv store). Default: `state` beside the default audit log.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// Operational log format on stderr.
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,

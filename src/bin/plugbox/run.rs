@@ -21,8 +21,8 @@ pub struct RunOptions {
     pub dir: PathBuf,
     pub grant: Option<PathBuf>,
     pub clamp: bool,
-    pub audit: PathBuf,
-    pub state: PathBuf,
+    pub audit: Option<PathBuf>,
+    pub state: Option<PathBuf>,
     pub calls: Vec<CallSpec>,
     pub durability: plugbox::audit::Durability,
     pub stats: bool,
@@ -47,7 +47,8 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
             Grants::all_requested()
         }
     };
-    let mut config = EngineConfig::new(&opts.audit, &opts.state);
+    let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
+    let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
     if opts.clamp {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;

@@ -45,8 +45,8 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Options of `plugbox serve`.
 pub struct ServeOptions {
-    pub audit: PathBuf,
-    pub state: PathBuf,
+    pub audit: Option<PathBuf>,
+    pub state: Option<PathBuf>,
     pub durability: plugbox::audit::Durability,
     /// Host capabilities answered by the host over the pipes.
     pub capabilities: Vec<String>,
@@ -134,7 +134,8 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
 }
 
 async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
-    let mut config = EngineConfig::new(&opts.audit, &opts.state);
+    let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
+    let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
     if opts.clamp {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;

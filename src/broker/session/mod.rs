@@ -391,7 +391,14 @@ impl Session {
 
     /// Writes one frame now. A plugin that does not read for a whole call timeout is cut off.
     pub async fn write(&self, frame: Outgoing) -> bool {
+        self.write_after(frame, || {}).await
+    }
+
+    /// Like [`Session::write`]; `before` runs once the writer is held, just before the bytes
+    /// go out (a reply gives its in-flight slot back there: after it, never before its turn).
+    pub(crate) async fn write_after(&self, frame: Outgoing, before: impl FnOnce()) -> bool {
         let mut half = self.writer.lock().await;
+        before();
         let io = async {
             half.write_all(&frame.head).await?;
             if !frame.body.is_empty() {

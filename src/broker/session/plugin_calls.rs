@@ -163,7 +163,13 @@ impl Session {
         // The decision was recorded before dispatch; the outcome is recorded right after the
         // reply leaves, off the caller's critical path. If it cannot be written, the session
         // ends and no further call runs.
-        self.write(frame).await;
+        // The in-flight slot and reply bytes are given back with the writer held, just before
+        // the reply goes out: the plugin may send its next call the moment the reply arrives,
+        // and an SDK that keeps within `max_in_flight` must not find this call still counted.
+        // Replies waiting for the writer keep theirs, so a plugin that stops reading still
+        // holds at most `calls_in_flight` calls and `pending_reply_mib`, plus the one reply
+        // being written.
+        self.write_after(frame, || permit.release()).await;
         self.write_audit(&r);
     }
 }
