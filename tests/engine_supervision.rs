@@ -26,7 +26,7 @@ async fn a_call_that_hangs_is_timed_out_the_plugin_killed_and_restarted() {
     let plugin = te.engine.load(p.path(), &all()).await.expect("load");
     let first = pid_of(plugin.call("pid", json!({})).await.unwrap()) as i32;
     let e = plugin.call("hang", json!({})).await.unwrap_err();
-    assert_eq!(e.code, ErrorCode::Timeout);
+    assert_eq!(e.code, ErrorCode::Limit);
     let timeout = te
         .wait_for("timeout record", |r| r["event"] == "timeout")
         .await;

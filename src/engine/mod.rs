@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+mod drain;
+mod fate;
 mod handshake;
 mod instance;
 mod lifecycle;

@@ -39,6 +39,37 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 impl Session {
+    /// Fails every host→plugin call still waiting for a reply, and every later one, with
+    /// `error` (the first given wins). The supervisor calls it once the process tree is gone
+    /// and it knows why: a crash, a limit, a violation.
+    pub fn close_calls(&self, error: CallError) {
+        let error = {
+            let mut fate = self.fate.lock().unwrap_or_else(|p| p.into_inner());
+            fate.get_or_insert(error).clone()
+        };
+        // After the fate is set: a call registered later sees it (see `exchange`).
+        let waiting: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, tx)| tx)
+            .collect();
+        for tx in waiting {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+
+    /// The deadline of each call, either direction.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The error calls get once the process tree is gone, if it is.
+    fn fate(&self) -> Option<CallError> {
+        self.fate.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Calls an exported command of the plugin.
     pub async fn invoke(
         &self,
@@ -99,13 +130,13 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        if self.end.borrow().is_some() {
-            // Ended before (or while) registering: `terminate` may have drained already.
+        if let Some(fate) = self.fate() {
+            // The tree was gone before (or while) registering: `close_calls` may have drained.
             self.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            return (id, Err(CallError::host("the plugin connection is closed")));
+            return (id, Err(fate));
         }
         let (body_name, bytes) = match body {
             Some((name, bytes)) => (Some(name), bytes),
@@ -123,11 +154,10 @@ impl Session {
             id,
             armed: true,
         };
-        let result = if !self.write(frame).await {
-            Err(CallError::host("the plugin connection is closed"))
-        } else {
-            self.await_reply(id, rx, timeout).await
-        };
+        // A write that fails means the session is ending: the call then waits for
+        // `close_calls` (or its deadline) like any call in flight.
+        let _ = self.write(frame).await;
+        let result = self.await_reply(id, rx, timeout).await;
         guard.armed = false;
         (id, result)
     }
@@ -140,7 +170,11 @@ impl Session {
     ) -> Result<Reply, CallError> {
         match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(result)) => return result,
-            Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
+            Ok(Err(_)) => {
+                return Err(self.fate().unwrap_or_else(|| {
+                    CallError::new(ErrorCode::PluginCrashed, "the plugin connection closed")
+                }))
+            }
             Err(_) => {}
         }
         self.write(Message::Cancel { id }.encode(&[]).into()).await;
@@ -157,8 +191,11 @@ impl Session {
             self.terminate(EndReason::IgnoredCancel(id));
         }
         Err(CallError::new(
-            ErrorCode::Timeout,
-            format!("no reply within {timeout:?}"),
+            ErrorCode::Limit,
+            format!(
+                "limits.call_timeout_ms ({} ms) exceeded: no reply, the call was cancelled",
+                timeout.as_millis()
+            ),
         ))
     }
 }
