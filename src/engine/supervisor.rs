@@ -27,15 +27,22 @@ pub(crate) fn watch(m: &Arc<Managed>, instance: Arc<Instance>) {
         let exited = async move { waiter.wait().await };
         tokio::pin!(exited);
         let moments = times.map(|(start, drain_by)| [(start, false), (drain_by, true)]);
+        let mut ended = None;
         for (at, last) in moments.into_iter().flatten() {
             tokio::select! {
-                _ = &mut exited => break,
+                info = &mut exited => {
+                    ended = Some(info);
+                    break;
+                }
                 _ = tokio::time::sleep_until(born + at) => {
                     let _ = wake.send(Wake::Recycle { instance: Arc::clone(&instance), last });
                 }
             }
         }
-        let info = exited.await;
+        let info = match ended {
+            Some(info) => info,
+            None => exited.await,
+        };
         let wall_clock = info.cause.starts_with(super::fate::WALL_CLOCK_CAUSE);
         let _ = wake.send(Wake::Exited {
             instance,
