@@ -18,16 +18,12 @@ impl Supervisor {
         }
         let min_warm = self.m.validated().manifest.policy.process().min_warm as usize;
         let others = self.m.ready_count() - 1;
-        let why = |when: &str| {
-            let wall = self.m.validated().manifest.policy.limits().wall_seconds;
-            format!("limits.wall_seconds ({wall}) is near; {when}")
-        };
         if last {
             self.recycling.retain(|i| !Arc::ptr_eq(i, &instance));
-            let why = why("its replacement was not ready in time");
+            let why = self.recycle_why("its replacement was not ready in time");
             self.retire(&instance, Stop::Recycle, why);
         } else if others >= min_warm || self.m.circuit_open() {
-            let why = why("the other instances cover min_warm");
+            let why = self.recycle_why("the other instances cover min_warm");
             self.retire(&instance, Stop::Recycle, why);
         } else {
             self.recycling.push(instance);
@@ -40,11 +36,16 @@ impl Supervisor {
     pub(super) fn replaced(&mut self) {
         while !self.recycling.is_empty() {
             let old = self.recycling.remove(0);
-            let why = "its replacement is ready".to_owned();
+            let why = self.recycle_why("its replacement is ready");
             if self.retire(&old, Stop::Recycle, why) {
                 return;
             }
         }
+    }
+
+    fn recycle_why(&self, when: &str) -> String {
+        let wall = self.m.validated().manifest.policy.limits().wall_seconds;
+        format!("limits.wall_seconds ({wall}) is near; {when}")
     }
 
     /// Takes `instance` out of the pool (no new call can pick it) and drains it in the
