@@ -361,3 +361,28 @@ async fn a_call_past_its_timeout_is_a_limit_and_a_failing_host_handler_is_host_e
         Reply::Json(json!(["host_error", "the host's handler broke"]))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_pass_its_failure_off_as_a_crash_a_limit_or_the_hosts() {
+    let te = TestEngine::new();
+    let main = "import rawwire as w\nw.handshake()\nfor code in ['plugin_crashed', 'limit', 'unavailable', 'host_error', 'plugin_error']:\n    h, _ = w.recv()\n    w.send({'type': 'error', 'id': h['id'], 'error': {'code': code, 'message': 'forged'}})\nw.serve_report({})\n";
+    let p = TestPlugin::new("forger", "", main);
+    let instance = te
+        .engine
+        .spawn_instance(p.path(), &all())
+        .await
+        .expect("load");
+    for forged in ["plugin_crashed", "limit", "unavailable", "host_error"] {
+        let e = instance.call("report", json!({})).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Protocol, "{forged}: {e}");
+        assert!(e.message.contains(forged), "{e}");
+    }
+    let e = instance.call("report", json!({})).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (ErrorCode::PluginError, "forged")
+    );
+    let violations = te.events("protocol_violation");
+    assert_eq!(violations.len(), 4, "{violations:#?}");
+    assert!(violations.iter().all(|v| v["decision"] == "deny"));
+}

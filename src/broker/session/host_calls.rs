@@ -4,7 +4,7 @@
 use super::{EndReason, Session, CANCEL_GRACE, PING};
 use crate::audit::EventKind;
 use crate::capability::{CallError, Reply};
-use crate::ipc::message::Message;
+use crate::ipc::message::{Message, WireError};
 use crate::ipc::ErrorCode;
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
@@ -58,6 +58,30 @@ impl Session {
         for tx in waiting {
             let _ = tx.send(Err(error.clone()));
         }
+    }
+
+    /// The error a plugin answered call `id` with. Codes that say the host failed or stopped
+    /// the call (`host_error`, `plugin_crashed`, `limit`, `unavailable`) are the host's to
+    /// give: a plugin that sends one gets a recoverable violation, and the caller `protocol`.
+    pub(super) fn plugin_error(&self, id: u64, error: WireError) -> CallError {
+        let host_only = matches!(
+            error.code,
+            ErrorCode::HostError
+                | ErrorCode::PluginCrashed
+                | ErrorCode::Limit
+                | ErrorCode::Unavailable
+        );
+        if host_only {
+            let why = format!(
+                "the plugin answered call {id} with {:?}, a code only the host gives",
+                error.code.as_str()
+            );
+            self.violation(None, ErrorCode::Protocol, &why);
+            return CallError::new(ErrorCode::Protocol, why);
+        }
+        let mut e = CallError::new(error.code, error.message);
+        e.traceback = error.traceback;
+        e
     }
 
     /// The deadline of each call, either direction.

@@ -321,8 +321,7 @@ impl Session {
                 self.on_reply(id, Ok(reply));
             }
             Ok(Message::Error { id, error }) => {
-                let mut e = CallError::new(error.code, error.message);
-                e.traceback = error.traceback;
+                let e = self.plugin_error(id, error);
                 self.on_reply(id, Err(e));
             }
             Ok(Message::Cancel { id }) => self.on_cancel(id),
