@@ -11,6 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// The rule that sets a call's deadline, as named in errors and records.
+const CALL_TIMEOUT_RULE: &str = "limits.call_timeout_ms";
+const HEALTH_TIMEOUT_RULE: &str = "supervision.health_timeout_ms";
+
+/// A call's deadline and the rule that set it.
+type Deadline = (Duration, &'static str);
+
 /// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
 struct CancelOnDrop<'a> {
     session: &'a Session,
@@ -108,7 +115,9 @@ impl Session {
             )));
         }
         let started = Instant::now();
-        let (id, result) = self.exchange(command, args, body, self.call_timeout).await;
+        let (id, result) = self
+            .exchange(command, args, body, (self.call_timeout, CALL_TIMEOUT_RULE))
+            .await;
         self.stats.invoked(result.is_ok(), started.elapsed());
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
@@ -128,7 +137,9 @@ impl Session {
     /// when it succeeds (the supervisor audits failures). Returns the round-trip time.
     pub async fn probe(&self, timeout: Duration) -> Result<Duration, CallError> {
         let started = Instant::now();
-        let (_, result) = self.exchange(PING, Map::new(), None, timeout).await;
+        let (_, result) = self
+            .exchange(PING, Map::new(), None, (timeout, HEALTH_TIMEOUT_RULE))
+            .await;
         match result {
             Ok(Reply::Json(Value::String(s))) if s == "pong" => Ok(started.elapsed()),
             Ok(_) => Err(CallError::new(
@@ -146,7 +157,7 @@ impl Session {
         command: &str,
         args: Map<String, Value>,
         body: Option<(String, Vec<u8>)>,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> (u64, Result<Reply, CallError>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = oneshot::channel();
@@ -178,10 +189,12 @@ impl Session {
             id,
             armed: true,
         };
-        // A write that fails means the session is ending: the call then waits for
-        // `close_calls` (or its deadline) like any call in flight.
-        let _ = self.write(frame).await;
-        let result = self.await_reply(id, rx, timeout).await;
+        // A session that ended (or a write that fails, so it is ending) sends nothing more:
+        // the call then waits for `close_calls` (or its deadline) like any call in flight.
+        if self.end.borrow().is_none() {
+            let _ = self.write(frame).await;
+        }
+        let result = self.await_reply(id, rx, deadline).await;
         guard.armed = false;
         (id, result)
     }
@@ -190,7 +203,7 @@ impl Session {
         &self,
         id: u64,
         mut rx: oneshot::Receiver<Result<Reply, CallError>>,
-        timeout: Duration,
+        (timeout, rule): Deadline,
     ) -> Result<Reply, CallError> {
         match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(result)) => return result,
@@ -209,7 +222,7 @@ impl Session {
                 .remove(&id);
             let mut r = self.record(EventKind::Timeout);
             r.call_id = Some(id);
-            r.rule = Some("limits.call_timeout_ms");
+            r.rule = Some(rule);
             r.reason = Some("the plugin ignored cancellation; killing it".into());
             self.write_audit(&r);
             self.terminate(EndReason::IgnoredCancel(id));
@@ -217,7 +230,7 @@ impl Session {
         Err(CallError::new(
             ErrorCode::Limit,
             format!(
-                "limits.call_timeout_ms ({} ms) exceeded: no reply, the call was cancelled",
+                "{rule} ({} ms) exceeded: no reply, the call was cancelled",
                 timeout.as_millis()
             ),
         ))
