@@ -386,3 +386,60 @@ async fn a_plugin_cannot_pass_its_failure_off_as_a_crash_a_limit_or_the_hosts() 
     assert_eq!(violations.len(), 4, "{violations:#?}");
     assert!(violations.iter().all(|v| v["decision"] == "deny"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unload_waits_for_a_plugin_to_host_call_in_flight() {
+    let te = TestEngine::new();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+    te.engine
+        .register(
+            "test.slow",
+            typed(move |_ctx: CallContext, _args: Value| {
+                let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+                async move {
+                    let released = r.notified();
+                    s.notify_one();
+                    released.await;
+                    Ok::<_, CallError>("done")
+                }
+            }),
+        )
+        .unwrap();
+    // The command returns at once; a thread of the plugin calls the host in the background.
+    let main = format!(
+        "{ECHO}import _thread\n@plugbox.command\ndef bg():\n    _thread.start_new_thread(plugbox.host.call, ('test.slow',))\n    return 'started'\n"
+    );
+    let policy = "[capabilities]\n\"test.slow\" = {}\n[limits]\ncall_timeout_ms = 10000\n";
+    let p = TestPlugin::new("background", policy, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    plugin.call("bg", json!({})).await.expect("bg");
+    tokio::time::timeout(HANG, started.notified())
+        .await
+        .expect("the host call");
+    let engine = te.engine.clone();
+    let unload = tokio::spawn(async move { engine.unload("background").await });
+    let draining = te
+        .wait_for("the drain", |r| drained(r, "unload", "draining"))
+        .await;
+    assert_eq!(
+        draining["detail"]["plugin_calls_in_flight"], 1,
+        "{draining}"
+    );
+    assert!(!unload.is_finished(), "the drain waits for the host call");
+    release.notify_one();
+    assert!(tokio::time::timeout(HANG, unload).await.unwrap().unwrap());
+    let stopped = te
+        .wait_for("the stop", |r| drained(r, "unload", "stopped"))
+        .await;
+    assert_eq!(stopped["detail"]["drained"], true, "{stopped}");
+    let outcome = te
+        .wait_for("the outcome", |r| {
+            r["event"] == "call_outcome" && r["capability"] == "test.slow"
+        })
+        .await;
+    assert_eq!(outcome["outcome"], "ok");
+    let exit = te.wait_for("the exit", |r| r["event"] == "exit").await;
+    assert!(outcome["seq"].as_u64() < exit["seq"].as_u64());
+}
