@@ -69,7 +69,10 @@ async fn load_is_idempotent_unload_drains_and_every_transition_is_audited() {
         .filter(|(i, _)| i != "-")
         .map(|(_, to)| to.as_str())
         .collect();
-    assert_eq!(instance_level, ["spawning", "handshaking", "ready"]);
+    assert_eq!(
+        instance_level,
+        ["spawning", "handshaking", "ready", "draining", "stopped"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ async fn a_call_that_hangs_is_timed_out_the_plugin_killed_and_restarted() {
     let plugin = te.engine.load(p.path(), &all()).await.expect("load");
     let first = pid_of(plugin.call("pid", json!({})).await.unwrap()) as i32;
     let e = plugin.call("hang", json!({})).await.unwrap_err();
-    assert_eq!(e.code, ErrorCode::Timeout);
+    assert_eq!(e.code, ErrorCode::Limit);
     let timeout = te
         .wait_for("timeout record", |r| r["event"] == "timeout")
         .await;
@@ -176,15 +176,20 @@ async fn an_instance_that_reaches_wall_seconds_is_recycled_without_counting_a_fa
     let p = TestPlugin::new("mortal", "[limits]\nwall_seconds = 1\n", ECHO);
     let plugin = te.engine.load(p.path(), &all()).await.expect("load");
     let first = pid_of(plugin.call("pid", json!({})).await.unwrap()) as i32;
-    let kill = te
-        .wait_for("wall-clock kill", |r| r["event"] == "kill")
+    // Drained and stopped before the hard kill at 1 s, not killed (tests/engine_drain.rs).
+    let stopped = te
+        .wait_for("the recycle", |r| {
+            r["event"] == "state"
+                && r["detail"]["stop"] == "recycle"
+                && r["detail"]["to"] == "stopped"
+        })
         .await;
     assert!(
-        kill["reason"]
+        stopped["reason"]
             .as_str()
             .unwrap()
-            .contains("limits.wall_seconds"),
-        "{kill}"
+            .contains("limits.wall_seconds (1) is near"),
+        "{stopped}"
     );
     let restart = te.wait_for("recycle", |r| r["event"] == "restart").await;
     assert!(

@@ -106,7 +106,7 @@ async fn grandchildren_are_killed_when_a_call_timeout_kills_the_plugin() {
         .call("spawn_and_hog", json!({ "marker": m }))
         .await
         .unwrap_err();
-    assert_eq!(e.code, plugbox::ipc::ErrorCode::Timeout);
+    assert_eq!(e.code, plugbox::ipc::ErrorCode::Limit);
     te.wait_for("the kill", |r| r["event"] == "kill").await;
     until("the daemon to die", Duration::from_secs(3), || {
         with_marker(&m).is_empty()

@@ -71,7 +71,7 @@ async fn oversized_length_prefix_is_cut_off_before_allocation() {
     let exit = p.wait().await;
     assert!(exit.cause.contains("protocol violation"), "{exit:?}");
     let err = p.call("report", json!({})).await.expect_err("cut off");
-    assert_eq!(err.code, ErrorCode::HostError);
+    assert_eq!(err.code, ErrorCode::Protocol);
     te.wait_for("kill record", |r| r["event"] == "kill").await;
     host_still_serves(&te).await;
 }

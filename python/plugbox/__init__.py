@@ -16,8 +16,10 @@ from ._errors import (
     InvalidArgument,
     LimitExceeded,
     PlugboxError,
+    PluginCrashed,
     ProtocolError,
     Timeout,
+    Unavailable,
 )
 
 __all__ = [
@@ -27,8 +29,10 @@ __all__ = [
     "InvalidArgument",
     "LimitExceeded",
     "PlugboxError",
+    "PluginCrashed",
     "ProtocolError",
     "Timeout",
+    "Unavailable",
     "command",
     "host",
     "log",

@@ -58,9 +58,11 @@ class InvalidArgument(PlugboxError):
 
 
 class LimitExceeded(PlugboxError):
-    """``too_large`` or ``rate_limited``: a size, rate or in-flight limit was exceeded.
+    """``too_large``, ``rate_limited`` or ``limit``: a size, rate or in-flight limit was
+    exceeded, or (``limit``) a limit stopped the call or the plugin serving it; the message
+    names that limit (``limits.call_timeout_ms``, ``limits.wall_seconds``, ...).
 
-    ``code`` tells which of the two it was.
+    ``code`` tells which of the three it was.
     """
 
     default_code = "too_large"
@@ -84,6 +86,22 @@ class HostError(PlugboxError):
     default_code = "host_error"
 
 
+class PluginCrashed(PlugboxError):
+    """``plugin_crashed``: the plugin instance serving the call died without being asked to
+    while the call was in flight (a host capability that calls another plugin relays it). The
+    message carries its exit status or signal. Retrying may succeed on a restarted instance.
+    """
+
+    default_code = "plugin_crashed"
+
+
+class Unavailable(PlugboxError):
+    """``unavailable``: the plugin a call was meant for is not running (stopped, failed, or its
+    restart circuit is open). A host capability that calls another plugin relays it."""
+
+    default_code = "unavailable"
+
+
 class ProtocolError(PlugboxError):
     """``protocol``: a peer broke the wire protocol, or the channel is closed or unusable."""
 
@@ -101,6 +119,9 @@ EXCEPTION_BY_CODE: Final = {
     "host_error": HostError,
     "plugin_error": PlugboxError,
     "protocol": ProtocolError,
+    "unavailable": Unavailable,
+    "plugin_crashed": PluginCrashed,
+    "limit": LimitExceeded,
 }
 
 

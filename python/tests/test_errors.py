@@ -10,8 +10,10 @@ from plugbox import (
     InvalidArgument,
     LimitExceeded,
     PlugboxError,
+    PluginCrashed,
     ProtocolError,
     Timeout,
+    Unavailable,
 )
 from plugbox._errors import EXCEPTION_BY_CODE, error_from_wire
 
@@ -25,6 +27,9 @@ TABLE = [
     ("host_error", HostError),
     ("plugin_error", PlugboxError),
     ("protocol", ProtocolError),
+    ("unavailable", Unavailable),
+    ("plugin_crashed", PluginCrashed),
+    ("limit", LimitExceeded),
 ]
 
 
@@ -67,9 +72,27 @@ def test_public_surface() -> None:
             "Cancelled",
             "HostError",
             "ProtocolError",
+            "PluginCrashed",
+            "Unavailable",
         ]
     )
     for name in plugbox.__all__:
         assert getattr(plugbox, name) is not None
     assert callable(plugbox.host.call)
     assert all(callable(getattr(plugbox.log, level)) for level in ("debug", "info", "warning", "error"))
+
+
+def test_codes_only_the_host_decides_map_to_their_own_classes() -> None:
+    crashed = error_from_wire("plugin_crashed", "p#2: the plugin exited (killed by signal 9 (SIGKILL))")
+    assert isinstance(crashed, PluginCrashed) and crashed.code == "plugin_crashed"
+    limit = error_from_wire("limit", "limits.call_timeout_ms (300 ms) exceeded")
+    assert isinstance(limit, LimitExceeded) and limit.code == "limit"
+    assert Unavailable("gone").code == "unavailable"
+    assert PluginCrashed("x").code == "plugin_crashed"
+
+
+def test_an_unknown_code_is_still_a_protocol_violation() -> None:
+    from plugbox._messages import parse_error_object
+
+    with pytest.raises(ProtocolError, match="unknown error code"):
+        parse_error_object({"code": "exploded", "message": "m"}, "error 3")

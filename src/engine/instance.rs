@@ -38,6 +38,8 @@ pub struct Instance {
     /// When it last finished a call (or started), as milliseconds since `born`.
     last_active_ms: AtomicU64,
     born: std::time::Instant,
+    /// Notified when the last host→plugin call in flight finishes.
+    idle: tokio::sync::Notify,
 }
 
 impl Instance {
@@ -56,6 +58,7 @@ impl Instance {
             retiring: AtomicBool::new(false),
             last_active_ms: AtomicU64::new(0),
             born: std::time::Instant::now(),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -126,7 +129,43 @@ impl Instance {
     fn finished_call(&self) {
         let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(now, Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// When it became ready (its wall-clock budget started just before).
+    pub(crate) fn born(&self) -> std::time::Instant {
+        self.born
+    }
+
+    /// Its audit subject.
+    pub(crate) fn subject(&self) -> &crate::audit::Subject {
+        self.session.subject()
+    }
+
+    /// The deadline of each of its calls.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.session.call_timeout()
+    }
+
+    /// Plugin→host calls it has being served now.
+    pub(crate) fn plugin_calls_in_flight(&self) -> usize {
+        self.session.plugin_calls_in_flight()
+    }
+
+    /// Resolves once no call is in flight in either direction. Out of the pool, nothing adds
+    /// host→plugin calls, and each ends within its own timeout; the plugin may still start
+    /// plugin→host calls, so callers bound the wait.
+    pub(crate) async fn calls_done(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight() == 0 && self.plugin_calls_in_flight() == 0 {
+                return;
+            }
+            // Plugin→host calls end without a notification: look again shortly.
+            let _ = tokio::time::timeout(Duration::from_millis(5), idle).await;
+        }
     }
 
     /// One health probe (`plugbox.ping`) with deadline `timeout`; returns the round trip.

@@ -20,7 +20,9 @@
 mod ceiling;
 mod code_guard;
 mod data_dir;
+mod drain;
 mod evidence;
+mod fate;
 mod handshake;
 mod instance;
 mod lifecycle;

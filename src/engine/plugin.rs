@@ -24,6 +24,9 @@ pub(crate) enum Wake {
     },
     /// Every ready instance is busy: start another if `instances` allows.
     Busy,
+    /// An instance nears `limits.wall_seconds`: start its replacement (if `min_warm` needs
+    /// one) and drain it once that is ready, or at once when `last`.
+    Recycle { instance: Arc<Instance>, last: bool },
     /// A start the supervisor asked for finished.
     Started {
         result: Result<Instance, super::LoadError>,

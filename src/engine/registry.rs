@@ -1,6 +1,7 @@
 //! The engine's loaded plugins by name: load (atomic, idempotent), reload (atomic, rolls
 //! back), unload (drain, then stop), and shutdown of everything.
 
+use super::drain::{drain, Stop};
 use super::instance::Instance;
 use super::lifecycle::{record_transition, State};
 use super::plugin::{Managed, Plugin, PluginStats, Wake};
@@ -181,20 +182,22 @@ impl Engine {
             old_version.manifest.version, old_version.digest
         );
         m.restate(State::Ready, &reason);
-        tokio::spawn(drain(old));
+        let why = format!("replaced by version {}", m.validated().manifest.version);
+        tokio::spawn(drain(Arc::clone(&m), old, Stop::Reload, why));
         Ok(Plugin { m })
     }
 
-    /// Unloads plugin `name`: no new calls (they fail with `unavailable`), calls in flight get
-    /// up to the shutdown grace to finish, then every instance gets `shutdown`, SIGTERM and
-    /// SIGKILL in turn. Returns false if it was not loaded.
+    /// Unloads plugin `name`: no new calls (they fail with `unavailable`), calls in flight
+    /// finish (each within its own call timeout), then every instance gets `shutdown`,
+    /// SIGTERM and SIGKILL in turn. Returns false if it was not loaded.
     pub async fn unload(&self, name: &str) -> bool {
         let Some(m) = self.registry().remove(name) else {
             return false;
         };
         m.set_state(State::Draining, None);
         let _ = m.wake.send(Wake::Stop);
-        drain(m.take_all()).await;
+        let why = "the plugin is unloaded".to_owned();
+        drain(Arc::clone(&m), m.take_all(), Stop::Unload, why).await;
         m.set_state(State::Stopped, None);
         true
     }
@@ -284,18 +287,4 @@ async fn join_existing(
             "{name} is {other}; load it again once it is unloaded"
         ))),
     }
-}
-
-/// Lets in-flight calls finish (up to the grace period), then shuts every instance down.
-pub(crate) async fn drain(instances: Vec<Arc<Instance>>) {
-    for instance in &instances {
-        instance.retire();
-    }
-    let idle = async {
-        while instances.iter().any(|i| i.in_flight() > 0) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    let _ = tokio::time::timeout(super::instance::SHUTDOWN_GRACE, idle).await;
-    join_all(instances.iter().map(|i| i.shutdown())).await;
 }

@@ -2,6 +2,7 @@
 //! failed ones under the restart policy (exponential backoff, a cap per window, then an open
 //! circuit with one trial after `circuit_open_seconds`), and grows the pool under load.
 
+use super::drain::{recycle_times, Stop};
 use super::instance::Instance;
 use super::lifecycle::State;
 use super::plugin::{Managed, StartKind, Wake};
@@ -13,12 +14,36 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Starts watching `instance`: its exit wakes the supervisor.
+/// Starts watching `instance`: its exit wakes the supervisor, and so do the two moments of
+/// its recycle before `limits.wall_seconds` (see [`recycle_times`]).
 pub(crate) fn watch(m: &Arc<Managed>, instance: Arc<Instance>) {
     let wake = m.wake.clone();
+    let limits = m.validated().manifest.policy.limits().clone();
+    let wall = Duration::from_secs(limits.wall_seconds);
+    let times = (!wall.is_zero()).then(|| recycle_times(wall, limits.call_timeout));
+    let born = Instant::from_std(instance.born());
     tokio::spawn(async move {
-        let info = instance.wait().await;
-        let wall_clock = info.cause.starts_with(super::teardown::WALL_CLOCK_CAUSE);
+        let waiter = Arc::clone(&instance);
+        let exited = async move { waiter.wait().await };
+        tokio::pin!(exited);
+        let moments = times.map(|(start, drain_by)| [(start, false), (drain_by, true)]);
+        let mut ended = None;
+        for (at, last) in moments.into_iter().flatten() {
+            tokio::select! {
+                info = &mut exited => {
+                    ended = Some(info);
+                    break;
+                }
+                _ = tokio::time::sleep_until(born + at) => {
+                    let _ = wake.send(Wake::Recycle { instance: Arc::clone(&instance), last });
+                }
+            }
+        }
+        let info = match ended {
+            Some(info) => info,
+            None => exited.await,
+        };
+        let wall_clock = info.cause.starts_with(super::fate::WALL_CLOCK_CAUSE);
         let _ = wake.send(Wake::Exited {
             instance,
             cause: info.cause,
@@ -78,7 +103,11 @@ struct Supervisor {
     restart_at: Option<Instant>,
     trial_at: Option<Instant>,
     next_health: Instant,
+    /// Instances nearing their wall budget, each waiting for a replacement being started.
+    recycling: Vec<Arc<Instance>>,
 }
+
+mod recycle;
 
 impl Supervisor {
     fn new(engine: Weak<Inner>, m: Arc<Managed>) -> Self {
@@ -92,6 +121,7 @@ impl Supervisor {
             restart_at: None,
             trial_at: None,
             next_health,
+            recycling: Vec::new(),
         }
     }
 
@@ -149,6 +179,7 @@ impl Supervisor {
                     }
                 }
             }
+            Wake::Recycle { instance, last } => self.recycle(instance, last),
             Wake::Stop => {}
             Wake::Reloaded => {
                 let policy = self.m.validated().manifest.policy.supervision().clone();
@@ -235,6 +266,9 @@ impl Supervisor {
         }
         watch(&self.m, Arc::clone(&instance));
         self.m.add(instance);
+        if why == StartKind::Recycle {
+            self.replaced();
+        }
         let min_warm = self.m.validated().manifest.policy.process().min_warm as usize;
         if self.m.ready_count() >= min_warm {
             self.m.set_state(State::Ready, None);
@@ -289,30 +323,14 @@ impl Supervisor {
             if instance.in_flight() > 0 || instance.idle_for() < process.idle {
                 continue;
             }
-            if !self.m.remove(&instance) {
-                continue;
-            }
-            extra -= 1;
-            instance.retire();
-            let subject = crate::audit::Subject {
-                instance: instance.instance().to_owned(),
-                ..self.m.subject()
-            };
             let why = format!(
-                "idle for {} s beyond min_warm ({})",
+                "no call for {} s beyond min_warm ({})",
                 process.idle.as_secs(),
                 process.min_warm
             );
-            if let Err(e) = super::lifecycle::record_transition(
-                self.m.audit(),
-                &subject,
-                Some(State::Ready),
-                State::Draining,
-                Some(&why),
-            ) {
-                tracing::error!("{e}");
+            if self.retire(&instance, Stop::Idle, why) {
+                extra -= 1;
             }
-            tokio::spawn(super::registry::drain(vec![instance]));
         }
     }
 

@@ -1,6 +1,7 @@
 //! Supervision of one plugin process tree: exit, wall clock, and session end all lead to the
 //! same teardown (kill the whole group, reap, audit).
 
+use super::fate::Ending;
 use super::instance::ExitInfo;
 use super::uids::UidLease;
 use crate::audit::{escape_text, AuditLog, EventKind, Record};
@@ -10,9 +11,6 @@ use crate::sys::{self, WaitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// How the cause of a kill at `limits.wall_seconds` begins.
-pub(crate) const WALL_CLOCK_CAUSE: &str = "limits.wall_seconds";
 
 /// Starts watching `pid` (also its process group); returns where its exit will be published.
 /// Its output `forwarders` are waited for (bounded) once the tree is dead, so the last lines
@@ -38,15 +36,13 @@ pub(crate) fn start(
                 s => tokio::time::sleep(Duration::from_secs(s)).await,
             }
         };
-        let (event, cause) = tokio::select! {
-            _ = pidfd.readable() => (EventKind::Exit, "exited".to_owned()),
-            reason = session.ended() => match reason {
-                EndReason::Closed => (EventKind::Exit, "closed its channel".to_owned()),
-                other => (EventKind::Kill, other.describe()),
-            },
-            _ = wall => (EventKind::Kill, format!("{WALL_CLOCK_CAUSE} ({wall_seconds}) reached")),
-            why = audit.failed() => (EventKind::Kill, format!("the audit log failed: {why}")),
+        let ending = tokio::select! {
+            _ = pidfd.readable() => Ending::Exited,
+            reason = session.ended() => Ending::Session(reason),
+            _ = wall => Ending::WallClock(wall_seconds),
+            why = audit.failed() => Ending::AuditFailed(why),
         };
+        let (event, cause) = (ending.event(), ending.cause());
         let status = tokio::task::spawn_blocking(move || tree::kill_tree(pid, pid))
             .await
             .ok()
@@ -66,6 +62,8 @@ pub(crate) fn start(
             let _ = tokio::time::timeout(Duration::from_secs(1), session.ended()).await;
         }
         session.terminate(EndReason::Closed);
+        // The tree is reaped: every call still waiting on it learns why it ended.
+        session.close_calls(ending.caller_error(&session.subject().instance, status));
         // No call is decided after the reader returns: the last count of suppressed
         // refusals is then complete, and is recorded before the exit record.
         let _ = tokio::time::timeout(Duration::from_secs(1), session.reader_finished()).await;

@@ -37,6 +37,14 @@ pub enum ErrorCode {
     /// The plugin is not running: stopped, failed, or its restart circuit is open. Returned
     /// by the engine's API to callers; no peer sends it.
     Unavailable,
+    /// The plugin instance serving the call died without being asked to (a crash, a kill
+    /// after a failed health check) while the call was in flight; the message carries its
+    /// exit status or signal. Decided by the host only.
+    PluginCrashed,
+    /// The call, or the instance serving it, was stopped by a limit; the message names it
+    /// (`limits.call_timeout_ms`, `limits.wall_seconds`, `limits.cpu_seconds`, ...). Decided
+    /// by the host only.
+    Limit,
 }
 
 impl ErrorCode {
@@ -53,6 +61,8 @@ impl ErrorCode {
             ErrorCode::PluginError => "plugin_error",
             ErrorCode::Protocol => "protocol",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::PluginCrashed => "plugin_crashed",
+            ErrorCode::Limit => "limit",
         }
     }
 }

@@ -4,12 +4,19 @@
 use super::{EndReason, Session, CANCEL_GRACE, PING};
 use crate::audit::EventKind;
 use crate::capability::{CallError, Reply};
-use crate::ipc::message::Message;
+use crate::ipc::message::{Message, WireError};
 use crate::ipc::ErrorCode;
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// The rule that sets a call's deadline, as named in errors and records.
+const CALL_TIMEOUT_RULE: &str = "limits.call_timeout_ms";
+const HEALTH_TIMEOUT_RULE: &str = "supervision.health_timeout_ms";
+
+/// A call's deadline and the rule that set it.
+type Deadline = (Duration, &'static str);
 
 /// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
 struct CancelOnDrop<'a> {
@@ -39,6 +46,61 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 impl Session {
+    /// Fails every host→plugin call still waiting for a reply, and every later one, with
+    /// `error` (the first given wins). The supervisor calls it once the process tree is gone
+    /// and it knows why: a crash, a limit, a violation.
+    pub fn close_calls(&self, error: CallError) {
+        let error = {
+            let mut fate = self.fate.lock().unwrap_or_else(|p| p.into_inner());
+            fate.get_or_insert(error).clone()
+        };
+        // After the fate is set: a call registered later sees it (see `exchange`).
+        let waiting: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, tx)| tx)
+            .collect();
+        for tx in waiting {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+
+    /// The error a plugin answered call `id` with. Codes that say the host failed or stopped
+    /// the call (`host_error`, `plugin_crashed`, `limit`, `unavailable`) are the host's to
+    /// give: a plugin that sends one gets a recoverable violation, and the caller `protocol`.
+    pub(super) fn plugin_error(&self, id: u64, error: WireError) -> CallError {
+        let host_only = matches!(
+            error.code,
+            ErrorCode::HostError
+                | ErrorCode::PluginCrashed
+                | ErrorCode::Limit
+                | ErrorCode::Unavailable
+        );
+        if host_only {
+            let why = format!(
+                "the plugin answered call {id} with {:?}, a code only the host gives",
+                error.code.as_str()
+            );
+            self.violation(None, ErrorCode::Protocol, &why);
+            return CallError::new(ErrorCode::Protocol, why);
+        }
+        let mut e = CallError::new(error.code, error.message);
+        e.traceback = error.traceback;
+        e
+    }
+
+    /// The deadline of each call, either direction.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The error calls get once the process tree is gone, if it is.
+    fn fate(&self) -> Option<CallError> {
+        self.fate.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Calls an exported command of the plugin.
     pub async fn invoke(
         &self,
@@ -53,7 +115,9 @@ impl Session {
             )));
         }
         let started = Instant::now();
-        let (id, result) = self.exchange(command, args, body, self.call_timeout).await;
+        let (id, result) = self
+            .exchange(command, args, body, (self.call_timeout, CALL_TIMEOUT_RULE))
+            .await;
         self.stats.invoked(result.is_ok(), started.elapsed());
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
@@ -73,7 +137,9 @@ impl Session {
     /// when it succeeds (the supervisor audits failures). Returns the round-trip time.
     pub async fn probe(&self, timeout: Duration) -> Result<Duration, CallError> {
         let started = Instant::now();
-        let (_, result) = self.exchange(PING, Map::new(), None, timeout).await;
+        let (_, result) = self
+            .exchange(PING, Map::new(), None, (timeout, HEALTH_TIMEOUT_RULE))
+            .await;
         match result {
             Ok(Reply::Json(Value::String(s))) if s == "pong" => Ok(started.elapsed()),
             Ok(_) => Err(CallError::new(
@@ -91,7 +157,7 @@ impl Session {
         command: &str,
         args: Map<String, Value>,
         body: Option<(String, Vec<u8>)>,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> (u64, Result<Reply, CallError>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = oneshot::channel();
@@ -99,13 +165,13 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        if self.end.borrow().is_some() {
-            // Ended before (or while) registering: `terminate` may have drained already.
+        if let Some(fate) = self.fate() {
+            // The tree was gone before (or while) registering: `close_calls` may have drained.
             self.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            return (id, Err(CallError::host("the plugin connection is closed")));
+            return (id, Err(fate));
         }
         let (body_name, bytes) = match body {
             Some((name, bytes)) => (Some(name), bytes),
@@ -123,11 +189,12 @@ impl Session {
             id,
             armed: true,
         };
-        let result = if !self.write(frame).await {
-            Err(CallError::host("the plugin connection is closed"))
-        } else {
-            self.await_reply(id, rx, timeout).await
-        };
+        // A session that ended (or a write that fails, so it is ending) sends nothing more:
+        // the call then waits for `close_calls` (or its deadline) like any call in flight.
+        if self.end.borrow().is_none() {
+            let _ = self.write(frame).await;
+        }
+        let result = self.await_reply(id, rx, deadline).await;
         guard.armed = false;
         (id, result)
     }
@@ -136,11 +203,15 @@ impl Session {
         &self,
         id: u64,
         mut rx: oneshot::Receiver<Result<Reply, CallError>>,
-        timeout: Duration,
+        (timeout, rule): Deadline,
     ) -> Result<Reply, CallError> {
         match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(result)) => return result,
-            Ok(Err(_)) => return Err(CallError::host("the plugin connection closed")),
+            Ok(Err(_)) => {
+                return Err(self.fate().unwrap_or_else(|| {
+                    CallError::new(ErrorCode::PluginCrashed, "the plugin connection closed")
+                }))
+            }
             Err(_) => {}
         }
         self.write(Message::Cancel { id }.encode(&[]).into()).await;
@@ -151,14 +222,17 @@ impl Session {
                 .remove(&id);
             let mut r = self.record(EventKind::Timeout);
             r.call_id = Some(id);
-            r.rule = Some("limits.call_timeout_ms");
+            r.rule = Some(rule);
             r.reason = Some("the plugin ignored cancellation; killing it".into());
             self.write_audit(&r);
             self.terminate(EndReason::IgnoredCancel(id));
         }
         Err(CallError::new(
-            ErrorCode::Timeout,
-            format!("no reply within {timeout:?}"),
+            ErrorCode::Limit,
+            format!(
+                "{rule} ({} ms) exceeded: no reply, the call was cancelled",
+                timeout.as_millis()
+            ),
         ))
     }
 }

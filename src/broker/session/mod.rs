@@ -95,6 +95,8 @@ pub struct Session {
     immediate: Mutex<Vec<Outgoing>>,
     /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
     abandoned: Mutex<std::collections::HashSet<u64>>,
+    /// Once the process tree is gone: the error of every call still waiting, and of any later.
+    fate: Mutex<Option<CallError>>,
     end: watch::Sender<Option<EndReason>>,
     /// Set once the reader loop has returned: no frame is decided after it.
     reader_done: watch::Sender<bool>,
@@ -136,6 +138,7 @@ impl Session {
             stats,
             immediate: Mutex::new(Vec::new()),
             abandoned: Mutex::new(std::collections::HashSet::new()),
+            fate: Mutex::new(None),
             end: watch::channel(None).0,
             reader_done: watch::channel(false).0,
         })
@@ -169,7 +172,8 @@ impl Session {
         }
     }
 
-    /// Ends the session (first reason wins).
+    /// Ends the session (first reason wins). Host→plugin calls still waiting for a reply keep
+    /// waiting until [`Session::close_calls`] says how the plugin ended.
     pub fn terminate(&self, reason: EndReason) {
         self.end.send_if_modified(|slot| {
             if slot.is_none() {
@@ -179,20 +183,6 @@ impl Session {
                 false
             }
         });
-        self.fail_pending("the plugin connection closed");
-    }
-
-    fn fail_pending(&self, why: &str) {
-        let drained: Vec<Pending> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, tx)| tx)
-            .collect();
-        for tx in drained {
-            let _ = tx.send(Err(CallError::host(why)));
-        }
     }
 
     fn record(&self, event: EventKind) -> Record {
@@ -331,8 +321,7 @@ impl Session {
                 self.on_reply(id, Ok(reply));
             }
             Ok(Message::Error { id, error }) => {
-                let mut e = CallError::new(error.code, error.message);
-                e.traceback = error.traceback;
+                let e = self.plugin_error(id, error);
                 self.on_reply(id, Err(e));
             }
             Ok(Message::Cancel { id }) => self.on_cancel(id),

@@ -6,6 +6,14 @@ use crate::broker::gate::Permit;
 use crate::broker::gate::RATE_REASON;
 
 impl Session {
+    /// Plugin→host calls being served now (a draining instance waits for them).
+    pub fn plugin_calls_in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     pub(super) fn on_call(
         self: &Arc<Self>,
         id: u64,
