@@ -13,5 +13,6 @@ pub mod manifest;
 pub mod policy;
 pub mod probe;
 pub mod sandbox;
+pub mod sdk;
 pub mod sys;
 pub mod untrusted_file;

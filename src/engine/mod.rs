@@ -88,8 +88,10 @@ pub struct EngineConfig {
     /// is in `kv/` beneath it, the `fs.*` data directory in `data/` (see
     /// [`Engine::data_dir`]). Give a real path: a symlink in it refuses every load.
     pub state_dir: PathBuf,
-    /// The Python SDK made importable inside every sandbox.
-    pub sdk_dir: PathBuf,
+    /// The Python SDK made importable inside every sandbox: a directory holding `plugbox/`.
+    /// `None`: the SDK compiled into this binary, materialised once under
+    /// [`crate::sdk::default_root`] ([`crate::sdk`]).
+    pub sdk_dir: Option<PathBuf>,
     /// Deadline for a plugin's `hello`.
     pub handshake_timeout: Duration,
     /// Audit durability and rotation.
@@ -136,11 +138,18 @@ impl EngineConfig {
 /// ranges; every id in it is unused on this kind of host).
 pub const DEFAULT_UID_BASE: u32 = 1_900_000_000;
 
-/// The SDK directory: `PLUGBOX_SDK` if set, else `python/` of this source tree.
-pub fn default_sdk_dir() -> PathBuf {
-    std::env::var_os("PLUGBOX_SDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+/// The SDK directory the host chose: `PLUGBOX_SDK` if set; `None` means the SDK compiled
+/// into this binary.
+pub fn default_sdk_dir() -> Option<PathBuf> {
+    std::env::var_os("PLUGBOX_SDK").map(PathBuf::from)
+}
+
+/// Where plugins of an engine with this `sdk_dir` find the SDK (no file is touched).
+pub fn sdk_location(sdk_dir: Option<&Path>) -> PathBuf {
+    match sdk_dir {
+        Some(dir) => dir.to_owned(),
+        None => crate::sdk::default_root().join(crate::sdk::dir_name()),
+    }
 }
 
 /// Why the engine could not start or register something.
@@ -159,6 +168,9 @@ pub enum EngineError {
     /// The host-wide uid lock directory cannot be used.
     #[error(transparent)]
     UidLocks(#[from] UidLockError),
+    /// The SDK cannot be materialised, or the materialised copy was changed.
+    #[error(transparent)]
+    Sdk(#[from] crate::sdk::SdkError),
     /// The state directory cannot be created.
     #[error("engine: state directory {path}: {source}")]
     State {
@@ -188,6 +200,8 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
+    /// The SDK directory every plugin imports `plugbox` from (resolved at start).
+    pub(crate) sdk: PathBuf,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) capabilities: RwLock<HashMap<String, Arc<dyn Capability>>>,
     pub(crate) next_instance: AtomicU64,
@@ -242,7 +256,14 @@ impl Engine {
                 Some(uids::UidPool::new(base, count.min(u32::MAX - base), locks))
             }
         };
-        precompile_sdk(&config.sdk_dir);
+        let sdk = match &config.sdk_dir {
+            Some(dir) => {
+                crate::sdk::check_package(dir)?;
+                precompile_sdk(dir);
+                dir.clone()
+            }
+            None => crate::sdk::materialise(&crate::sdk::default_root())?,
+        };
         let mut caps: HashMap<String, Arc<dyn Capability>> = HashMap::new();
         caps.insert("log".into(), Arc::new(Log));
         caps.insert("fs.read".into(), Arc::new(Fs(FsOp::Read)));
@@ -261,6 +282,7 @@ impl Engine {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                sdk,
                 audit,
                 capabilities: RwLock::new(caps),
                 next_instance: AtomicU64::new(1),

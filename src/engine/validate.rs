@@ -90,11 +90,11 @@ impl Engine {
     /// Builds the Landlock ruleset and seccomp program, and checks that the uid the plugin
     /// will run as can reach its directory and the SDK.
     fn prepare(&self, manifest: &Manifest) -> Result<(Prepared, PathBuf), LoadError> {
-        let config = &self.inner.config;
-        let sdk = config
-            .sdk_dir
+        let sdk = self
+            .inner
+            .sdk
             .canonicalize()
-            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", config.sdk_dir.display())))?;
+            .map_err(|e| LoadError::Host(format!("SDK {}: {e}", self.inner.sdk.display())))?;
         let policy = manifest
             .policy
             .clone()

@@ -3,7 +3,7 @@
 //! strictest sandbox ([`crate::syntax`]).
 
 use plugbox::display::escape;
-use plugbox::engine::{default_sdk_dir, BUILTIN_CAPABILITIES, HOST_API_VERSION};
+use plugbox::engine::{default_sdk_dir, sdk_location, BUILTIN_CAPABILITIES, HOST_API_VERSION};
 use plugbox::manifest::ceiling::intersect;
 use plugbox::manifest::{CeilingMode, EffectiveCapability, Grants, Manifest};
 use plugbox::policy::Policy;
@@ -70,7 +70,11 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
     say!(
         "sandbox   {}(plus read of the plugin directory and of the SDK at {})",
         if grant.is_some() { "effective " } else { "" },
-        escape(&default_sdk_dir().display().to_string())
+        escape(
+            &sdk_location(default_sdk_dir().as_deref())
+                .display()
+                .to_string()
+        )
     );
     describe_policy(&manifest.policy);
     Ok(())
