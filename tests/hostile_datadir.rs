@@ -250,8 +250,8 @@ async fn a_symlinked_data_directory_or_root_refuses_the_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_grant_over_the_plugin_directory_refuses_the_load() {
     let te = TestEngine::new();
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
+    // The SDK the engine runs plugins with (compiled in, written out when the engine started).
+    let sdk = plugbox::engine::sdk_location(plugbox::engine::default_sdk_dir().as_deref())
         .canonicalize()
         .unwrap();
     for (rule, reaches) in [

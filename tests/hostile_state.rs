@@ -257,11 +257,11 @@ const SYSV_TEST_UID: u32 = 3_900_000_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysv_objects_of_a_uid_are_removed_before_the_uid_is_reused() {
     // One uid in the pool, so the second plugin certainly gets the first one's uid; a range
-    // of its own, so that engines of tests running in parallel (whose instances would share
-    // the default range's first uid, and clean its objects at their teardown) stay out of it.
+    // of its own, so that engines of tests running in parallel stay out of it.
     let te = TestEngine::with(|c| {
         c.max_plugins = 1;
         c.uid_base = Some(SYSV_TEST_UID);
+        c.uid_count = 1;
     });
     let extra = "[syscalls]\nallow = [\"@ipc-sysv\"]\n";
     let (first, second) = (

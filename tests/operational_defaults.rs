@@ -299,6 +299,7 @@ fn a_line_printed_before_a_blocking_host_call_reaches_the_host_while_the_plugin_
         .arg("--state")
         .arg(work.path().join("state"))
         .args(["--capability", "hold"])
+        .arg("--allow-ungranted")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

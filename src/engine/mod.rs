@@ -98,15 +98,19 @@ pub struct EngineConfig {
     pub audit: AuditOptions,
     /// Most plugin processes (instances) alive at once; further starts are refused.
     pub max_plugins: usize,
-    /// When the host is root: the first of `max_plugins` uids (and gids) handed out one per
-    /// live instance whose policy keeps the default identity (65534), so that each plugin
-    /// process has a uid of its own. `None` runs them all as the policy's uid.
+    /// When the host is root: the first of `uid_count` uids (and gids) handed out one per
+    /// live instance that runs under no identity its grant named, so that each plugin process
+    /// has a uid of its own on the host. `None` runs them all as the policy's uid.
     pub uid_base: Option<u32>,
     /// Where the uids of `uid_base`'s range are locked host-wide, one file per uid held while
     /// an instance runs under it, so that two engines on one host never run two instances
     /// under one uid ([`DEFAULT_UID_LOCK_DIR`]). Every engine sharing a uid range must share
     /// this directory. `None`: ids are exclusive within this engine only.
     pub uid_lock_dir: Option<PathBuf>,
+    /// How many ids, from `uid_base`, the pool may hand out ([`DEFAULT_UID_COUNT`]). Engines
+    /// sharing the lock directory share the range, each taking the lowest free ids; how many
+    /// instances this engine runs at once is bounded by `max_plugins`, not by this.
+    pub uid_count: u32,
     /// Refuse a reload whose new version asks for more than the loaded one, unless it comes
     /// with grants other than those the plugin was loaded with.
     pub refuse_escalation: bool,
@@ -128,11 +132,15 @@ impl EngineConfig {
             max_plugins: 256,
             uid_base: Some(DEFAULT_UID_BASE),
             uid_lock_dir: Some(PathBuf::from(DEFAULT_UID_LOCK_DIR)),
+            uid_count: DEFAULT_UID_COUNT,
             refuse_escalation: true,
             ceiling: CeilingMode::Refuse,
         }
     }
 }
+
+/// Size of the default per-instance uid range, shared by every engine on the host.
+pub const DEFAULT_UID_COUNT: u32 = 65_536;
 
 /// First uid of the default per-instance range (far above distribution and container
 /// ranges; every id in it is unused on this kind of host).
@@ -252,8 +260,7 @@ impl Engine {
                     Some(dir) => Some(uid_locks::UidLocks::open(dir)?),
                     None => None,
                 };
-                let count = u32::try_from(config.max_plugins).unwrap_or(u32::MAX);
-                Some(uids::UidPool::new(base, count.min(u32::MAX - base), locks))
+                Some(uids::UidPool::new(base, config.uid_count, locks))
             }
         };
         let sdk = match &config.sdk_dir {

@@ -15,14 +15,16 @@
 
 use super::uid_locks::{UidLock, UidLockError, UidLocks};
 use crate::sandbox::sysv::{self, SysvRemoved};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// A range of ids handed out one per live instance.
+/// A range of ids handed out one per live instance, lowest free first.
 #[derive(Debug)]
 pub(crate) struct UidPool {
     first: u32,
-    free: Mutex<Vec<u32>>,
+    count: u32,
+    /// Ids of the range this engine's instances hold now.
+    held: Mutex<BTreeSet<u32>>,
     /// The host-wide locks (`None`: this engine's ids are exclusive within it only).
     locks: Option<UidLocks>,
 }
@@ -58,20 +60,22 @@ enum Owner {
 impl UidPool {
     /// `count` ids starting at `first`, each also locked host-wide in `locks` if given.
     pub(crate) fn new(first: u32, count: u32, locks: Option<UidLocks>) -> Arc<Self> {
-        // Handed out lowest first, so ids are reused rather than spread.
-        let free = (0..count).rev().map(|i| first + i).collect();
         Arc::new(Self {
             first,
-            free: Mutex::new(free),
+            count: count.min(u32::MAX - first),
+            held: Mutex::new(BTreeSet::new()),
             locks,
         })
     }
 
-    /// An id no instance of this or any other engine on the host holds, if any is left.
+    /// The lowest id no instance of this or any other engine on the host holds, if any is
+    /// left (handed out lowest first, so ids are reused rather than spread).
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Option<UidLease>, UidLockError> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        for at in (0..free.len()).rev() {
-            let id = free[at];
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for id in self.first..self.first + self.count {
+            if held.contains(&id) {
+                continue;
+            }
             let lock = match &self.locks {
                 None => None,
                 Some(locks) => match locks.try_take(id)? {
@@ -79,7 +83,7 @@ impl UidPool {
                     None => continue,
                 },
             };
-            free.remove(at);
+            held.insert(id);
             return Ok(Some(UidLease {
                 owner: Owner::Pool(Arc::clone(self)),
                 id,
@@ -178,7 +182,10 @@ impl Drop for UidLease {
                 if let Some(lock) = self.lock.take().filter(|_| !self.residue) {
                     lock.release_clean();
                 }
-                pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(id)
+                pool.held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
             }
             Owner::Shared(shared) => {
                 // One critical section: of instances ending together, the last one cleans.

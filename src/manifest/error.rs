@@ -60,7 +60,7 @@ pub enum ManifestError {
         host: String,
     },
     /// The plugin's code changed since its grant was approved.
-    #[error("grants: {plugin}'s code digest {actual} differs from the approved {approved}; re-approve it")]
+    #[error("grant: {plugin}'s code digest {actual} differs from the approved {approved}; re-approve it")]
     DigestMismatch {
         /// The plugin.
         plugin: String,
@@ -78,7 +78,7 @@ pub enum ManifestError {
         excess: Vec<String>,
     },
     /// Required capabilities were not granted.
-    #[error("grants: {plugin} requires capabilities that are not granted: {}", missing.join(", "))]
+    #[error("grant: {plugin} requires capabilities that are not granted: {}", missing.join(", "))]
     NotGranted {
         /// The plugin.
         plugin: String,
