@@ -6,7 +6,9 @@
 use crate::audit::lines::{parse_head, Line, LineReader};
 use crate::ipc::frame::{self, FrameLimits};
 use crate::ipc::Message;
-use crate::manifest::{Manifest, ManifestFile};
+use crate::manifest::{ceiling, CeilingMode, GrantFile, Grants, Manifest, ManifestFile};
+use crate::policy::file::PolicyFile;
+use crate::policy::Policy;
 
 /// Decodes `data` as a stream of frames and each frame's header as a message.
 pub fn frame_stream(data: &[u8]) {
@@ -40,6 +42,58 @@ pub fn manifest(data: &[u8]) {
     };
     if let Ok(file) = toml::from_str::<ManifestFile>(text) {
         let _ = Manifest::validate(std::path::PathBuf::from("/nonexistent-plugbox-fuzz"), file);
+    }
+}
+
+/// What the `grant` target's manifest asks for: a little of every section, valid on its own.
+pub const GRANT_FUZZ_REQUEST: &str = r#"schema = 1
+[filesystem]
+read = ["/usr/share", "/etc/ssl/"]
+write = ["/tmp"]
+execute = ["/usr/bin/"]
+[network]
+connect_tcp = [443, 80]
+bind_tcp = [0]
+[process]
+subprocesses = true
+uid = 1000
+gid = 1000
+instances = 4
+min_warm = 2
+[syscalls]
+allow = ["@sync"]
+[limits]
+memory_mib = 512
+calls_per_second = 1000
+[supervision]
+restart = "on-failure"
+backoff_ms = 100
+"#;
+
+/// Parses `data` as a grant file, as `Grants::load` does, and intersects a fixed request
+/// ([`GRANT_FUZZ_REQUEST`]) with it in both ceiling modes: whenever the intersection does not
+/// refuse, the effective policy must validate (a valid request under a valid grant never
+/// yields a policy the sandbox would reject).
+pub fn grant(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = toml::from_str::<GrantFile>(text) else {
+        return;
+    };
+    let Ok(grants) = Grants::from_file(file) else {
+        return;
+    };
+    let Ok(requested) = toml::from_str::<PolicyFile>(GRANT_FUZZ_REQUEST) else {
+        panic!("the fuzz request parses");
+    };
+    let result = ceiling::intersect(&requested, &grants);
+    for mode in [CeilingMode::Refuse, CeilingMode::Clamp] {
+        if !result.refuses(mode) {
+            if let Err(e) = Policy::from_file(result.effective.clone()) {
+                panic!("granted but invalid: {e}");
+            }
+        }
     }
 }
 

@@ -50,3 +50,13 @@ fn manifest_seeds() {
 fn audit_line_seeds() {
     assert!(replay("audit_line", plugbox::fuzzing::audit_line, None) >= 5);
 }
+
+#[test]
+fn grant_seeds() {
+    assert!(replay("grant", plugbox::fuzzing::grant, None) >= 3);
+}
+
+#[test]
+fn the_grant_targets_request_is_a_valid_policy() {
+    plugbox::policy::Policy::from_toml(plugbox::fuzzing::GRANT_FUZZ_REQUEST).expect("valid");
+}
