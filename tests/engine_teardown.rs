@@ -188,24 +188,18 @@ async fn unload_escalates_from_shutdown_to_sigterm_to_sigkill() {
     p.call("wedge", json!({})).await.expect("wedge");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let started = Instant::now();
+    // Polite: it exits on `shutdown` by itself (status 0), never signalled.
     assert!(te.engine.unload("polite").await);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
     let exit = te.wait_for("polite exit", |r| r["event"] == "exit").await;
     assert_eq!(exit["detail"]["exit_code"], 0, "{exit}");
 
     let started = Instant::now();
     assert!(te.engine.unload("stubborn").await);
+    // Stubborn: the engine waited out both graces (a lower bound the engine guarantees, not a
+    // speed), then killed it.
     let took = started.elapsed();
     let grace = plugbox::engine::SHUTDOWN_GRACE + plugbox::engine::TERM_GRACE;
-    assert!(
-        took >= grace && took < grace + Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(took >= grace, "{took:?}");
     let kill = te.wait_for("stubborn kill", |r| r["event"] == "kill").await;
     assert_eq!(kill["detail"]["signal"], 9, "{kill}");
 }

