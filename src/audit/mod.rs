@@ -2,7 +2,9 @@
 //! takes effect (`docs/audit.md`).
 
 pub mod chain;
+mod clock;
 pub mod lines;
+mod options;
 pub mod record;
 mod reopen;
 pub mod rotated;

@@ -5,10 +5,11 @@
 //! moved aside as `PATH.unsealed-STAMP` (or `PATH.damaged-STAMP`) for an auditor, and the
 //! new log starts at genesis with an `open` record naming it and its last intact record.
 
-use super::chain;
+use super::chain::{self, GENESIS};
 use super::lines::{parse_head, Line, LineReader};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// What an existing log file holds, as far as continuing it goes.
@@ -97,6 +98,85 @@ pub(crate) fn aside_name(path: &Path, kind: &str) -> PathBuf {
         })
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or_else(|| PathBuf::from(base))
+}
+
+/// Opens `path` for appending (created 0600, never through a symlink).
+pub(super) fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Where a session starts: the chain position and what its `open` record says.
+pub(super) struct Start {
+    /// The first record's sequence number.
+    pub(super) next_seq: u64,
+    /// The hash the first record chains to.
+    pub(super) prev: String,
+    /// Bytes already in the file.
+    pub(super) bytes_in_file: u64,
+    /// The `open` record's detail.
+    pub(super) detail: Option<serde_json::Value>,
+}
+
+/// Opens `path` for appending, continuing a sealed log or moving an unusable one aside.
+pub(super) fn reopen_or_start(path: &Path) -> std::io::Result<(File, Start)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let fresh = Start {
+        next_seq: 1,
+        prev: GENESIS.to_owned(),
+        bytes_in_file: 0,
+        detail: None,
+    };
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok((file, fresh));
+    }
+    match inspect(&file)? {
+        Tail::Empty => Ok((file, fresh)),
+        Tail::Sealed { seq, hash } => Ok((
+            file,
+            Start {
+                next_seq: seq + 1,
+                prev: hash,
+                bytes_in_file: meta.len(),
+                detail: Some(serde_json::json!({ "after_seal": seq })),
+            },
+        )),
+        Tail::Unusable { kind, why, last } => {
+            drop(file);
+            let aside = aside_name(path, kind);
+            std::fs::rename(path, &aside)?;
+            tracing::warn!(
+                log = %path.display(),
+                moved_to = %aside.display(),
+                "audit: the existing log is {kind} ({why}); it was moved aside and a new log starts"
+            );
+            let detail = serde_json::json!({
+                "previous_file": aside,
+                "previous_state": kind,
+                "previous_problem": why,
+                "previous_last_seq": last.as_ref().map(|l| l.0),
+                "previous_last_hash": last.map(|l| l.1),
+            });
+            Ok((
+                open_append(path)?,
+                Start {
+                    detail: Some(detail),
+                    ..fresh
+                },
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,113 +8,21 @@
 //! kernel with its own `write(2)` before the call returns, so a crash of the host loses no
 //! record; what a power failure may lose depends on [`Durability`].
 
+pub use super::clock::rfc3339_now;
+pub use super::options::{AuditError, AuditOptions, Durability};
+
 use super::chain::{self, GENESIS};
 use super::record::{EventKind, Record, Subject, MAX_RECORD_BYTES, RECORD_SCHEMA};
-use super::reopen::{self, Tail};
+use super::reopen::{open_append, reopen_or_start};
 use super::rotated;
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// When records reach stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `fsync` after every record, before the action: power loss loses nothing acknowledged.
-    Fsync,
-    /// Group commit (default): `fsync` at most [`AuditOptions::group_delay`] after a record;
-    /// power loss can lose that window, a host crash loses nothing.
-    #[default]
-    Group,
-    /// Leave it to the OS (typically ≤ 30 s of dirty pages); a host crash loses nothing.
-    Os,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fsync" => Ok(Durability::Fsync),
-            "group" => Ok(Durability::Group),
-            "os" => Ok(Durability::Os),
-            other => Err(format!("unknown durability {other:?}: fsync, group or os")),
-        }
-    }
-}
-
-/// Writer settings.
-#[derive(Debug, Clone)]
-pub struct AuditOptions {
-    /// When records are fsynced.
-    pub durability: Durability,
-    /// Bound on the group-commit delay.
-    pub group_delay: Duration,
-    /// Rotate to a new file once the current one exceeds this many bytes.
-    pub rotate_bytes: Option<u64>,
-    /// Rotate to a new file once the current one has been written for this long (counted
-    /// from when this writer opened it, or started it by rotating).
-    pub rotate_age: Option<Duration>,
-    /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
-    /// costs; never set it where the log matters.
-    pub danger_disabled: bool,
-}
-
-impl Default for AuditOptions {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Group,
-            group_delay: Duration::from_millis(10),
-            rotate_bytes: None,
-            rotate_age: None,
-            danger_disabled: false,
-        }
-    }
-}
-
-/// Why a record could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    /// The log could not be opened.
-    #[error("audit: cannot open {path}: {source}")]
-    Open {
-        /// The log file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A write or fsync failed; the log is now closed for good.
-    #[error("audit: cannot write record {seq} to {path}: {source}")]
-    Write {
-        /// The record's sequence number.
-        seq: u64,
-        /// The log file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The record is longer than [`MAX_RECORD_BYTES`]: nothing was written, the log stays
-    /// open, and the action the record describes must not happen.
-    #[error("audit: record {seq} is {bytes} bytes, over the {MAX_RECORD_BYTES}-byte cap")]
-    TooLarge {
-        /// The sequence number it would have had.
-        seq: u64,
-        /// Its length.
-        bytes: usize,
-    },
-    /// An earlier write failed, or the log was sealed.
-    #[error("audit: the log {path} is closed ({why}); no further records are written")]
-    Closed {
-        /// The log file.
-        path: PathBuf,
-        /// Failed or sealed.
-        why: String,
-    },
-}
 
 /// Where audit records go.
 #[derive(Debug)]
@@ -427,80 +335,6 @@ fn engine_subject() -> Subject {
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// Where a session starts: the chain position and what its `open` record says.
-struct Start {
-    next_seq: u64,
-    prev: String,
-    bytes_in_file: u64,
-    detail: Option<serde_json::Value>,
-}
-
-/// Opens `path` for appending, continuing a sealed log or moving an unusable one aside.
-fn reopen_or_start(path: &Path) -> std::io::Result<(File, Start)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let meta = file.metadata()?;
-    let fresh = Start {
-        next_seq: 1,
-        prev: GENESIS.to_owned(),
-        bytes_in_file: 0,
-        detail: None,
-    };
-    if !meta.is_file() || meta.len() == 0 {
-        return Ok((file, fresh));
-    }
-    match reopen::inspect(&file)? {
-        Tail::Empty => Ok((file, fresh)),
-        Tail::Sealed { seq, hash } => Ok((
-            file,
-            Start {
-                next_seq: seq + 1,
-                prev: hash,
-                bytes_in_file: meta.len(),
-                detail: Some(serde_json::json!({ "after_seal": seq })),
-            },
-        )),
-        Tail::Unusable { kind, why, last } => {
-            drop(file);
-            let aside = reopen::aside_name(path, kind);
-            std::fs::rename(path, &aside)?;
-            tracing::warn!(
-                log = %path.display(),
-                moved_to = %aside.display(),
-                "audit: the existing log is {kind} ({why}); it was moved aside and a new log starts"
-            );
-            let detail = serde_json::json!({
-                "previous_file": aside,
-                "previous_state": kind,
-                "previous_problem": why,
-                "previous_last_seq": last.as_ref().map(|l| l.0),
-                "previous_last_hash": last.map(|l| l.1),
-            });
-            Ok((
-                open_append(path)?,
-                Start {
-                    detail: Some(detail),
-                    ..fresh
-                },
-            ))
-        }
-    }
-}
-
 /// The host's name (kernel hostname), or `unknown`.
 fn host_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -554,40 +388,6 @@ fn spawn_flusher(
     }
 }
 
-/// Now as RFC 3339 UTC with nanoseconds, e.g. `2026-11-22T04:22:28.123456789Z`.
-pub fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(now.as_secs(), now.subsec_nanos())
-}
-
-fn rfc3339(secs: u64, nanos: u32) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,13 +399,6 @@ mod tests {
             instance: "p#1".into(),
             digest: None,
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(1_795_321_348, 5), "2026-11-22T04:22:28.000000005Z");
-        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! What a host chooses about its audit log (durability, rotation) and how writing it fails.
+
+use super::record::MAX_RECORD_BYTES;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When records reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fsync` after every record, before the action: power loss loses nothing acknowledged.
+    Fsync,
+    /// Group commit (default): `fsync` at most [`AuditOptions::group_delay`] after a record;
+    /// power loss can lose that window, a host crash loses nothing.
+    #[default]
+    Group,
+    /// Leave it to the OS (typically ≤ 30 s of dirty pages); a host crash loses nothing.
+    Os,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "group" => Ok(Durability::Group),
+            "os" => Ok(Durability::Os),
+            other => Err(format!("unknown durability {other:?}: fsync, group or os")),
+        }
+    }
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// When records are fsynced.
+    pub durability: Durability,
+    /// Bound on the group-commit delay.
+    pub group_delay: Duration,
+    /// Rotate to a new file once the current one exceeds this many bytes.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate to a new file once the current one has been written for this long (counted
+    /// from when this writer opened it, or started it by rotating).
+    pub rotate_age: Option<Duration>,
+    /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
+    /// costs; never set it where the log matters.
+    pub danger_disabled: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Group,
+            group_delay: Duration::from_millis(10),
+            rotate_bytes: None,
+            rotate_age: None,
+            danger_disabled: false,
+        }
+    }
+}
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The log could not be opened.
+    #[error("audit: cannot open {path}: {source}")]
+    Open {
+        /// The log file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A write or fsync failed; the log is now closed for good.
+    #[error("audit: cannot write record {seq} to {path}: {source}")]
+    Write {
+        /// The record's sequence number.
+        seq: u64,
+        /// The log file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The record is longer than [`MAX_RECORD_BYTES`]: nothing was written, the log stays
+    /// open, and the action the record describes must not happen.
+    #[error("audit: record {seq} is {bytes} bytes, over the {MAX_RECORD_BYTES}-byte cap")]
+    TooLarge {
+        /// The sequence number it would have had.
+        seq: u64,
+        /// Its length.
+        bytes: usize,
+    },
+    /// An earlier write failed, or the log was sealed.
+    #[error("audit: the log {path} is closed ({why}); no further records are written")]
+    Closed {
+        /// The log file.
+        path: PathBuf,
+        /// Failed or sealed.
+        why: String,
+    },
+}
