@@ -78,10 +78,12 @@ async fn a_plugin_that_stops_reading_makes_the_host_hold_at_most_its_reply_budge
         .iter()
         .filter(|r| r["rule"] == "limits.pending_reply_mib")
         .collect();
-    assert_eq!(
-        allowed,
-        BUDGET_MIB / REPLY_MIB,
-        "exactly the budget's worth of calls ran: {calls:#?}"
+    // The budget's worth of calls, plus at most one: a reply whose write has started gives
+    // its reservation back (one reply per session may be in the writer outside the budget).
+    let budgeted = BUDGET_MIB / REPLY_MIB;
+    assert!(
+        (budgeted..=budgeted + 1).contains(&allowed),
+        "{allowed} calls ran, budget {budgeted} (+1 being written): {calls:#?}"
     );
     assert!(
         refusals.iter().all(|r| r["reason"]
