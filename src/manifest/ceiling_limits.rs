@@ -18,6 +18,16 @@ impl Tighten {
         self.set(field, value, grant.map(|g| (*value).min(g)));
     }
 
+    /// Like [`Tighten::smaller`] for a budget where 0 means "none" (unbounded): a grant's
+    /// budget bounds a manifest that asks for none, and a grant of 0 bounds nothing.
+    fn smaller_budget(&mut self, field: &str, value: &mut u64, grant: Option<u64>) {
+        let bounded = grant.filter(|&g| g > 0).map(|g| match *value {
+            0 => g,
+            v => v.min(g),
+        });
+        self.set(field, value, bounded);
+    }
+
     /// `value` becomes the larger of itself and `grant` (a backoff, a window, a floor).
     fn larger<T: Ord + Copy + Display>(&mut self, field: &str, value: &mut T, grant: Option<T>) {
         self.set(field, value, grant.map(|g| (*value).max(g)));
@@ -114,7 +124,8 @@ fn tighten_supervision(t: &mut Tighten, s: &mut SupervisionSection, g: &Supervis
 fn tighten_limits(t: &mut Tighten, l: &mut LimitsSection, g: &LimitsGrant) {
     t.smaller("limits.memory_mib", &mut l.memory_mib, g.memory_mib);
     t.smaller("limits.cpu_seconds", &mut l.cpu_seconds, g.cpu_seconds);
-    t.smaller("limits.wall_seconds", &mut l.wall_seconds, g.wall_seconds);
+    // 0 is no wall-clock budget at all: the loosest value, not the strictest.
+    t.smaller_budget("limits.wall_seconds", &mut l.wall_seconds, g.wall_seconds);
     t.smaller("limits.open_files", &mut l.open_files, g.open_files);
     t.smaller(
         "limits.file_size_mib",

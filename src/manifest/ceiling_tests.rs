@@ -169,6 +169,38 @@ fn numbers_take_the_stricter_value_and_report_it() {
 }
 
 #[test]
+fn a_wall_budget_bounds_a_manifest_that_asks_for_none() {
+    let wall = |asked: &str, grant: &str| {
+        let c = intersect(&policy(asked), &grants(grant));
+        (c.effective.limits.wall_seconds, c.stricter.len())
+    };
+    // The default 0 is no budget at all: a grant of 600 must bound it, not lose to it.
+    assert_eq!(wall("", "[limits]\nwall_seconds = 600\n"), (600, 1));
+    assert_eq!(
+        wall(
+            "[limits]\nwall_seconds = 30\n",
+            "[limits]\nwall_seconds = 600\n"
+        ),
+        (30, 0)
+    );
+    assert_eq!(
+        wall(
+            "[limits]\nwall_seconds = 900\n",
+            "[limits]\nwall_seconds = 600\n"
+        ),
+        (600, 1)
+    );
+    // A grant of 0 (no budget) bounds nothing.
+    assert_eq!(
+        wall(
+            "[limits]\nwall_seconds = 30\n",
+            "[limits]\nwall_seconds = 0\n"
+        ),
+        (30, 0)
+    );
+}
+
+#[test]
 fn a_grant_is_checked_as_a_manifest_is() {
     for bad in [
         "[filesystem]\nread = [\"etc\"]\n",
