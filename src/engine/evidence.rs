@@ -139,7 +139,7 @@ impl Evidence {
             Some(WaitStatus::Signaled(sig)) => {
                 format!(
                     "the plugin was killed by signal {sig} ({})",
-                    signal_name(sig)
+                    super::fate::signal_name(sig)
                 )
             }
             None => "the plugin's exit status is unknown".into(),
@@ -185,26 +185,6 @@ impl std::fmt::Display for Evidence {
             f.write_str("\n  (stderr was still open when plugbox stopped waiting for it)")?;
         }
         Ok(())
-    }
-}
-
-/// The common name of signal `sig`.
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGILL => "SIGILL",
-        libc::SIGSYS => "SIGSYS",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        _ => "other",
     }
 }
 

@@ -101,18 +101,22 @@ pub(crate) fn status_text(status: Option<WaitStatus>) -> String {
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
+/// The common name of signal `sig` (for messages; records carry the number).
+pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGKILL => "SIGKILL",
         libc::SIGTERM => "SIGTERM",
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
         libc::SIGSYS => "SIGSYS",
         libc::SIGXCPU => "SIGXCPU",
         libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGBUS => "SIGBUS",
         libc::SIGPIPE => "SIGPIPE",
         libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
         _ => "other",
     }
 }
