@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod ipc;
 pub mod launcher;
 pub mod manifest;
+mod nofollow_dir;
 pub mod policy;
 pub mod probe;
 pub mod sandbox;

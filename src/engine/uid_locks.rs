@@ -10,12 +10,13 @@
 //! content (`held` and the holder's pid, or a file just created) makes the next taker check the uid first:
 //! an id with a live process is skipped, and its System V IPC objects are removed before use.
 
+use crate::nofollow_dir::{self, WalkError};
 use crate::sandbox::sysv;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The lock directory every engine on the host shares unless configured otherwise.
 pub const DEFAULT_UID_LOCK_DIR: &str = "/run/plugbox/uids";
@@ -66,27 +67,21 @@ impl UidLocks {
             .mode(0o700)
             .create(path)
             .map_err(|e| fail(format!("cannot create: {e}")))?;
-        let mut dir = crate::sys::open_nofollow(None, c"/", libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(|e| fail(format!("cannot open /: {e}")))?;
-        let last = path.components().count() - 1;
-        for (i, part) in path.components().enumerate() {
-            let Component::Normal(name) = part else {
-                if matches!(part, Component::ParentDir) {
-                    return Err(fail("must not contain '..'".into()));
-                }
-                continue;
-            };
-            let name = std::ffi::CString::new(name.as_encoded_bytes())
-                .map_err(|_| fail("contains NUL".into()))?;
-            dir = crate::sys::open_nofollow(
-                Some(dir.as_fd()),
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            )
-            .map_err(|e| fail(format!("cannot open {name:?} without following links: {e}")))?;
-            check_owned_dir(&dir, i < last).map_err(&fail)?;
-        }
+        let dir = nofollow_dir::open(path, |dir, last| {
+            check_owned_dir(dir, !last).map_err(std::io::Error::other)
+        })
+        .map_err(|e| match e {
+            WalkError::NotNormal => {
+                fail("must be a normal absolute path (no '.', '..' or NUL)".into())
+            }
+            // The caller's own check: the directory is there but unsafe.
+            WalkError::Component(name, e) if e.kind() == std::io::ErrorKind::Other => {
+                fail(format!("{name:?} {e}"))
+            }
+            WalkError::Component(name, e) => {
+                fail(format!("cannot open {name:?} without following links: {e}"))
+            }
+        })?;
         Ok(Self {
             dir,
             path: path.to_owned(),
@@ -159,8 +154,8 @@ impl UidLock {
 /// euid (or root) and not writable by group or others; on the way (`sticky_ok`), a sticky
 /// directory such as `/tmp` is accepted, since others cannot rename or remove what root put
 /// there.
-fn check_owned_dir(dir: &OwnedFd, sticky_ok: bool) -> Result<(), String> {
-    let meta = File::from(dir.try_clone().map_err(|e| e.to_string())?)
+fn check_owned_dir(dir: BorrowedFd<'_>, sticky_ok: bool) -> Result<(), String> {
+    let meta = File::from(dir.try_clone_to_owned().map_err(|e| e.to_string())?)
         .metadata()
         .map_err(|e| e.to_string())?;
     let euid = crate::sys::geteuid();

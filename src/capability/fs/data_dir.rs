@@ -10,7 +10,8 @@
 //! An existing entry of that chain that is a symlink or not a directory refuses the load, and
 //! so does a `<key>` or `data` directory every user may write.
 
-use crate::sys::{self, FileKind};
+use crate::nofollow_dir::{self, WalkError};
+use crate::sys;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -105,11 +106,11 @@ pub(crate) fn open(state_dir: &Path, key: &str) -> Result<(OwnedFd, PathBuf), Da
         component: component.to_string_lossy().into_owned(),
         source,
     };
-    let mut fd = open_dir(state).map_err(|e| match e {
-        Walk::NotNormal => DataDirError::NotNormal {
+    let mut fd = nofollow_dir::open(state, |_, _| Ok(())).map_err(|e| match e {
+        WalkError::NotNormal => DataDirError::NotNormal {
             path: state_dir.to_owned(),
         },
-        Walk::Component(name, source) => fail(OsStr::new(&name), source),
+        WalkError::Component(name, source) => fail(OsStr::new(&name), source),
     })?;
     for name in [OsStr::new(key), OsStr::new(DATA_DIR)] {
         fd = make_child(fd.as_fd(), name).map_err(|e| fail(name, e))?;
@@ -152,46 +153,8 @@ fn make_child(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> 
         _ => {}
     }
     let fd = sys::open_nofollow(Some(parent), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    is_dir(fd.as_fd())?;
+    nofollow_dir::is_dir(fd.as_fd())?;
     Ok(fd)
-}
-
-/// Why [`open_dir`] failed.
-enum Walk {
-    NotNormal,
-    Component(String, std::io::Error),
-}
-
-/// Opens `path` from `/`, one component at a time, each `O_PATH | O_DIRECTORY | O_NOFOLLOW`
-/// relative to the one before: a symlink anywhere in the path is refused.
-fn open_dir(path: &Path) -> Result<OwnedFd, Walk> {
-    let flags = libc::O_PATH | libc::O_DIRECTORY;
-    let mut components = path.components();
-    if components.next() != Some(Component::RootDir) {
-        return Err(Walk::NotNormal);
-    }
-    let mut fd =
-        sys::open_nofollow(None, c"/", flags, 0).map_err(|e| Walk::Component("/".into(), e))?;
-    for component in components {
-        let Component::Normal(name) = component else {
-            return Err(Walk::NotNormal);
-        };
-        let shown = name.to_string_lossy().into_owned();
-        let c_name = CString::new(name.as_bytes()).map_err(|_| Walk::NotNormal)?;
-        fd = sys::open_nofollow(Some(fd.as_fd()), &c_name, flags, 0)
-            .and_then(|fd| is_dir(fd.as_fd()).map(|()| fd))
-            .map_err(|e| Walk::Component(shown, e))?;
-    }
-    Ok(fd)
-}
-
-/// Belt and braces: `O_PATH | O_NOFOLLOW` opens a symlink itself, which `O_DIRECTORY` then
-/// refuses; check the kind anyway.
-fn is_dir(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    match sys::fstat(fd)?.kind {
-        FileKind::Directory => Ok(()),
-        _ => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
-    }
 }
 
 #[cfg(test)]
