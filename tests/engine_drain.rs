@@ -13,7 +13,7 @@ use plugbox::engine::Plugin;
 use plugbox::ipc::ErrorCode;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +73,8 @@ fn drained(r: &Value, stop: &str, to: &str) -> bool {
 
 /// Callers issuing `echo` calls back to back until told to stop; every outcome is counted.
 struct Load {
-    ok: Arc<AtomicU64>,
+    /// Calls that succeeded and calls that failed so far; waiters watch it.
+    progress: Arc<tokio::sync::watch::Sender<(u64, usize)>>,
     failed: Arc<Mutex<Vec<CallError>>>,
 }
 
@@ -85,7 +86,7 @@ struct Callers {
 impl Load {
     fn new() -> Self {
         Self {
-            ok: Arc::default(),
+            progress: Arc::new(tokio::sync::watch::Sender::new((0, 0))),
             failed: Arc::default(),
         }
     }
@@ -95,20 +96,20 @@ impl Load {
         let tasks = (0..n)
             .map(|c| {
                 let (plugin, stop) = (plugin.clone(), Arc::clone(&stop));
-                let (ok, failed) = (Arc::clone(&self.ok), Arc::clone(&self.failed));
+                let (progress, failed) = (Arc::clone(&self.progress), Arc::clone(&self.failed));
                 tokio::spawn(async move {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         i += 1;
                         let x = json!(format!("{c}-{i}"));
                         match plugin.call("echo", json!({ "x": x })).await {
-                            Ok(Reply::Json(v)) if v == x => ok.fetch_add(1, Ordering::AcqRel),
+                            Ok(Reply::Json(v)) if v == x => progress.send_modify(|p| p.0 += 1),
                             Ok(other) => panic!("wrong reply {other:?}"),
                             Err(e) => {
                                 failed.lock().unwrap().push(e);
-                                0
+                                progress.send_modify(|p| p.1 += 1);
                             }
-                        };
+                        }
                     }
                 })
             })
@@ -117,7 +118,7 @@ impl Load {
     }
 
     fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Acquire)
+        self.progress.borrow().0
     }
 
     fn failures(&self) -> Vec<CallError> {
@@ -126,14 +127,12 @@ impl Load {
 
     /// Waits until at least `calls` succeeded in all (and fails early on a failed call).
     async fn until(&self, calls: u64) {
-        tokio::time::timeout(HANG, async {
-            while self.ok() < calls {
-                assert_eq!(self.failures(), vec![], "a call failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("calls keep succeeding");
+        let mut progress = self.progress.subscribe();
+        tokio::time::timeout(HANG, progress.wait_for(|p| p.0 >= calls || p.1 > 0))
+            .await
+            .expect("calls keep succeeding")
+            .expect("the load is alive");
+        assert_eq!(self.failures(), vec![], "a call failed");
     }
 }
 
