@@ -130,9 +130,14 @@ impl Engine {
             .as_ref()
             .filter(|l| l.is_pooled())
             .map(|l| (l.id(), l.id()));
-        let state_dir = config.state_dir.join(state_key(manifest));
-        std::fs::create_dir_all(&state_dir)
-            .map_err(|e| LoadError::Host(format!("state {}: {e}", state_dir.display())))?;
+        // Made (0700, without following a symlink) once per activation, with the data
+        // directory inside it: `STATE/<key>/data`.
+        let state_dir = validated
+            .fs
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| LoadError::Host("the data directory has no parent".into()))?;
         let info = Arc::new(PluginInfo {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
