@@ -13,6 +13,7 @@ pub mod manifest;
 mod nofollow_dir;
 pub mod policy;
 pub mod probe;
+pub mod pyenv;
 pub mod sandbox;
 pub mod sdk;
 pub mod sys;

@@ -43,6 +43,35 @@ pub struct ManifestFile {
     /// As in a sandbox policy.
     #[serde(default)]
     pub supervision: SupervisionSection,
+    /// The Python environment the plugin runs in, and what `plugbox install` builds.
+    #[serde(default)]
+    pub python: PythonSection,
+}
+
+/// `[python]`: the environment a plugin runs in. With none of these fields, a plugin runs on
+/// its `plugin.runtime` with the standard library and the SDK only (or, when its directory
+/// lies in a virtual environment's `site-packages`, in that environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PythonSection {
+    /// An existing virtual environment to run in: a directory relative to the plugin
+    /// directory, or absolute (then it must lie within the host's `[filesystem] read`
+    /// ceiling). Its interpreter replaces `plugin.runtime`. Not with `requirements`/`wheels`.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// A pinned requirements file, relative to the plugin directory: every requirement
+    /// `name==version` with at least one `--hash=sha256:...`. `plugbox install` builds the
+    /// environment from it, content-addressed.
+    #[serde(default)]
+    pub requirements: Option<String>,
+    /// A directory of bundled wheels, relative to the plugin directory: `plugbox install`
+    /// installs from it (and never from the package index, when there is no `requirements`).
+    #[serde(default)]
+    pub wheels: Option<String>,
+    /// Allow source distributions: each is built into a wheel inside a plugbox sandbox
+    /// (no network, writes only to a scratch directory). Default: wheels only.
+    #[serde(default)]
+    pub build_sdists: bool,
 }
 
 /// `[plugin]`.

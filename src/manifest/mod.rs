@@ -16,7 +16,7 @@ mod grants;
 
 pub use ceiling::{Ceiling, CeilingMode};
 pub use error::ManifestError;
-pub use file::{CapabilityGrant, CapabilityRequest, ManifestFile};
+pub use file::{CapabilityGrant, CapabilityRequest, ManifestFile, PythonSection};
 pub use grant_file::GrantFile;
 pub use grants::Grants;
 
@@ -103,6 +103,7 @@ impl Manifest {
         let api = semver::VersionReq::parse(&p.api)
             .map_err(|e| ManifestError::invalid("plugin.api", format!("{:?}: {e}", p.api)))?;
         let entry = entry_path(&dir, &p.entry)?;
+        check_python(&file.python)?;
         let written = file.clone();
         for (name, request) in &file.capabilities {
             let field = format!("capabilities.{name:?}");
@@ -258,6 +259,41 @@ fn entry_path(dir: &Path, entry: &str) -> Result<PathBuf, ManifestError> {
         ));
     }
     Ok(real)
+}
+
+/// `[python]`: relative paths stay inside the plugin directory (an environment may also be
+/// absolute), and an existing environment excludes one `plugbox install` builds.
+fn check_python(python: &PythonSection) -> Result<(), ManifestError> {
+    if let Some(env) = &python.environment {
+        if !env.starts_with('/') {
+            relative_root(env).map_err(|r| ManifestError::invalid("python.environment", r))?;
+        } else if env.contains('\0')
+            || Path::new(env)
+                .components()
+                .any(|c| c == Component::ParentDir)
+        {
+            return Err(ManifestError::invalid(
+                "python.environment",
+                format!("{env:?} must be a plain absolute path (no '..')"),
+            ));
+        }
+        if python.requirements.is_some() || python.wheels.is_some() {
+            return Err(ManifestError::invalid(
+                "python.environment",
+                "an existing environment excludes `requirements` and `wheels` (which describe \
+                 the environment `plugbox install` builds)",
+            ));
+        }
+    }
+    for (field, value) in [
+        ("python.requirements", &python.requirements),
+        ("python.wheels", &python.wheels),
+    ] {
+        if let Some(path) = value {
+            relative_root(path).map_err(|r| ManifestError::invalid(field, r))?;
+        }
+    }
+    Ok(())
 }
 
 /// A root or entry must be a plain relative path: no `/` prefix, no `..`, no NUL.

@@ -17,6 +17,8 @@ const PT_INTERP: u32 = 3;
 /// A command resolved to real files.
 #[derive(Debug, Clone)]
 pub struct ResolvedCommand {
+    /// The path `execve` is given: as found (absolute), symlinks kept, so that a virtual
+    /// environment's `bin/python` still finds its `pyvenv.cfg`.
     path: PathBuf,
     executables: Vec<PathBuf>,
 }
@@ -54,13 +56,20 @@ impl ResolvedCommand {
     /// finds the interpreters it needs.
     pub fn resolve(program: &OsStr, search_path: Option<&OsStr>) -> Result<Self, CommandError> {
         let found = find(program, search_path)?;
-        let path = real(&found)?;
-        let mut executables = vec![path.clone()];
-        add_interpreters(&path, &mut executables, 0)?;
+        let real_path = real(&found)?;
+        let path = std::path::absolute(&found).map_err(|e| CommandError::NotRunnable {
+            path: found.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut executables = vec![real_path.clone()];
+        add_interpreters(&real_path, &mut executables, 0)?;
         Ok(Self { path, executables })
     }
 
-    /// The real path that is passed to `execve`.
+    /// The path passed to `execve`: the one found, absolute, with its symlinks (execute is
+    /// granted on the real files it leads to, [`ResolvedCommand::executables`]; if a symlink
+    /// on the way is changed after resolution, `execve` meets a file without execute access
+    /// and fails).
     pub fn path(&self) -> &Path {
         &self.path
     }
