@@ -5,4 +5,4 @@
 pub mod store;
 pub mod venv;
 
-pub use venv::{Venv, VenvError};
+pub use venv::{EnvReport, Venv, VenvError};
