@@ -21,7 +21,6 @@
 use super::pth_scan::{self, PthFinding};
 use super::RUNTIME_PATH;
 use crate::manifest::{Grants, Manifest};
-use crate::policy::Policy;
 use crate::pyenv::store::{self, StoreError};
 use crate::pyenv::{Venv, VenvError};
 use crate::sandbox::command::{CommandError, ResolvedCommand};
@@ -121,8 +120,9 @@ pub(crate) struct PythonEnv {
     /// Read on the host's authority (in the plugin directory, the store, or containing the
     /// plugin), rather than within the grant's ceiling.
     pub(crate) host_read: bool,
-    /// Directories outside the environment that its `.pth` files and editable finders put
-    /// on `sys.path`, each within the effective `[filesystem] read` (checked at validation).
+    /// Directories outside the environment, the plugin directory and the effective
+    /// `[filesystem] read` that its `.pth` files and editable finders put on `sys.path`, each
+    /// within the grant's read ceiling (checked at validation) and read with it.
     pub(crate) pth_paths: Vec<PathBuf>,
     /// Packages of `site-packages` without byte-code (each would compile at every start).
     pub(crate) without_bytecode: Vec<String>,
@@ -140,7 +140,7 @@ pub(crate) fn for_load(
         return Ok(None);
     };
     env.check_granted(manifest, grants)?;
-    env.check_pth(manifest, &manifest.policy)?;
+    env.check_pth(manifest, grants)?;
     if !env.without_bytecode.is_empty() {
         tracing::warn!(
             plugin = %manifest.name,
@@ -202,10 +202,12 @@ fn find(manifest: &Manifest, env_store: &Path) -> Result<Option<(Venv, Origin)>,
 }
 
 impl PythonEnv {
-    /// Every directory the sandbox reads for this environment: its root and the base
-    /// standard library.
+    /// Every directory the sandbox reads for this environment: its root, the base standard
+    /// library, and the directories its `.pth` files name that the operator granted.
     pub(crate) fn read_paths(&self) -> Vec<PathBuf> {
-        self.venv.read_paths()
+        let mut paths = self.venv.read_paths();
+        paths.extend(self.pth_paths.iter().cloned());
+        paths
     }
 
     /// The interpreter to execute: through the environment's path, so it finds `pyvenv.cfg`.
@@ -253,18 +255,20 @@ impl PythonEnv {
     }
 
     /// Scans the environment's `.pth` files and editable finders: each directory they put on
-    /// `sys.path` outside the environment must lie within `policy`'s (effective)
-    /// `[filesystem] read` or the plugin directory. Keeps those for the report.
+    /// `sys.path` outside the environment must lie within the effective `[filesystem] read`
+    /// (`manifest.policy`, its ceiling applied), the plugin directory, or the grant's read
+    /// ceiling (the operator granted it: it is read like the environment, see
+    /// [`PythonEnv::read_paths`]).
     pub(crate) fn check_pth(
         &mut self,
         manifest: &Manifest,
-        policy: &Policy,
+        grants: &Grants,
     ) -> Result<(), PythonEnvError> {
-        let granted: Vec<PathBuf> = policy
-            .filesystem()
+        let fs = manifest.policy.filesystem();
+        let readable: Vec<PathBuf> = fs
             .read
             .iter()
-            .chain(&policy.filesystem().write)
+            .chain(&fs.write)
             .filter_map(|p| p.canonicalize().ok())
             .chain([
                 self.venv.root.clone(),
@@ -279,10 +283,13 @@ impl PythonEnv {
             let Ok(real) = path.canonicalize() else {
                 continue;
             };
-            if !granted.iter().any(|g| real.starts_with(g)) {
+            if readable.iter().any(|g| real.starts_with(g)) {
+                continue;
+            }
+            if !within_ceiling(manifest, grants, &real) {
                 return Err(PythonEnvError::PthOutside { file, line, path });
             }
-            if !real.starts_with(&self.venv.root) && !outside.contains(&real) {
+            if !outside.contains(&real) {
                 outside.push(real);
             }
         }

@@ -1,0 +1,480 @@
+//! A plugin runs in its own Python environment (issue 11, item 2), in the real sandbox, with
+//! real packages from the package index (numpy, Pillow, humanize). The attacks first: what
+//! the plugin must not read, write or import, and what the host refuses to load (an
+//! environment outside the grant, a `.pth` reaching outside it, an environment not
+//! installed); then the routes that work: a declared environment, a venv runtime, one
+//! shipped in the plugin directory, and pip-installed distributions (entry point, namespace)
+//! whose dependencies import.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+mod pyenv_fixtures;
+
+use common::plugins::{TestEngine, TestPlugin};
+use plugbox::capability::Reply;
+use plugbox::engine::LoadError;
+use plugbox::manifest::{CeilingMode, Grants};
+use pyenv_fixtures as fx;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The example plugin (numpy and Pillow) plus probes that report the errno of what they try.
+fn plugin_source() -> String {
+    let example = include_str!("../examples/plugins/numpy-stats/main.py");
+    format!("{example}\n{PROBES}")
+}
+
+const PROBES: &str = r#"
+import errno, importlib, os, sys
+
+def _errno(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+@plugbox.command
+def read(path):
+    return _errno(lambda: open(path, "rb").read(1))
+
+@plugbox.command
+def append(path):
+    return _errno(lambda: open(path, "a").write("changed\n"))
+
+@plugbox.command
+def imports(name, extra=None):
+    if extra:
+        sys.path.append(extra)
+    try:
+        importlib.import_module(name)
+        return "ok"
+    except Exception as e:
+        return type(e).__name__
+
+@plugbox.command
+def where():
+    return {"prefix": sys.prefix, "path": sys.path, "flags_no_site": sys.flags.no_site}
+"#;
+
+/// A plugin whose manifest adds `extra` (the `[python]` section and others).
+fn plugin(extra: &str) -> TestPlugin {
+    TestPlugin::new("numpy-stats", extra, &plugin_source())
+}
+
+/// The probes alone, for environments without numpy.
+fn probe_plugin(extra: &str) -> TestPlugin {
+    TestPlugin::new("probes", extra, &format!("import plugbox\n{PROBES}"))
+}
+
+fn json_of(reply: Reply) -> Value {
+    match reply {
+        Reply::Json(v) => v,
+        other => panic!("not JSON: {other:?}"),
+    }
+}
+
+fn declared(env: &Path) -> String {
+    format!("[python]\nenvironment = {:?}\n", env.display().to_string())
+}
+
+/// Loads `dir` under `grants` and runs each `(command, args)`, returning the replies.
+async fn run(dir: &Path, grants: &Grants, calls: &[(&str, Value)]) -> Vec<Value> {
+    let te = TestEngine::new();
+    let plugin = te.engine.load(dir, grants).await.unwrap();
+    let mut out = Vec::new();
+    for (command, args) in calls {
+        out.push(json_of(plugin.call(command, args.clone()).await.unwrap()));
+    }
+    te.engine.shutdown().await.unwrap();
+    out
+}
+
+/// The error of loading `dir` under `grants`.
+async fn refusal(
+    dir: &Path,
+    grants: &Grants,
+    adjust: impl FnOnce(&mut plugbox::engine::EngineConfig),
+) -> LoadError {
+    let te = TestEngine::with(adjust);
+    let Err(e) = te.engine.load(dir, grants).await else {
+        panic!("the load is not refused");
+    };
+    let refused = te.events("load_refused");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    e
+}
+
+/// A world-readable file outside every grant: only Landlock can refuse it.
+fn outside_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "secret\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (dir, file)
+}
+
+#[tokio::test]
+async fn it_cannot_read_outside_or_write_into_its_environment() {
+    let env = fx::numpy_env();
+    let site = fx::site_packages(env);
+    let p = plugin(&declared(env));
+    let (_keep, secret) = outside_file();
+    let scratch = site.join("plugbox_scratch.txt");
+    let grants = Grants::none().filesystem_read(env);
+    let replies = run(
+        p.path(),
+        &grants,
+        &[
+            ("read", json!({ "path": secret })),
+            ("read", json!({ "path": site.join("numpy/__init__.py") })),
+            ("append", json!({ "path": scratch })),
+            (
+                "append",
+                json!({ "path": site.join("plugbox_open/new.py") }),
+            ),
+            ("append", json!({ "path": site.join("numpy/__init__.py") })),
+        ],
+    )
+    .await;
+    // Outside: EACCES from Landlock (the file is world-readable). Its own env: readable.
+    // Into its env: EACCES, on a world-writable file and in a world-writable directory.
+    assert_eq!(replies, ["EACCES", "ok", "EACCES", "EACCES", "EACCES"]);
+    assert_eq!(std::fs::read_to_string(&scratch).unwrap(), "untouched\n");
+    assert!(!site.join("plugbox_open/new.py").exists());
+}
+
+#[tokio::test]
+async fn a_filesystem_write_reaching_its_environment_is_refused() {
+    let env = fx::numpy_env();
+    let site = fx::site_packages(env);
+    let extra = format!(
+        "{}[filesystem]\nwrite = [{:?}]\n",
+        declared(env),
+        site.join("plugbox_open").display().to_string()
+    );
+    let p = plugin(&extra);
+    let e = refusal(p.path(), &Grants::all_requested(), |_| {}).await;
+    assert!(matches!(e, LoadError::CodeWritable(_)), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("the Python environment"), "{text}");
+    assert!(text.contains(&env.display().to_string()), "{text}");
+}
+
+#[tokio::test]
+async fn it_cannot_import_from_another_plugins_environment() {
+    let env = fx::numpy_env();
+    let other = fx::humanize_env();
+    let other_site = fx::site_packages(other);
+    let p = plugin(&declared(env));
+    let replies = run(
+        p.path(),
+        &Grants::none().filesystem_read(env),
+        &[
+            ("imports", json!({ "name": "humanize" })),
+            (
+                "imports",
+                json!({ "name": "humanize", "extra": other_site }),
+            ),
+            (
+                "read",
+                json!({ "path": other_site.join("humanize/__init__.py") }),
+            ),
+        ],
+    )
+    .await;
+    // The import system lists the other site-packages, gets EACCES and finds nothing there.
+    assert_eq!(
+        replies,
+        ["ModuleNotFoundError", "ModuleNotFoundError", "EACCES"]
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_environment_outside_the_grant_is_refused_naming_it() {
+    let env = fx::numpy_env();
+    let p = plugin(&declared(env));
+    for mode in [CeilingMode::Refuse, CeilingMode::Clamp] {
+        let e = refusal(p.path(), &Grants::none(), |c| c.ceiling = mode).await;
+        assert!(matches!(e, LoadError::PythonEnv(_)), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "{} (from python.environment) is not within the grant's [filesystem] read",
+                env.display()
+            )),
+            "{text}"
+        );
+        assert_eq!(e.step(), "validate");
+    }
+    // A venv runtime is the same environment, on the same authority.
+    let runtime = format!(
+        "runtime = {:?}\n",
+        env.join("bin/python").display().to_string()
+    );
+    let manifest = std::fs::read_to_string(p.path().join("plugbox.toml")).unwrap();
+    let manifest = manifest.replace(&declared(env), "").replace(
+        "entry = \"main.py\"\n",
+        &format!("entry = \"main.py\"\n{runtime}"),
+    );
+    std::fs::write(p.path().join("plugbox.toml"), manifest).unwrap();
+    let e = refusal(p.path(), &Grants::none(), |_| {}).await;
+    assert!(e.to_string().contains("(from plugin.runtime)"), "{e}");
+}
+
+#[tokio::test]
+async fn an_editable_install_pointing_outside_gets_the_documented_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = tmp.path().join("env");
+    fx::make_venv(&env);
+    // What `pip install -e` leaves: a .pth naming the source tree (a path line), and
+    // setuptools' finder mapping a package to it.
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("mylib")).unwrap();
+    std::fs::write(src.join("mylib/__init__.py"), "X = 1\n").unwrap();
+    let site = fx::site_packages(&env);
+    let pth = site.join("__editable__.mylib-1.0.pth");
+    std::fs::write(&pth, format!("{}\n", src.display())).unwrap();
+    let p = probe_plugin(&declared(&env));
+    let grants = Grants::none().filesystem_read(&env);
+    let e = refusal(p.path(), &grants, |_| {}).await;
+    assert!(matches!(e, LoadError::PythonEnv(_)), "{e}");
+    let expected = format!(
+        "{} line 1 adds {} to sys.path, outside the environment and the grant's [filesystem] read",
+        pth.display(),
+        src.display()
+    );
+    assert!(e.to_string().contains(&expected), "{e}");
+
+    // The finder form (PEP 660, setuptools' strict mode) is read the same way.
+    std::fs::remove_file(&pth).unwrap();
+    let finder = site.join("__editable___mylib_1_0_finder.py");
+    std::fs::write(
+        &finder,
+        format!(
+            "import sys\nMAPPING: dict[str, str] = {{'mylib': '{}'}}\n",
+            src.join("mylib").display()
+        ),
+    )
+    .unwrap();
+    let e = refusal(p.path(), &grants, |_| {}).await;
+    assert!(
+        e.to_string()
+            .contains(&format!("{} line 2 adds", finder.display())),
+        "{e}"
+    );
+
+    // Granted by the operator, it loads and the package imports from the source tree.
+    std::fs::remove_file(&finder).unwrap();
+    std::fs::write(&pth, format!("{}\n", src.display())).unwrap();
+    let grants = grants.filesystem_read(&src);
+    let replies = run(
+        p.path(),
+        &grants,
+        &[("imports", json!({ "name": "mylib" }))],
+    )
+    .await;
+    assert_eq!(replies, ["ok"]);
+}
+
+#[tokio::test]
+async fn a_requirements_plugin_whose_environment_is_not_installed_names_plugbox_install() {
+    let p = plugin("[python]\nrequirements = \"requirements.txt\"\n");
+    std::fs::write(
+        p.path().join("requirements.txt"),
+        "humanize==4.9.0 --hash=sha256:00\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store_path = store.path().to_owned();
+    let e = refusal(p.path(), &Grants::all_requested(), |c| {
+        c.env_store = store_path
+    })
+    .await;
+    assert!(matches!(e, LoadError::PythonEnv(_)), "{e}");
+    let dir = p.path().canonicalize().unwrap();
+    assert!(
+        e.to_string()
+            .contains(&format!("run `plugbox install {}`", dir.display())),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn numpy_and_pillow_from_its_own_environment_compute_a_known_result() {
+    let env = fx::numpy_env();
+    let p = plugin(&declared(env));
+    let te = TestEngine::new();
+    let plugin = te
+        .engine
+        .load(p.path(), &Grants::none().filesystem_read(env))
+        .await
+        .unwrap();
+    let stats = json_of(plugin.call("stats", json!({ "n": 101 })).await.unwrap());
+    assert_eq!(
+        stats,
+        json!({ "sum": 5050, "size": [10, 5], "pixel": [10, 20, 30] })
+    );
+    let where_ = json_of(plugin.call("where", json!({})).await.unwrap());
+    te.engine.shutdown().await.unwrap();
+    assert_eq!(where_["prefix"], env.to_str().unwrap());
+    assert_eq!(where_["flags_no_site"], 0);
+    let path: Vec<&str> = where_["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let site = fx::site_packages(env);
+    let at = |s: &str| {
+        path.iter()
+            .position(|p| *p == s)
+            .unwrap_or_else(|| panic!("{s} not in {path:?}"))
+    };
+    let sdk = path
+        .iter()
+        .position(|p| Path::new(p).join("plugbox/_runtime.py").exists())
+        .unwrap();
+    assert!(
+        sdk < at(site.to_str().unwrap()),
+        "the SDK comes first: {path:?}"
+    );
+    // The spawn record names the environment and what it read.
+    let spawn = &te.events("spawn")[0]["detail"];
+    let env_report = &spawn["python_env"];
+    assert_eq!(env_report["root"], env.to_str().unwrap());
+    assert_eq!(
+        env_report["interpreter"],
+        env.join("bin/python").to_str().unwrap()
+    );
+    assert_eq!(env_report["origin"], "declared");
+    assert_eq!(env_report["read_on"], "grant");
+    assert_eq!(
+        env_report["granted_read"],
+        json!([env, "/usr/lib/python3.11"])
+    );
+    assert_eq!(env_report["without_bytecode"], json!([]));
+    assert_eq!(
+        spawn["enforcement"]["command"],
+        env.join("bin/python").to_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_venv_runtime_and_an_environment_in_the_plugin_directory_work() {
+    // plugin.runtime naming a venv's interpreter: that environment, granted.
+    let env = fx::numpy_env();
+    let runtime = format!(
+        "runtime = {:?}\n",
+        env.join("bin/python").display().to_string()
+    );
+    let p = TestPlugin::new("numpy-stats", "", &plugin_source());
+    let manifest = std::fs::read_to_string(p.path().join("plugbox.toml")).unwrap();
+    let manifest = manifest.replace(
+        "entry = \"main.py\"\n",
+        &format!("entry = \"main.py\"\n{runtime}"),
+    );
+    std::fs::write(p.path().join("plugbox.toml"), manifest).unwrap();
+    let replies = run(
+        p.path(),
+        &Grants::none().filesystem_read(env),
+        &[("stats", json!({ "n": 4 }))],
+    )
+    .await;
+    assert_eq!(replies[0]["sum"], 6);
+
+    // A venv shipped in the plugin directory is read on the host's authority: no grant.
+    let q = TestPlugin::new(
+        "bundled",
+        "[python]\nenvironment = \"venv\"\n",
+        "import plugbox, tiny\n@plugbox.command\ndef value():\n    return tiny.VALUE\n",
+    );
+    // The code digest covers the plugin directory and refuses symlinks: a venv shipped there
+    // is made with copies, without the `lib64` link (CPython does not need it).
+    let venv = q.path().join("venv");
+    fx::python3(
+        &[
+            "-m".as_ref(),
+            "venv".as_ref(),
+            "--copies".as_ref(),
+            "--without-pip".as_ref(),
+            venv.as_os_str(),
+        ],
+        "creating a venv with copies",
+    );
+    std::fs::remove_file(venv.join("lib64")).unwrap();
+    for extra in ["python3", "python3.11"] {
+        std::fs::remove_file(venv.join("bin").join(extra)).unwrap();
+    }
+    std::fs::write(fx::site_packages(&venv).join("tiny.py"), "VALUE = 42\n").unwrap();
+    let replies = run(q.path(), &Grants::none(), &[("value", json!({}))]).await;
+    assert_eq!(replies, [42]);
+}
+
+/// `plugbox list --json --python V`, then `plugbox run <location> --call size`, for the plugin
+/// named `name`: it is listed by `route` and imports humanize from the venv it is installed in.
+fn list_and_run(name: &str, route: &str) {
+    common::require_root();
+    let env = fx::packaged_env();
+    let out = std::process::Command::new(common::plugbox())
+        .args(["list", "--json", "--python"])
+        .arg(env.join("bin/python"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let plugin = found
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {found:#?}"));
+    assert_eq!(plugin["route"], route, "{plugin:#?}");
+    assert!(plugin["error"].is_null(), "{plugin:#?}");
+    let location = plugin["location"].as_str().unwrap();
+    assert!(
+        Path::new(location).starts_with(fx::site_packages(env)),
+        "{location}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::plugbox())
+        .arg("run")
+        .arg(location)
+        .args(["--call", "size", "--args", r#"{"n": 3000000}"#])
+        .arg("--audit")
+        .arg(tmp.path().join("audit.jsonl"))
+        .arg("--state")
+        .arg(tmp.path().join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["ok"], true, "{line}");
+    assert_eq!(line["result"], "3.0 MB", "{line}");
+    // Starting with `site` printed nothing (no sitecustomize or .pth error).
+    assert!(!stderr.contains("stderr"), "{stderr}");
+    let audit = std::fs::read_to_string(tmp.path().join("audit.jsonl")).unwrap();
+    let spawn: Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "spawn")
+        .unwrap();
+    let report = &spawn["detail"]["python_env"];
+    assert_eq!(report["origin"], "containing", "{report:#}");
+    assert_eq!(report["read_on"], "host", "{report:#}");
+    assert_eq!(report["root"], env.to_str().unwrap(), "{report:#}");
+}
+
+#[test]
+fn a_pip_installed_entry_point_plugin_imports_its_dependency() {
+    list_and_run("humane", "entry-point");
+}
+
+#[test]
+fn a_namespace_package_plugin_imports_its_dependency() {
+    list_and_run("ns-humane", "namespace");
+}
