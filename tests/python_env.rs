@@ -478,3 +478,50 @@ fn a_pip_installed_entry_point_plugin_imports_its_dependency() {
 fn a_namespace_package_plugin_imports_its_dependency() {
     list_and_run("ns-humane", "namespace");
 }
+
+#[tokio::test]
+async fn a_real_pip_editable_install_is_refused_naming_its_source_tree() {
+    // `pip install -e` of a setuptools project (setuptools from the index, built in the
+    // environment): the .pth imports a finder whose MAPPING names the source tree.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = tmp.path().join("env");
+    fx::make_venv(&env);
+    fx::pip_install(&env, &["setuptools".as_ref()]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("mylib")).unwrap();
+    std::fs::write(src.join("mylib/__init__.py"), "X = 1\n").unwrap();
+    std::fs::write(
+        src.join("pyproject.toml"),
+        "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n\
+         [project]\nname = \"mylib\"\nversion = \"1.0\"\n[tool.setuptools]\npackages = [\"mylib\"]\n",
+    )
+    .unwrap();
+    let python = env.join("bin/python");
+    fx::python3(
+        &[
+            "-m".as_ref(),
+            "pip".as_ref(),
+            "-q".as_ref(),
+            "--disable-pip-version-check".as_ref(),
+            "--python".as_ref(),
+            python.as_os_str(),
+            "install".as_ref(),
+            "--root-user-action=ignore".as_ref(),
+            "--no-build-isolation".as_ref(),
+            "--no-deps".as_ref(),
+            "-e".as_ref(),
+            src.as_os_str(),
+        ],
+        "pip install -e",
+    );
+    let p = probe_plugin(&declared(&env));
+    let e = refusal(p.path(), &Grants::none().filesystem_read(&env), |_| {}).await;
+    assert!(matches!(e, LoadError::PythonEnv(_)), "{e}");
+    let finder = fx::site_packages(&env).join("__editable___mylib_1_0_finder.py");
+    // The line number is setuptools' (its MAPPING line); the file and the path are named.
+    let text = e.to_string();
+    assert!(text.contains(&format!("{} line ", finder.display())), "{e}");
+    let adds = format!("adds {} to sys.path", src.join("mylib").display());
+    assert!(text.contains(&adds), "{e}");
+}
