@@ -12,11 +12,11 @@
 //! 5. none: the plugin runs as before (`-I -S`, standard library and SDK only).
 //!
 //! Host authority (issue 10: grants are ceilings): an environment inside the plugin directory,
-//! in the engine's store, or containing the plugin directory is read without asking the grant
-//! (the plugin ships it, plugbox built it, or the operator installed the plugin into it); any
-//! other one must lie within the grant's `[filesystem] read`. The base standard library is read
-//! freely when the baseline already reads it (`/usr/lib`), through the grant otherwise. Never
-//! write: the environment is protected like the plugin's code.
+//! in the engine's store, or whose `site-packages` holds the plugin directory is read without
+//! asking the grant (the plugin ships it, plugbox built it, or the operator installed the
+//! plugin into it); any other one must lie within the grant's `[filesystem] read`. The base
+//! standard library is read freely when the baseline already reads it (`/usr/lib`), through
+//! the grant otherwise. Never write: the environment is protected like the plugin's code.
 
 use super::pth_scan::{self, PthFinding};
 use super::RUNTIME_PATH;
@@ -161,9 +161,12 @@ pub(crate) fn resolve(
     let Some((venv, origin)) = find(manifest, env_store)? else {
         return Ok(None);
     };
+    // Shipped with the plugin (the digest covers it), built by plugbox, or the environment
+    // the operator installed the plugin into (its site-packages holds the plugin directory:
+    // an ancestor that merely has a pyvenv.cfg is not enough).
     let store = env_store.canonicalize().ok();
     let host_read = venv.root.starts_with(&manifest.dir)
-        || manifest.dir.starts_with(&venv.root)
+        || manifest.dir.starts_with(&venv.site_packages)
         || store.is_some_and(|s| venv.root.starts_with(s));
     let without_bytecode = pth_scan::without_bytecode(&venv.site_packages);
     Ok(Some(PythonEnv {
