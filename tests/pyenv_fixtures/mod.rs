@@ -91,7 +91,11 @@ pub fn cached(name: &str, spec: &str, build: impl FnOnce(&Path)) -> PathBuf {
     let _ = std::fs::remove_dir_all(&building);
     build(&building);
     std::fs::write(building.join(MARKER), spec).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let current = |d: &Path| std::fs::read_to_string(d.join(MARKER)).ok().as_deref() == Some(spec);
+    // Never remove a copy another process just put in place (it may be in use).
+    if !current(&dir) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if std::fs::rename(&building, &dir).is_err() {
         // Another process put its copy in place first.
         let _ = std::fs::remove_dir_all(&building);
