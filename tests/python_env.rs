@@ -418,3 +418,52 @@ async fn an_installed_store_environment_is_read_on_the_host_authority() {
     assert_eq!(report["root"], env.to_str().unwrap(), "{report:#}");
     assert_eq!(report["without_bytecode"], json!(["slowpkg"]), "{report:#}");
 }
+
+#[tokio::test]
+async fn a_pyvenv_cfg_cannot_widen_reads_and_special_pth_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = tmp.path().join("env");
+    fx::make_venv(&env);
+    let p = probe_plugin(&declared(&env));
+    let grants = Grants::none().filesystem_read(&env);
+
+    // `home` names another "installation": its lib/python3.11 is not the baseline's, so the
+    // grant must cover it; it does not, and the load is refused naming it.
+    let fake = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(fake.join("bin")).unwrap();
+    std::fs::create_dir_all(fake.join("lib/python3.11")).unwrap();
+    let cfg = env.join("pyvenv.cfg");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let home = format!("home = {}\n", fake.join("bin").display());
+    std::fs::write(&cfg, original.replace("home = /usr/bin\n", &home)).unwrap();
+    let e = refusal(p.path(), &grants, |_| {}).await;
+    let stdlib = fake.join("lib/python3.11");
+    assert!(
+        e.to_string()
+            .contains(&format!("read: {}", stdlib.display())),
+        "{e}"
+    );
+    std::fs::write(&cfg, &original).unwrap();
+
+    // A FIFO named .pth would block a reader; a huge one would flood it: both refused.
+    let site = fx::site_packages(&env);
+    let fifo = site.join("blocking.pth");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        refusal(p.path(), &grants, |_| {}),
+    )
+    .await
+    .expect("a FIFO .pth must not hang the load");
+    assert!(e.to_string().contains("blocking.pth: is a"), "{e}");
+    std::fs::remove_file(&fifo).unwrap();
+    let huge = site.join("huge.pth");
+    std::fs::write(&huge, "#".repeat(1024 * 1024)).unwrap();
+    let e = refusal(p.path(), &grants, |_| {}).await;
+    assert!(e.to_string().contains("too large"), "{e}");
+}
