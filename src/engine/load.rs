@@ -173,13 +173,10 @@ impl Engine {
         let request = SpawnRequest {
             // -u: stdout and stderr unbuffered, so each line reaches the host as it is printed
             // and none is lost when the plugin dies (-I ignores PYTHONUNBUFFERED).
-            args: vec![
-                "-I".into(),
-                "-S".into(),
-                "-u".into(),
-                "-c".into(),
-                bootstrap.into(),
-            ],
+            // Without an environment -S too: no `site`, nothing but the standard library and
+            // the SDK. With one, `site` adds its site-packages and runs its `.pth` files, here,
+            // inside the sandbox (the SDK stays first on sys.path).
+            args: super::python_env::interpreter_args(validated.python_env.as_ref(), bootstrap),
             env,
             stdin: Stdio::null(),
             stdout: Stdio::piped(),
@@ -202,6 +199,9 @@ impl Engine {
         }
         let mut r = Record::new(EventKind::Spawn, subject.clone());
         r.detail = Some(serde_json::json!({ "pid": pid, "enforcement": report }));
+        if let (Some(env), Some(detail)) = (&validated.python_env, r.detail.as_mut()) {
+            detail["python_env"] = env.report();
+        }
         self.inner.audit.write(&r)?;
         let audit = &self.inner.audit;
         record_transition(

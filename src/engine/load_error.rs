@@ -28,6 +28,10 @@ pub enum LoadError {
     /// SDK every plugin runs).
     #[error("load: {0}")]
     CodeWritable(#[from] super::code_guard::CodeWritable),
+    /// The plugin's Python environment is not installed, not granted, or puts a directory
+    /// outside its grant on `sys.path`.
+    #[error("load: {0}")]
+    PythonEnv(#[from] super::python_env::PythonEnvError),
     /// The sandbox uid cannot reach the plugin or the SDK.
     #[error("load: {0}")]
     Reach(#[from] CommandError),
@@ -93,7 +97,8 @@ impl LoadError {
             | LoadError::UnknownCapabilities { .. }
             | LoadError::Escalates { .. }
             | LoadError::DataDir(_)
-            | LoadError::CodeWritable(_) => "validate",
+            | LoadError::CodeWritable(_)
+            | LoadError::PythonEnv(_) => "validate",
             LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
             LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
             LoadError::Handshake(_) => "handshake",

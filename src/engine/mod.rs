@@ -30,6 +30,8 @@ mod load;
 mod load_error;
 mod output;
 mod plugin;
+mod pth_scan;
+mod python_env;
 mod registry;
 mod restart;
 mod supervisor;
@@ -45,6 +47,7 @@ pub use lifecycle::State;
 pub use load::RUNTIME_PATH;
 pub use load_error::LoadError;
 pub use plugin::{Plugin, PluginStats};
+pub use python_env::PythonEnvError;
 pub use uid_locks::{UidLockError, DEFAULT_UID_LOCK_DIR};
 
 use crate::audit::{AuditError, AuditLog, AuditOptions};
@@ -117,6 +120,10 @@ pub struct EngineConfig {
     /// What a manifest asking beyond its grant gets: refused (the default), or loaded with
     /// the excess dropped and the drop audited ([`CeilingMode::Clamp`]).
     pub ceiling: CeilingMode,
+    /// The store of Python environments `plugbox install` builds (content-addressed): a
+    /// plugin declaring `[python] requirements` or `wheels` runs in its environment there,
+    /// read on the host's authority ([`crate::pyenv::store::default_root`]).
+    pub env_store: PathBuf,
 }
 
 impl EngineConfig {
@@ -135,6 +142,7 @@ impl EngineConfig {
             uid_count: DEFAULT_UID_COUNT,
             refuse_escalation: true,
             ceiling: CeilingMode::Refuse,
+            env_store: crate::pyenv::store::default_root(),
         }
     }
 }

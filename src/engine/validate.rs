@@ -3,6 +3,7 @@
 //! (Landlock ruleset, seccomp program, reachability for the uid the plugin will run as).
 //! Every refusal is audited (`load_refused`, naming the step).
 
+use super::python_env::PythonEnv;
 use super::{Engine, LoadError, RUNTIME_PATH};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::gate::{CallLimits, Gate, Granted};
@@ -30,6 +31,8 @@ pub(crate) struct Validated {
     /// The plugin's data directory, made and opened once here and never by path again, with
     /// the activation's `fs.*` slots and quota; shared by every instance.
     pub(crate) fs: Arc<PluginFs>,
+    /// The Python environment it runs in (`None`: the runtime alone, `-I -S`).
+    pub(crate) python_env: Option<PythonEnv>,
 }
 
 impl Engine {
@@ -59,18 +62,26 @@ impl Engine {
         if let Err(e) = self.apply_ceiling(&mut manifest, grants, &subject) {
             return Err(self.refused(&subject, e));
         }
+        let env_store = &self.inner.config.env_store;
+        let python_env = match super::python_env::for_load(&manifest, grants, env_store) {
+            Ok(env) => env,
+            Err(e) => return Err(self.refused(&subject, e.into())),
+        };
         let gate = match self.gate_for(&manifest, grants) {
             Ok(gate) => Arc::new(gate),
             Err(e) => return Err(self.refused(&subject, e)),
         };
-        let (prepared, sdk) = match self.prepare(&manifest) {
+        let (prepared, sdk) = match self.prepare(&manifest, python_env.as_ref()) {
             Ok(p) => p,
             Err(e) => return Err(self.refused(&subject, e)),
         };
-        let protected = [
+        let mut protected = vec![
             ("the plugin directory", &*manifest.dir),
-            ("the SDK directory", &sdk),
+            ("the SDK directory", &*sdk),
         ];
+        if let Some(env) = &python_env {
+            protected.push(("the Python environment", &env.venv.root));
+        }
         let fs = match open_fs(&self.inner.config.state_dir, &manifest, grants, &protected) {
             Ok(fs) => Arc::new(fs),
             Err(e) => return Err(self.refused(&subject, e)),
@@ -84,26 +95,31 @@ impl Engine {
             sdk,
             gate,
             fs,
+            python_env,
         })
     }
 
     /// Builds the Landlock ruleset and seccomp program, and checks that the uid the plugin
-    /// will run as can reach its directory and the SDK.
-    fn prepare(&self, manifest: &Manifest) -> Result<(Prepared, PathBuf), LoadError> {
+    /// will run as can reach its directory, the SDK and its Python environment.
+    fn prepare(
+        &self,
+        manifest: &Manifest,
+        env: Option<&PythonEnv>,
+    ) -> Result<(Prepared, PathBuf), LoadError> {
         let sdk = self
             .inner
             .sdk
             .canonicalize()
             .map_err(|e| LoadError::Host(format!("SDK {}: {e}", self.inner.sdk.display())))?;
+        let env_read = env.map(PythonEnv::read_paths).unwrap_or_default();
         let policy = manifest
             .policy
             .clone()
-            .with_read_paths([manifest.dir.clone(), sdk.clone()]);
-        let prepared = Prepared::new(
-            policy,
-            manifest.runtime.as_ref(),
-            Some(RUNTIME_PATH.as_ref()),
-        )?;
+            .with_read_paths([manifest.dir.clone(), sdk.clone()])
+            .with_read_paths(env_read);
+        // An environment's interpreter runs through its path, so it finds `pyvenv.cfg`.
+        let program = env.map_or(manifest.runtime.as_ref(), |e| e.interpreter().as_os_str());
+        let prepared = Prepared::new(policy, program, Some(RUNTIME_PATH.as_ref()))?;
         if sys::geteuid() == 0 {
             let (uid, gid) = match (self.uses_pool(&prepared), &self.inner.uids) {
                 (true, Some(pool)) => (pool.first(), pool.first()),
@@ -111,6 +127,9 @@ impl Engine {
             };
             check_dir_reachable(&manifest.dir, uid, gid)?;
             check_dir_reachable(&sdk, uid, gid)?;
+            if let Some(env) = env {
+                check_dir_reachable(&env.venv.root, uid, gid)?;
+            }
         }
         Ok((prepared, sdk))
     }
