@@ -40,6 +40,7 @@ mod validate;
 
 pub use data_dir::plugin_data_dir;
 pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
+pub use fate::signal_name;
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;

@@ -5,6 +5,7 @@
 //! one line on stderr naming the layer and the cause.
 
 mod audit;
+mod audit_summary;
 mod check;
 mod check_ceiling;
 mod exec;
@@ -270,7 +271,7 @@ fn main() -> ExitCode {
                         json,
                     },
                 ),
-                AuditCmd::Summary { files } => audit::summary(&files),
+                AuditCmd::Summary { files } => audit_summary::summary(&files),
             };
             result.unwrap_or_else(|e| fail(&e))
         }
