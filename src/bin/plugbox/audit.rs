@@ -18,6 +18,8 @@ pub struct ShowFilter {
     pub decision: Option<String>,
     pub since: Option<String>,
     pub json: bool,
+    /// Keep reading the live log as it grows (`--follow`).
+    pub follow: bool,
 }
 
 /// `audit verify FILE...`: exit 0 intact and sealed, 1 broken, 125 unreadable. The files are
@@ -98,22 +100,39 @@ pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
-/// `audit show FILE...`: streams the records that pass the filter.
-pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
-    let clean = for_each_record(files, |r| {
-        let keep = f
-            .plugin
+impl ShowFilter {
+    /// Does record `r` pass the filter?
+    pub(crate) fn keep(&self, r: &Value) -> bool {
+        self.plugin
             .as_deref()
             .is_none_or(|p| text(&r["plugin"]["name"]) == p)
-            && f.event.as_deref().is_none_or(|e| text(&r["event"]) == e)
-            && f.decision
+            && self.event.as_deref().is_none_or(|e| text(&r["event"]) == e)
+            && self
+                .decision
                 .as_deref()
                 .is_none_or(|d| text(&r["decision"]) == d)
-            && f.since.as_deref().is_none_or(|s| text(&r["ts"]) >= s);
-        if keep && f.json {
-            println!("{}", plugbox::display::json(r));
-        } else if keep {
-            println!("{}", row(r));
+            && self.since.as_deref().is_none_or(|s| text(&r["ts"]) >= s)
+    }
+
+    /// Record `r` as `show` prints it (a table row, or a JSON line), every text escaped.
+    pub(crate) fn format(&self, r: &Value) -> String {
+        if self.json {
+            plugbox::display::json(r)
+        } else {
+            row(r)
+        }
+    }
+}
+
+/// `audit show FILE...`: streams the records that pass the filter; with `--follow`, the
+/// one live log's records, then each record appended to it ([`crate::audit_follow`]).
+pub fn show(files: &[PathBuf], f: &ShowFilter) -> Result<ExitCode, String> {
+    if f.follow {
+        return crate::audit_follow::follow(files, f);
+    }
+    let clean = for_each_record(files, |r| {
+        if f.keep(r) {
+            println!("{}", f.format(r));
         }
     })?;
     Ok(status(clean))

@@ -5,6 +5,7 @@
 //! one line on stderr naming the layer and the cause.
 
 mod audit;
+mod audit_follow;
 mod audit_summary;
 mod check;
 mod check_ceiling;
@@ -56,8 +57,13 @@ enum AuditCmd {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print the live log's records, then each one appended to it, until interrupted
+        /// (follows the file across rotation; takes one file: the live log).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
-    /// Counts per plugin, capability and decision, and the denied calls with their rules.
+    /// Counts per plugin, capability and decision, incidents per plugin, and the denied calls
+    /// with their rules.
     Summary {
         /// Log files.
         #[arg(required = true)]
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
                     decision,
                     since,
                     json,
+                    follow,
                 } => audit::show(
                     &files,
                     &audit::ShowFilter {
@@ -269,6 +276,7 @@ fn main() -> ExitCode {
                         decision,
                         since,
                         json,
+                        follow,
                     },
                 ),
                 AuditCmd::Summary { files } => audit_summary::summary(&files),
