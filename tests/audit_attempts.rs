@@ -131,3 +131,61 @@ async fn attempts_the_sdk_cannot_send_as_written_are_recorded_all_the_same() {
     p.shutdown().await;
     te.engine.shutdown().await.expect("shutdown");
 }
+
+/// `flood` makes `n` attempts through the SDK as fast as the replies come, and counts the
+/// exception codes.
+const FLOOD: &str = r#"
+import plugbox
+
+@plugbox.command
+def flood(n):
+    counts = {}
+    for _ in range(n):
+        try:
+            plugbox.host.call("never.granted")
+        except plugbox.PlugboxError as e:
+            counts[e.code] = counts.get(e.code, 0) + 1
+    return counts
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_of_sdk_attempts_is_recorded_in_bounded_volume_and_none_goes_uncounted() {
+    const ATTEMPTS: u64 = 5000;
+    const RATE: u64 = 50;
+    const BURST: u64 = 5;
+    let te = TestEngine::new();
+    let limits = format!("[limits]\ncalls_per_second = {RATE}\ncall_burst = {BURST}\n");
+    let plugin = TestPlugin::new("flood", &limits, FLOOD);
+    let p = te
+        .engine
+        .spawn_instance(plugin.path(), &Grants::all_requested())
+        .await
+        .expect("load");
+    let started = std::time::Instant::now();
+    let counts = reply(&p, "flood", json!({ "n": ATTEMPTS })).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    p.shutdown().await;
+    te.engine.shutdown().await.expect("shutdown");
+    // Every attempt got the host's typed answer: not granted, or past the rate.
+    let denied = counts["denied"].as_u64().unwrap_or(0);
+    let limited = counts["rate_limited"].as_u64().unwrap_or(0);
+    assert_eq!(denied + limited, ATTEMPTS, "{counts}");
+    let records = calls(&te, "flood");
+    let suppressed: u64 = te
+        .events("calls_suppressed")
+        .iter()
+        .map(|r| r["detail"]["suppressed"].as_u64().unwrap())
+        .sum();
+    // None uncounted: the records plus the suppressed counts are the attempts.
+    assert_eq!(records.len() as u64 + suppressed, ATTEMPTS);
+    let allow_list = records.iter().filter(|r| r["rule"] == "allow-list").count();
+    assert_eq!(allow_list as u64, denied);
+    // Bounded: the burst plus the rate over the run, and one refusal recorded per interval.
+    let windows = elapsed.ceil() as u64 + 1;
+    let bound = BURST + (RATE as f64 * elapsed).ceil() as u64 + 2 * windows + 1;
+    eprintln!(
+        "{} records for {ATTEMPTS} SDK attempts in {elapsed:.2}s (bound {bound})",
+        records.len()
+    );
+    assert!(records.len() as u64 <= bound, "{} > {bound}", records.len());
+}
