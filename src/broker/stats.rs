@@ -1,5 +1,6 @@
 //! Per-plugin counters: calls, denials, errors and latency percentiles, readable at any time.
 
+use super::histogram::{Histogram, HistogramSnapshot};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,6 +19,8 @@ pub struct Stats {
     invoke_errors: AtomicU64,
     call_latency: Mutex<Ring>,
     invoke_latency: Mutex<Ring>,
+    call_durations: Histogram,
+    invoke_durations: Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +72,12 @@ pub struct StatsSnapshot {
     pub invoke_p50_us: Option<u64>,
     /// See `invoke_p50_us`.
     pub invoke_p99_us: Option<u64>,
+    /// Durations of allowed plugin→host calls, decision to reply (for metrics).
+    #[serde(skip)]
+    pub call_durations: HistogramSnapshot,
+    /// Durations of host→plugin calls (for metrics).
+    #[serde(skip)]
+    pub invoke_durations: HistogramSnapshot,
 }
 
 impl Stats {
@@ -85,6 +94,7 @@ impl Stats {
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.call_durations.observe(took);
         self.call_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -97,6 +107,7 @@ impl Stats {
         if !ok {
             self.invoke_errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.invoke_durations.observe(took);
         self.invoke_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -125,6 +136,8 @@ impl Stats {
             call_p99_us,
             invoke_p50_us,
             invoke_p99_us,
+            call_durations: self.call_durations.snapshot(),
+            invoke_durations: self.invoke_durations.snapshot(),
         }
     }
 }

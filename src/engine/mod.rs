@@ -28,6 +28,7 @@ mod instance;
 mod lifecycle;
 mod load;
 mod load_error;
+pub mod metrics;
 mod output;
 mod plugin;
 mod registry;

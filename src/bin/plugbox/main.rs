@@ -15,6 +15,7 @@ mod paths;
 mod run;
 mod serve;
 mod serve_io;
+mod serve_metrics;
 mod serve_order;
 mod signals;
 mod syntax;
@@ -172,6 +173,10 @@ enum Cmd {
         /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
         #[arg(long)]
         clamp: bool,
+        /// Serve the engine's metrics (Prometheus text) at http://ADDR/metrics; ADDR is a
+        /// loopback IP:PORT such as 127.0.0.1:9464 (port 0: any free port, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -334,6 +339,7 @@ fn main() -> ExitCode {
             capabilities,
             allow_ungranted,
             clamp,
+            metrics,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -343,6 +349,7 @@ fn main() -> ExitCode {
                 capabilities,
                 allow_ungranted,
                 clamp,
+                metrics,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
