@@ -63,7 +63,7 @@ async fn crash_timeout_health_failure_denial_and_refused_load_are_counted_per_pl
     );
     let freezer = TestPlugin::new(
         "freezer",
-        "[supervision]\nhealth_interval_ms = 200\nhealth_timeout_ms = 200\nbackoff_ms = 50\n",
+        "[supervision]\nhealth_interval_ms = 2000\nhealth_timeout_ms = 300\nbackoff_ms = 50\n",
         &main,
     );
     let p = te.engine.load(freezer.path(), &all()).await.expect("load");
@@ -88,10 +88,31 @@ async fn crash_timeout_health_failure_denial_and_refused_load_are_counted_per_pl
     let line = |p| incident_line(&summary, p).split_once(p).unwrap().1.trim();
     assert_eq!(line("aborter"), "2 incidents: 1 crash (SIGABRT), 1 restart");
     assert_eq!(line("sleeper"), "1 incident: 1 call timeout");
-    assert_eq!(
-        line("freezer"),
-        "4 incidents: 1 kill (ignored cancel), 1 health failure, 1 restart, 1 denial"
+    // On a loaded machine a restarted instance may miss a ping too: the line counts what the
+    // log holds (one frozen instance: at least one of each).
+    let of = |event: &str| {
+        te.records()
+            .iter()
+            .filter(|r| r["plugin"]["name"] == "freezer" && r["event"] == event)
+            .count() as u64
+    };
+    let (kills, failures, restarts) = (of("kill"), of("health_failure"), of("restart"));
+    assert!(kills >= 1 && failures >= 1 && restarts >= 1);
+    let noun = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let freezer = line("freezer");
+    let total = kills + failures + restarts + 1;
+    let head = format!("{total} incidents: {} (", noun(kills, "kill", "kills"));
+    let tail = format!(
+        "), {}, {}, 1 denial",
+        noun(failures, "health failure", "health failures"),
+        noun(restarts, "restart", "restarts")
     );
+    assert!(
+        freezer.starts_with(&head) && freezer.ends_with(&tail),
+        "{freezer}"
+    );
+    // The frozen instance ignored the ping's cancel (its GIL is held): killed for that.
+    assert!(freezer.contains("ignored cancel"), "{freezer}");
     assert_eq!(line("needy"), "1 incident: 1 refused load");
     // The per-plugin table agrees, in the singular where it should be.
     assert!(
