@@ -137,6 +137,20 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
         1.0
     );
     assert_eq!(v("plugbox_capability_call_errors_total", &[]), 0.0);
+    assert_eq!(
+        v(
+            "plugbox_capability_denials_total",
+            &[("rule", "allow-list")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "plugbox_capability_denials_total",
+            &[("rule", "capability.scope")]
+        ),
+        0.0
+    );
     assert_eq!(v("plugbox_command_calls_total", &[("outcome", "ok")]), 6.0);
     assert_eq!(
         v("plugbox_command_calls_total", &[("outcome", "error")]),

@@ -6,6 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The rules that deny a plugin→host call (`broker::gate` and the scope check), in the order
+/// [`StatsSnapshot::denied_by_rule`] reports them; any other rule is counted as `other`.
+pub const DENY_RULES: [&str; 7] = [
+    "allow-list",
+    "capability.scope",
+    "capability.max_bytes",
+    "limits.calls_per_second",
+    "limits.calls_in_flight",
+    "limits.pending_reply_mib",
+    "other",
+];
+
 /// Latency samples kept per direction (a ring: the most recent calls).
 const SAMPLES: usize = 4096;
 
@@ -21,6 +33,7 @@ pub struct Stats {
     invoke_latency: Mutex<Ring>,
     call_durations: Histogram,
     invoke_durations: Histogram,
+    denied_by_rule: [AtomicU64; DENY_RULES.len()],
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +91,9 @@ pub struct StatsSnapshot {
     /// Durations of host→plugin calls (for metrics).
     #[serde(skip)]
     pub invoke_durations: HistogramSnapshot,
+    /// Denied calls per rule, in the order of [`DENY_RULES`] (for metrics).
+    #[serde(skip)]
+    pub denied_by_rule: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -87,6 +103,16 @@ impl Stats {
         if !allowed {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A plugin→host call was denied by `rule` (counted in [`Stats::decided`] too).
+    pub fn denied_by(&self, rule: &str) {
+        let last = DENY_RULES.len() - 1;
+        let i = DENY_RULES[..last]
+            .iter()
+            .position(|r| *r == rule)
+            .unwrap_or(last);
+        self.denied_by_rule[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An allowed plugin→host call finished.
@@ -138,6 +164,11 @@ impl Stats {
             invoke_p99_us,
             call_durations: self.call_durations.snapshot(),
             invoke_durations: self.invoke_durations.snapshot(),
+            denied_by_rule: DENY_RULES
+                .iter()
+                .zip(&self.denied_by_rule)
+                .map(|(rule, n)| (*rule, n.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 }

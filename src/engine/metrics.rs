@@ -114,6 +114,19 @@ pub fn render(plugins: &[PluginStats]) -> String {
     family(
         &mut out,
         plugins,
+        "plugbox_capability_denials_total",
+        "counter",
+        "Plugin-to-host calls denied, by the rule that decided.",
+        |p| {
+            let by_rule = p.calls.denied_by_rule.iter();
+            by_rule
+                .map(|(rule, n)| (format!(",rule=\"{rule}\""), *n as f64))
+                .collect()
+        },
+    );
+    family(
+        &mut out,
+        plugins,
         "plugbox_capability_call_errors_total",
         "counter",
         "Allowed plugin-to-host calls that ended in an error.",
@@ -208,7 +221,7 @@ mod tests {
     #[test]
     fn no_plugins_is_still_every_family_with_help_and_type() {
         let text = render(&[]);
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 9);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 10);
         assert!(text.lines().all(|l| l.starts_with('#')));
     }
 }
