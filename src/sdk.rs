@@ -101,7 +101,11 @@ pub fn materialise(root: &Path) -> Result<PathBuf, SdkError> {
         verify(&target)?;
         return Ok(target);
     }
-    let scratch = root.join(format!(".{}.{}", dir_name(), std::process::id()));
+    // Unique per engine, not only per process: two engines of one process (a test binary's
+    // threads) materialising at once must not remove each other's half-built copy.
+    static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = root.join(format!(".{}.{}.{n}", dir_name(), std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let built = build(&scratch, &target);
     if let Err(e) = built {
@@ -234,6 +238,20 @@ mod tests {
         let e = check_package(dir.path()).unwrap_err();
         assert_eq!(e.path, dir.path().join("plugbox/__init__.py"));
         check_package(&Path::new(env!("CARGO_MANIFEST_DIR")).join("python")).unwrap();
+    }
+
+    #[test]
+    fn engines_of_one_process_materialising_at_once_all_succeed() {
+        let root = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let root = root.path().to_owned();
+                std::thread::spawn(move || materialise(&root))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), root.path().join(dir_name()));
+        }
     }
 
     #[test]

@@ -27,8 +27,9 @@ const RATE: u64 = 100;
 const BURST: u64 = 10;
 
 /// Sends `N` calls of a capability it was never granted, in batches, as fast as the channel
-/// takes them, counting the reply codes; then answers `report` with the counts. Raw frames:
-/// the SDK refuses ungranted calls locally, and the attack is what reaches the host.
+/// takes them, counting the reply codes; then answers `report` with the counts. Raw frames,
+/// batched, so the channel is as full as a hostile plugin can make it (the SDK sends ungranted
+/// calls too, one at a time: `tests/audit_attempts.rs`).
 const FLOOD: &str = r#"
 import rawwire as w, os, struct, json
 w.handshake()

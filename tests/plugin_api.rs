@@ -331,8 +331,9 @@ async fn the_engine_caps_live_plugins_and_counts_each_ones_calls() {
     let stats = a.stats();
     assert_eq!((stats.invokes, stats.invoke_errors), (3, 0));
     assert_eq!(
-        stats.calls, 3,
-        "log calls reached the gate (kv.get is refused by the SDK's fast check)"
+        (stats.calls, stats.denied),
+        (6, 3),
+        "every call reached the gate: 3 log calls allowed, 3 ungranted kv.get attempts denied"
     );
     assert!(stats.call_p50_us.is_some() && stats.invoke_p99_us.is_some());
     b.shutdown().await;

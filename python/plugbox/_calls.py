@@ -4,6 +4,10 @@ Any thread may call. The channel's reader delivers each reply with :meth:`Outgoi
 releasing the caller's own lock, so replies may arrive in any order. A caller that is itself the
 reader (a command running inline, see ``_channel``) reads the channel until its reply comes,
 instead of waiting for another thread to hand it over.
+
+Every call is sent, granted or not: the host's gate decides it and writes the decision to the
+audit log, so an attempt at a capability the welcome did not list leaves a ``deny`` record
+(protocol.md §3.1). The SDK never refuses a capability on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import _thread
 import sys
 from time import monotonic
 
-from ._errors import CapabilityDenied, InvalidArgument, PlugboxError, ProtocolError, Timeout
+from ._errors import InvalidArgument, LimitExceeded, PlugboxError, ProtocolError, Timeout
 from ._messages import parse_reply
 from ._strict_json import encode_str, encode_value, to_utf8
 
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     AwaitReply = Callable[[_thread.LockType, float | None], bool]
 
 _allocate_lock = _thread.allocate_lock
+
+# An ungranted name longer than this is sent cut, with a marker. Granted names are at most 64
+# characters (the manifest's rule), so a cut name can never become a granted one; the host's
+# audit record keeps 256 characters of it anyway.
+MAX_ATTEMPT_NAME_CHARS = 1024
 
 
 class _Pending:
@@ -88,10 +97,14 @@ class Outgoing:
     ) -> object:
         """Call capability ``method`` and wait for its result (``bytes`` for a binary body)."""
         deadline = None if timeout is None else monotonic() + timeout
-        self._check_granted(method)
-        encoded = self._encode(method, args, body_name, None)
+        self._check_open(method)
+        if not isinstance(method, str):
+            raise InvalidArgument(f"a capability name is a str, not {type(method).__name__}")
         call = _Pending(method)
-        call_id = self._start(call, encoded, body, timeout)
+        if method in self.capabilities:
+            call_id = self._start(call, self._encode(method, args, body_name, None), body, timeout)
+        else:
+            call_id = self._attempt(call, args, body_name, body, timeout)
         await_reply = self._await_reply
         if await_reply is not None and await_reply(call.done, timeout):
             pass  # this thread read the channel itself until the reply came
@@ -117,21 +130,32 @@ class Outgoing:
     ) -> None:
         """Call ``method`` without waiting: the reader consumes the reply, and writes an error
         reply to stderr. Blocks only while ``max_in_flight`` calls are outstanding."""
-        self._check_granted(method)
+        self._check_open(method)
         encoded = self._encode(method, args, None, default)
         self._start(_Pending(method, fire_and_forget=True), encoded, b"", None)
 
-    def _check_granted(self, method: str) -> None:
+    def _check_open(self, method: str) -> None:
         closed = self._closed
         if closed is not None:
             raise ProtocolError(f"the channel to the host is closed ({closed})", method=method)
-        # The client-side fast check (protocol.md §3.1). The host's gate is the authority: it
-        # checks again, and also checks each argument's scope.
-        if method not in self.capabilities:
-            raise CapabilityDenied(
-                f'capability "{method}" is not granted (checked by the SDK against the welcome)',
-                method=method,
-            )
+
+    def _attempt(
+        self, call: _Pending, args: dict[str, object], body_name: str | None, body: bytes, timeout: float | None
+    ) -> int:
+        """Send a call of a capability the welcome did not list, so that the host's gate denies
+        it *and records it*; the caller then raises the host's answer (``CapabilityDenied``).
+
+        Nothing the SDK could refuse keeps the attempt from the host: a name that is not valid
+        Unicode text or is over-long is sent as :func:`sendable_name` makes it, and arguments
+        that cannot travel (not JSON, or past a frame limit) are left out, since the name alone
+        decides an ungranted call.
+        """
+        name = sendable_name(call.method)
+        try:
+            return self._start(call, self._encode(name, args, body_name, None), body, timeout)
+        except (InvalidArgument, LimitExceeded):
+            pass
+        return self._start(call, self._encode(name, {}, None, None), b"", timeout)
 
     @staticmethod
     def _encode(
@@ -247,6 +271,19 @@ class Outgoing:
             if not call.abandoned:
                 call.error = ProtocolError(f"no reply: the channel closed ({reason})", method=call.method)
                 call.done.release()
+
+
+def sendable_name(method: str) -> str:
+    """``method`` as a call of it can travel: lone surrogates (not valid UTF-8, so not valid on
+    the wire) written as ``\\udXXX`` text, and a name past :data:`MAX_ATTEMPT_NAME_CHARS` cut with
+    a marker. Only names no grant can hold change: granted names are ``[a-z0-9._-]{1,64}``."""
+    if len(method) > MAX_ATTEMPT_NAME_CHARS:
+        method = f"{method[:MAX_ATTEMPT_NAME_CHARS]}...[cut by the SDK, {len(method)} characters in all]"
+    try:
+        method.encode("utf-8")
+    except UnicodeEncodeError:
+        method = method.encode("utf-8", "backslashreplace").decode("utf-8")
+    return method
 
 
 def _wait(lock: _thread.LockType, timeout: float | None) -> bool:

@@ -21,10 +21,13 @@ def call(method: str, /, *, timeout: float | None = None, **kwargs: object) -> A
     - ``timeout`` (seconds) is the SDK's, not sent to the host: when it expires the SDK sends
       ``cancel`` for the call and raises :class:`~plugbox.Timeout`. ``timeout`` is therefore
       not available as a capability argument name.
-    - A ``method`` missing from the welcome's capability list raises
-      :class:`~plugbox.CapabilityDenied` at once, without a round trip. This is only a fast
-      check: the host's gate is the authority, and may still deny a call (an argument outside
-      the granted scope, for example).
+    - Every call goes to the host, granted or not: the host's gate decides it and records the
+      decision in the audit log. A ``method`` the host did not grant raises
+      :class:`~plugbox.CapabilityDenied` (the host's answer, after one round trip), and the
+      attempt is on record as a ``deny``. A name that cannot travel as it is (lone surrogates,
+      over 1024 characters) is sent escaped or cut, and arguments that cannot travel are left
+      out of an ungranted call, so that the attempt is recorded all the same. The gate also
+      checks each argument's scope (a path outside the granted roots, for example).
     - Error replies raise the matching :class:`~plugbox.PlugboxError` subclass, with ``code``,
       ``message`` and ``method`` set.
 

@@ -438,14 +438,73 @@ def test_error_replies_raise_the_mapped_exception(
         assert exc.traceback == "Traceback: ..."
 
 
-def test_client_side_fast_check_sends_nothing(session: Session) -> None:
+def _deny_next(session: Session) -> dict[str, Any]:
+    """Read the next call as the host, answer it as the host's gate answers an ungranted one."""
+    header, body = session.host.recv()
+    message = f"capability {header['method']!r} is not granted"
+    session.host.send({"type": "error", "id": header["id"], "error": {"code": "denied", "message": message}})
+    return {**header, "frame_body": body}
+
+
+def _attempts_reach_the_host(session: Session, names: list[Any], **kwargs: Any) -> list[dict[str, Any]]:
+    """Each name called in turn; the host denies each. Returns the headers the host read."""
+    seen = []
+    for name in names:
+        caught: list[BaseException] = []
+
+        def worker(name: Any = name) -> None:
+            try:
+                plugbox.host.call(name, **kwargs)
+            except BaseException as exc:
+                caught.append(exc)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        seen.append(_deny_next(session))
+        t.join(5)
+        assert len(caught) == 1 and type(caught[0]) is CapabilityDenied, caught
+        assert caught[0].code == "denied" and caught[0].method == name
+        assert "is not granted" in caught[0].message  # the host's message, not the SDK's
+    return seen
+
+
+def test_ungranted_calls_reach_the_host_which_decides(session: Session) -> None:
+    # Every attempt is sent, so the host's gate records it; the caller gets the host's typed
+    # answer. Lookalike names travel exactly as written (the host escapes them in its record).
+    session.connect(capabilities=("kv.get", "log"))
+    names = ["kv.set", "KV.GET", "LOG", "log ", "fs/../kv.set", "kv.get\n\x1b[31m", "doc.set_text"]
+    names = [n.encode().decode("unicode_escape") for n in names]
+    seen = _attempts_reach_the_host(session, names, key="k", value=1)
+    assert [h["method"] for h in seen] == names
+    assert all(h["args"] == {"key": "k", "value": 1} for h in seen)
+    session.host.assert_silent(0.1)
+
+
+def test_names_that_cannot_travel_are_sent_escaped_or_cut(session: Session) -> None:
     session.connect(capabilities=("kv.get",))
-    with pytest.raises(CapabilityDenied) as info:
-        plugbox.host.call("kv.set", key="k", value=1)
-    assert info.value.code == "denied" and info.value.method == "kv.set"
-    with pytest.raises(CapabilityDenied):
-        plugbox.host.call("KV.GET", key="k")  # exact names
-    session.host.assert_silent()
+    long = "k" * 5000
+    seen = _attempts_reach_the_host(session, ["kv\ud800.get", long])
+    assert seen[0]["method"] == "kv\\ud800.get"  # the surrogate as text: never a granted name
+    assert seen[1]["method"].startswith("k" * 1024 + "...[cut by the SDK, 5000 characters in all]")
+    assert len(seen[1]["method"]) < 1100
+
+
+def test_arguments_that_cannot_travel_are_left_out_of_an_ungranted_call(session: Session) -> None:
+    session.connect(capabilities=("kv.get",))
+    seen = _attempts_reach_the_host(session, ["kv.set"], key="k", value=object())
+    assert seen[0]["args"] == {} and "body" not in seen[0]
+    big = b"x" * (16 * 1024 * 1024 + 1)  # past max_frame_bytes
+    seen = _attempts_reach_the_host(session, ["fs.write"], path="p", data=big)
+    assert seen[0]["args"] == {} and seen[0]["frame_body"] == b""
+    seen = _attempts_reach_the_host(session, ["fs.write"], path="p", data=b"small")
+    assert seen[0]["args"] == {"path": "p"} and seen[0]["body"] == "data"
+    assert seen[0]["frame_body"] == b"small"
+    # A granted call whose arguments cannot travel is refused locally: nothing to decide.
+    with pytest.raises(InvalidArgument):
+        plugbox.host.call("kv.get", key=object())
+    with pytest.raises(InvalidArgument, match="is a str"):
+        plugbox.host.call(3)  # type: ignore[arg-type]
+    session.host.assert_silent(0.1)
 
 
 def test_call_without_a_channel_says_so() -> None:

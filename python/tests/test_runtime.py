@@ -110,17 +110,19 @@ def test_plugin_calls_the_host_and_logs(plugin: PluginProcess) -> None:
     assert plugin.finish()[0] == 0
 
 
-def test_capability_fast_check_inside_the_plugin(plugin: PluginProcess) -> None:
+def test_an_ungranted_call_inside_the_plugin_is_sent_and_the_hosts_denial_raised(plugin: PluginProcess) -> None:
     plugin.host.handshake(capabilities=())
     plugin.host.call(1, "lookup", key="k")
+    attempt = plugin.host.recv_header()  # the attempt reaches the host, whose gate records it
+    assert attempt == {"type": "call", "id": 1, "method": "kv.get", "args": {"key": "k"}}
+    denial = {"code": "denied", "message": 'capability "kv.get" is not granted'}
+    plugin.host.send({"type": "error", "id": 1, "error": denial})
     reply = plugin.host.recv_header()
-    assert reply["result"] == {
-        "denied": 'capability "kv.get" is not granted (checked by the SDK against the welcome)'
-    }
+    assert reply["result"] == {"denied": 'capability "kv.get" is not granted'}
     plugin.host.send({"type": "shutdown"})
     status, _, err = plugin.finish()
     assert status == 0
-    assert "[info] looking up key='k'" in err  # log not granted: stderr
+    assert "[info] looking up key='k'" in err  # log not granted: stderr, no call
 
 
 def test_exception_in_command_reaches_host(tmp_path: Path) -> None:

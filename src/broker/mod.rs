@@ -3,6 +3,7 @@
 pub mod channel;
 pub mod coalesce;
 pub mod gate;
+pub mod histogram;
 pub mod rate;
 pub mod session;
 pub mod stats;

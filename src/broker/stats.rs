@@ -1,9 +1,22 @@
 //! Per-plugin counters: calls, denials, errors and latency percentiles, readable at any time.
 
+use super::histogram::{Histogram, HistogramSnapshot};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The rules that deny a plugin→host call (`broker::gate` and the scope check), in the order
+/// [`StatsSnapshot::denied_by_rule`] reports them; any other rule is counted as `other`.
+pub const DENY_RULES: [&str; 7] = [
+    "allow-list",
+    "capability.scope",
+    "capability.max_bytes",
+    "limits.calls_per_second",
+    "limits.calls_in_flight",
+    "limits.pending_reply_mib",
+    "other",
+];
 
 /// Latency samples kept per direction (a ring: the most recent calls).
 const SAMPLES: usize = 4096;
@@ -18,6 +31,9 @@ pub struct Stats {
     invoke_errors: AtomicU64,
     call_latency: Mutex<Ring>,
     invoke_latency: Mutex<Ring>,
+    call_durations: Histogram,
+    invoke_durations: Histogram,
+    denied_by_rule: [AtomicU64; DENY_RULES.len()],
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +85,15 @@ pub struct StatsSnapshot {
     pub invoke_p50_us: Option<u64>,
     /// See `invoke_p50_us`.
     pub invoke_p99_us: Option<u64>,
+    /// Durations of allowed plugin→host calls, decision to reply (for metrics).
+    #[serde(skip)]
+    pub call_durations: HistogramSnapshot,
+    /// Durations of host→plugin calls (for metrics).
+    #[serde(skip)]
+    pub invoke_durations: HistogramSnapshot,
+    /// Denied calls per rule, in the order of [`DENY_RULES`] (for metrics).
+    #[serde(skip)]
+    pub denied_by_rule: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -80,11 +105,22 @@ impl Stats {
         }
     }
 
+    /// A plugin→host call was denied by `rule` (counted in [`Stats::decided`] too).
+    pub fn denied_by(&self, rule: &str) {
+        let last = DENY_RULES.len() - 1;
+        let i = DENY_RULES[..last]
+            .iter()
+            .position(|r| *r == rule)
+            .unwrap_or(last);
+        self.denied_by_rule[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An allowed plugin→host call finished.
     pub fn finished(&self, ok: bool, took: Duration) {
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.call_durations.observe(took);
         self.call_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -97,6 +133,7 @@ impl Stats {
         if !ok {
             self.invoke_errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.invoke_durations.observe(took);
         self.invoke_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -125,6 +162,13 @@ impl Stats {
             call_p99_us,
             invoke_p50_us,
             invoke_p99_us,
+            call_durations: self.call_durations.snapshot(),
+            invoke_durations: self.invoke_durations.snapshot(),
+            denied_by_rule: DENY_RULES
+                .iter()
+                .zip(&self.denied_by_rule)
+                .map(|(rule, n)| (*rule, n.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 }

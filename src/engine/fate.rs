@@ -102,7 +102,7 @@ pub(crate) fn status_text(status: Option<WaitStatus>) -> String {
 }
 
 /// The common name of signal `sig` (for messages; records carry the number).
-pub(crate) fn signal_name(sig: i32) -> &'static str {
+pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGKILL => "SIGKILL",
         libc::SIGTERM => "SIGTERM",

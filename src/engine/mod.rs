@@ -28,6 +28,7 @@ mod instance;
 mod lifecycle;
 mod load;
 mod load_error;
+pub mod metrics;
 mod output;
 mod plugin;
 mod pth_scan;
@@ -42,6 +43,7 @@ mod validate;
 
 pub use data_dir::plugin_data_dir;
 pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
+pub use fate::signal_name;
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
 pub use lifecycle::State;
 pub use load::RUNTIME_PATH;

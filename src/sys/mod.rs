@@ -12,6 +12,7 @@ use std::io;
 
 mod confine;
 mod fs;
+mod inotify;
 mod ipc;
 mod lock;
 mod process;
@@ -20,6 +21,7 @@ mod socket;
 mod watchdog;
 pub use confine::*;
 pub use fs::*;
+pub use inotify::DirWatch;
 pub use ipc::*;
 pub use lock::*;
 pub use process::*;

@@ -5,6 +5,8 @@
 //! one line on stderr naming the layer and the cause.
 
 mod audit;
+mod audit_follow;
+mod audit_summary;
 mod check;
 mod check_ceiling;
 mod exec;
@@ -13,6 +15,7 @@ mod paths;
 mod run;
 mod serve;
 mod serve_io;
+mod serve_metrics;
 mod serve_order;
 mod signals;
 mod syntax;
@@ -55,8 +58,13 @@ enum AuditCmd {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print the live log's records, then each one appended to it, until interrupted
+        /// (follows the file across rotation; takes one file: the live log).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
-    /// Counts per plugin, capability and decision, and the denied calls with their rules.
+    /// Counts per plugin, capability and decision, incidents per plugin, and the denied calls
+    /// with their rules.
     Summary {
         /// Log files.
         #[arg(required = true)]
@@ -165,6 +173,10 @@ enum Cmd {
         /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
         #[arg(long)]
         clamp: bool,
+        /// Serve the engine's metrics (Prometheus text) at http://ADDR/metrics; ADDR is a
+        /// loopback IP:PORT such as 127.0.0.1:9464 (port 0: any free port, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -260,6 +272,7 @@ fn main() -> ExitCode {
                     decision,
                     since,
                     json,
+                    follow,
                 } => audit::show(
                     &files,
                     &audit::ShowFilter {
@@ -268,9 +281,10 @@ fn main() -> ExitCode {
                         decision,
                         since,
                         json,
+                        follow,
                     },
                 ),
-                AuditCmd::Summary { files } => audit::summary(&files),
+                AuditCmd::Summary { files } => audit_summary::summary(&files),
             };
             result.unwrap_or_else(|e| fail(&e))
         }
@@ -325,6 +339,7 @@ fn main() -> ExitCode {
             capabilities,
             allow_ungranted,
             clamp,
+            metrics,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -334,6 +349,7 @@ fn main() -> ExitCode {
                 capabilities,
                 allow_ungranted,
                 clamp,
+                metrics,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }

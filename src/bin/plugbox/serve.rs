@@ -24,6 +24,9 @@
 //! With `--capability NAME`, plugins may call host capability NAME: see `forwarded.rs` for the
 //! `host_call` lines this writes and the `host_reply` lines the host answers with.
 //!
+//! With `--metrics 127.0.0.1:PORT`, `GET /metrics` answers the engine's metrics in the
+//! Prometheus text format (loopback only; see `serve_metrics.rs` and `docs/metrics.md`).
+//!
 //! Every answer is `{"id": ..., "ok": true, "result": ...}` or `{"id": ..., "ok": false,
 //! "error": {"code": ..., "message": ...}}`; a line that is not a valid request is answered
 //! with `"id": null` when its id cannot be read.
@@ -55,6 +58,8 @@ pub struct ServeOptions {
     pub allow_ungranted: bool,
     /// Drop a manifest's requests beyond its grant (audited) instead of refusing the load.
     pub clamp: bool,
+    /// Serve `GET /metrics` on this loopback `IP:PORT` (`--metrics`).
+    pub metrics: Option<String>,
 }
 
 /// One request.
@@ -141,6 +146,10 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;
     }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
+    if let Some(addr) = &opts.metrics {
+        let listener = crate::serve_metrics::bind(addr).await?;
+        tokio::spawn(crate::serve_metrics::serve(listener, engine.clone()));
+    }
     let host_calls = Arc::new(HostCalls::default());
     let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls));
     for name in opts.capabilities {

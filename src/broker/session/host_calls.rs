@@ -127,6 +127,11 @@ impl Session {
             Ok(_) => "ok".into(),
             Err(e) => e.code.as_str().into(),
         });
+        // Why it failed: `limits.call_timeout_ms (300 ms) exceeded`, a crash, a limit.
+        r.reason = result
+            .as_ref()
+            .err()
+            .map(|e| crate::audit::escape_text(&e.message));
         if !self.write_audit(&r) {
             return Err(CallError::host("audit log unavailable"));
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::broker::gate::Permit;
-use crate::broker::gate::RATE_REASON;
+use crate::broker::gate::{RATE_REASON, RATE_RULE};
 
 impl Session {
     /// Plugin→host calls being served now (a draining instance waits for them).
@@ -46,6 +46,7 @@ impl Session {
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
         let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
             self.stats.decided(false);
+            self.stats.denied_by(rule);
             r.decision = Some("deny");
             r.rule = Some(rule);
             r.reason = Some(escape_text(reason));
@@ -58,6 +59,7 @@ impl Session {
             Decision::Suppressed => {
                 // Counted by the gate; reported in a `calls_suppressed` record.
                 self.stats.decided(false);
+                self.stats.denied_by(RATE_RULE);
                 return self.send_now(error_frame(id, ErrorCode::RateLimited, RATE_REASON));
             }
             Decision::Allow(granted, permit) => (granted, permit),

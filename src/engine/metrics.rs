@@ -1,0 +1,227 @@
+//! The engine's metrics in the Prometheus text exposition format (version 0.0.4), for
+//! embedding hosts ([`Engine::metrics_text`]) and `plugbox serve --metrics`.
+//!
+//! Names follow the Prometheus conventions (a `plugbox_` prefix, base units: seconds;
+//! counters end in `_total`); the duration histograms follow OpenTelemetry's RPC semantic
+//! conventions: the host is the *server* of the capabilities a plugin calls
+//! (`plugbox_rpc_server_duration_seconds`) and the *client* of the commands it calls on a
+//! plugin (`plugbox_rpc_client_duration_seconds`). Every series is labelled with `plugin`, a
+//! manifest name (`[a-z0-9._-]{1,64}`), so cardinality is bounded by the plugins loaded.
+//! Series of a plugin disappear when it is unloaded.
+
+use super::{Engine, PluginStats, State};
+use crate::broker::histogram::HistogramSnapshot;
+use std::fmt::Write;
+
+/// The `Content-Type` of [`Engine::metrics_text`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every lifecycle state, for the `plugbox_plugin_state` state set.
+const STATES: [State; 9] = [
+    State::Discovered,
+    State::Validated,
+    State::Spawning,
+    State::Handshaking,
+    State::Ready,
+    State::Degraded,
+    State::Draining,
+    State::Stopped,
+    State::Failed,
+];
+
+impl Engine {
+    /// Every loaded plugin's metrics, in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn metrics_text(&self) -> String {
+        render(&self.plugins())
+    }
+}
+
+/// A label value escaped as the text format requires (`\`, `"` and newlines).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: its `# HELP` and `# TYPE` lines, then a sample per plugin.
+fn family(
+    out: &mut String,
+    plugins: &[PluginStats],
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Fn(&PluginStats) -> Vec<(String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for p in plugins {
+        let plugin = label(&p.name);
+        for (extra, value) in samples(p) {
+            let _ = writeln!(out, "{name}{{plugin=\"{plugin}\"{extra}}} {value}");
+        }
+    }
+}
+
+fn histogram(
+    out: &mut String,
+    plugins: &[PluginStats],
+    name: &str,
+    help: &str,
+    of: impl Fn(&PluginStats) -> &HistogramSnapshot,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for p in plugins {
+        let plugin = label(&p.name);
+        let h = of(p);
+        for (le_us, n) in &h.buckets {
+            let le = *le_us as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{plugin=\"{plugin}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{plugin=\"{plugin}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{plugin=\"{plugin}\"}} {}",
+            h.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{plugin=\"{plugin}\"}} {}", h.count);
+    }
+}
+
+/// The text for `plugins`.
+pub fn render(plugins: &[PluginStats]) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        plugins,
+        "plugbox_capability_calls_total",
+        "counter",
+        "Plugin-to-host capability calls decided by the gate, by decision.",
+        |p| {
+            let c = &p.calls;
+            vec![
+                (
+                    ",decision=\"allow\"".into(),
+                    c.calls.saturating_sub(c.denied) as f64,
+                ),
+                (",decision=\"deny\"".into(), c.denied as f64),
+            ]
+        },
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_capability_denials_total",
+        "counter",
+        "Plugin-to-host calls denied, by the rule that decided.",
+        |p| {
+            let by_rule = p.calls.denied_by_rule.iter();
+            by_rule
+                .map(|(rule, n)| (format!(",rule=\"{rule}\""), *n as f64))
+                .collect()
+        },
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_capability_call_errors_total",
+        "counter",
+        "Allowed plugin-to-host calls that ended in an error.",
+        |p| vec![(String::new(), p.calls.errors as f64)],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_command_calls_total",
+        "counter",
+        "Host-to-plugin command calls, by outcome.",
+        |p| {
+            let c = &p.calls;
+            vec![
+                (
+                    ",outcome=\"ok\"".into(),
+                    c.invokes.saturating_sub(c.invoke_errors) as f64,
+                ),
+                (",outcome=\"error\"".into(), c.invoke_errors as f64),
+            ]
+        },
+    );
+    histogram(
+        &mut out,
+        plugins,
+        "plugbox_rpc_server_duration_seconds",
+        "Duration of allowed plugin-to-host calls, decision to reply.",
+        |p| &p.calls.call_durations,
+    );
+    histogram(
+        &mut out,
+        plugins,
+        "plugbox_rpc_client_duration_seconds",
+        "Duration of host-to-plugin command calls.",
+        |p| &p.calls.invoke_durations,
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_plugin_restarts_total",
+        "counter",
+        "Instances started to replace failed ones since the plugin was loaded.",
+        |p| vec![(String::new(), p.restarts as f64)],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_plugin_ready_instances",
+        "gauge",
+        "Instances ready to take calls.",
+        |p| vec![(String::new(), p.ready_instances as f64)],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_plugin_circuit_open",
+        "gauge",
+        "1 while calls fail fast because restarts were exhausted.",
+        |p| vec![(String::new(), f64::from(u8::from(p.circuit_open)))],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_plugin_state",
+        "gauge",
+        "The plugin's lifecycle state (1 for the current one).",
+        |p| {
+            STATES
+                .iter()
+                .map(|s| {
+                    (
+                        format!(",state=\"{}\"", s.as_str()),
+                        f64::from(u8::from(*s == p.state)),
+                    )
+                })
+                .collect()
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn no_plugins_is_still_every_family_with_help_and_type() {
+        let text = render(&[]);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 10);
+        assert!(text.lines().all(|l| l.starts_with('#')));
+    }
+}

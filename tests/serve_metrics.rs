@@ -1,0 +1,196 @@
+//! `plugbox serve --metrics` (issue 12, item 4): a real serve with a real plugin, scraped over
+//! HTTP and parsed by a real Prometheus text parser (the `prometheus_client` package's): the
+//! counters and histogram counts match the calls made. A non-loopback address is refused.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::plugins::TestPlugin;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+const PLUGIN: &str = r#"
+import plugbox
+
+@plugbox.command
+def add(a, b):
+    return a + b
+
+@plugbox.command
+def work(n):
+    for i in range(n):
+        plugbox.host.call("kv.get", key=f"k{i}")
+    try:
+        plugbox.host.call("doc.set_text", text="x")
+    except plugbox.CapabilityDenied:
+        pass
+    return n
+
+@plugbox.command
+def boom():
+    raise ValueError("boom")
+"#;
+
+/// Fetches `url` and parses it with `prometheus_client`'s text parser; one JSON line per
+/// sample: `[name, labels, value]`.
+const SCRAPE: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        print(json.dumps([s.name, s.labels, s.value]))
+"#;
+
+fn scrape(url: &str) -> Vec<(String, Value, f64)> {
+    let out = Command::new(common::PYTHON)
+        .args(["-c", SCRAPE, url])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v[0].as_str().unwrap().to_owned(),
+                v[1].clone(),
+                v[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The value of sample `name` for plugin `metered` with the `extra` labels.
+fn value(samples: &[(String, Value, f64)], name: &str, extra: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, labels, _)| {
+            n == name
+                && labels["plugin"] == "metered"
+                && extra.iter().all(|(k, v)| labels[*k] == *v)
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {extra:?}: {samples:#?}"))
+        .2
+}
+
+#[test]
+fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
+    let plugin = TestPlugin::new("metered", "[capabilities]\n\"kv.get\" = {}\n", PLUGIN);
+    let work = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(work.path().join("audit.jsonl"))
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .args(["--allow-ungranted", "--metrics", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugbox serve");
+    // serve says where it listens (port 0: a free one) before it reads any request.
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = stderr.next().expect("stderr ended").unwrap();
+        if let Some(at) = line.strip_prefix("plugbox: metrics on ") {
+            break at.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr {});
+
+    let mut requests = vec![json!({"id": "load", "op": "load", "dir": plugin.path()})];
+    for i in 0..5 {
+        requests.push(json!({"id": i, "op": "call", "plugin": "metered", "command": "add", "args": {"a": i, "b": 1}}));
+    }
+    requests.push(json!({"id": "work", "op": "call", "plugin": "metered", "command": "work", "args": {"n": 3}}));
+    requests.push(json!({"id": "boom", "op": "call", "plugin": "metered", "command": "boom"}));
+    let mut stdin = serve.stdin.take().unwrap();
+    for r in &requests {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    // Wait for every answer (the calls are done) before scraping.
+    let mut pending: HashSet<String> = requests.iter().map(|r| r["id"].to_string()).collect();
+    let mut stdout = BufReader::new(serve.stdout.take().unwrap()).lines();
+    while !pending.is_empty() {
+        let answer: Value =
+            serde_json::from_str(&stdout.next().expect("an answer").unwrap()).unwrap();
+        pending.remove(&answer["id"].to_string());
+    }
+
+    let samples = scrape(&url);
+    let v = |name: &str, extra: &[(&str, &str)]| value(&samples, name, extra);
+    assert_eq!(
+        v("plugbox_capability_calls_total", &[("decision", "allow")]),
+        3.0
+    );
+    assert_eq!(
+        v("plugbox_capability_calls_total", &[("decision", "deny")]),
+        1.0
+    );
+    assert_eq!(v("plugbox_capability_call_errors_total", &[]), 0.0);
+    assert_eq!(
+        v(
+            "plugbox_capability_denials_total",
+            &[("rule", "allow-list")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "plugbox_capability_denials_total",
+            &[("rule", "capability.scope")]
+        ),
+        0.0
+    );
+    assert_eq!(v("plugbox_command_calls_total", &[("outcome", "ok")]), 6.0);
+    assert_eq!(
+        v("plugbox_command_calls_total", &[("outcome", "error")]),
+        1.0
+    );
+    assert_eq!(v("plugbox_rpc_client_duration_seconds_count", &[]), 7.0);
+    assert_eq!(
+        v(
+            "plugbox_rpc_client_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        7.0
+    );
+    assert_eq!(v("plugbox_rpc_server_duration_seconds_count", &[]), 3.0);
+    assert!(v("plugbox_rpc_server_duration_seconds_sum", &[]) > 0.0);
+    assert_eq!(v("plugbox_plugin_state", &[("state", "ready")]), 1.0);
+    assert_eq!(v("plugbox_plugin_state", &[("state", "failed")]), 0.0);
+    assert_eq!(v("plugbox_plugin_ready_instances", &[]), 1.0);
+    assert_eq!(v("plugbox_plugin_restarts_total", &[]), 0.0);
+    assert_eq!(v("plugbox_plugin_circuit_open", &[]), 0.0);
+
+    drop(stdin); // end of input: serve unloads, seals and exits 0
+    for _ in stdout {}
+    assert!(serve.wait().unwrap().success());
+}
+
+#[test]
+fn a_metrics_address_that_is_not_loopback_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(work.path().join("audit.jsonl"))
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .args(["--metrics", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("plugbox serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
