@@ -2,6 +2,7 @@
 //! virtual environments (`venv`), recognised by their `pyvenv.cfg` as CPython's own startup
 //! recognises them.
 
+pub mod compile;
 pub mod store;
 pub mod venv;
 

@@ -1,4 +1,5 @@
-//! The `plugbox` command line: `exec`, `run`, `check`, `probe`, `schema`.
+//! The `plugbox` command line: `exec`, `run`, `serve`, `check`, `list`, `install`, `probe`,
+//! `schema`, `audit`, `diff`.
 //!
 //! Exit status: the command's own, or 128+N when it was killed by signal N; 125 when plugbox
 //! itself fails (bad policy, unenforceable layer, unreachable interpreter, exec failure), with
@@ -8,6 +9,7 @@ mod audit;
 mod check;
 mod check_ceiling;
 mod forwarded;
+mod install;
 mod paths;
 mod run;
 mod serve;
@@ -166,6 +168,15 @@ enum Cmd {
         /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
         #[arg(long)]
         clamp: bool,
+    },
+    /// Build the Python environment a plugin declares ([python] requirements, wheels) into the
+    /// content-addressed store, running no package code unconfined; print its path.
+    Install {
+        /// The plugin directory (holding plugbox.toml).
+        dir: PathBuf,
+        /// The store (default: /var/cache/plugbox/envs as root, else in the user's cache).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
     },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
@@ -338,6 +349,10 @@ fn main() -> ExitCode {
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
+        Cmd::Install { dir, store } => match install::install(&dir, store) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

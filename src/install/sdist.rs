@@ -1,0 +1,143 @@
+//! Source distributions, with the manifest's `build_sdists = true` only: each bundled sdist
+//! is built into a wheel inside a plugbox sandbox, by
+//! `BASE -I -m pip wheel --no-deps --no-build-isolation --no-index -w OUT SDIST`. Building
+//! runs the package's own code (`setup.py`, a build backend), so the sandbox reads only the
+//! baseline, the base interpreter's library and the sdist, writes only a fresh scratch
+//! directory, has no network, runs as uid 65534 when plugbox is root, and has bounded memory
+//! and time. The wheel it leaves is then installed like a bundled one.
+//!
+//! With a lock, the sdist must be the locked file (its sha256 among the requirement's
+//! hashes); the built wheel's sha256 is added to that requirement for pip's
+//! `--require-hashes`.
+
+use super::confined::{self, Step};
+use super::inputs::{copy_file, Inputs};
+use super::InstallError;
+use crate::audit::chain::hex;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Wall-clock budget of one sdist build.
+const BUILD_WALL: Duration = Duration::from_secs(600);
+
+/// Builds every sdist of `inputs` into a wheel in `inputs.wheels`, confined; `build` is a
+/// fresh directory the sandbox may write, `read` the base interpreter's files beyond the
+/// baseline.
+pub fn build_all(
+    base: &Path,
+    inputs: &mut Inputs,
+    build: &Path,
+    read: &[PathBuf],
+) -> Result<(), InstallError> {
+    let Some(wheels) = inputs.wheels.clone() else {
+        return Ok(());
+    };
+    for (i, (sdist, digest)) in std::mem::take(&mut inputs.sdists).into_iter().enumerate() {
+        let out = build.join(format!("wheels-{i}"));
+        build_one(base, &sdist, build, &out, read)?;
+        let built = built_wheel(&sdist, &out)?;
+        let name = built.file_name().unwrap_or_default().to_owned();
+        let copy = wheels.join(&name);
+        let wheel_digest = copy_file(&built, &copy)?;
+        if let Some(requirements) = &mut inputs.requirements {
+            let project =
+                super::lock::normalise(name.to_str().unwrap_or("").split('-').next().unwrap_or(""));
+            let sha = |d: &[u8]| format!("sha256:{}", hex(d));
+            if let Some(r) = requirements.iter_mut().find(|r| r.name == project) {
+                if !r.hashes.contains(&sha(&digest)) {
+                    return Err(InstallError::Build {
+                        sdist: sdist.display().to_string(),
+                        output: format!(
+                            "its sha256 is not among the hashes of lock line {}",
+                            r.line
+                        ),
+                    });
+                }
+                r.hashes.push(sha(&wheel_digest));
+            }
+        }
+        inputs.wheel_files.push(copy);
+    }
+    Ok(())
+}
+
+fn build_one(
+    base: &Path,
+    sdist: &Path,
+    build: &Path,
+    out: &Path,
+    read: &[PathBuf],
+) -> Result<(), InstallError> {
+    let mut read = read.to_vec();
+    read.push(sdist.to_owned());
+    let env: Vec<(String, OsString)> = vec![
+        ("HOME".into(), build.into()),
+        ("TMPDIR".into(), build.into()),
+        ("PIP_CONFIG_FILE".into(), "/dev/null".into()),
+        ("PIP_NO_CACHE_DIR".into(), "1".into()),
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("LC_ALL".into(), "C.UTF-8".into()),
+    ];
+    let args: Vec<OsString> = [
+        "-I",
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--no-input",
+        "--disable-pip-version-check",
+        "-w",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .chain([out.into(), sdist.into()])
+    .collect();
+    let step = Step {
+        name: format!("build {}", sdist.display()),
+        program: base.to_owned(),
+        args,
+        env,
+        read,
+        write: build.to_owned(),
+        subprocesses: true,
+        wall: BUILD_WALL,
+    };
+    let failed = |output: String| InstallError::Build {
+        sdist: sdist.display().to_string(),
+        output,
+    };
+    let outcome = confined::run(&step).map_err(failed)?;
+    if !outcome.success() {
+        return Err(failed(format!(
+            "{}: {}",
+            outcome
+                .status
+                .map_or("killed at the wall-clock budget".into(), |s| format!(
+                    "{s:?}"
+                )),
+            outcome.output
+        )));
+    }
+    Ok(())
+}
+
+/// The one `*.whl` the build left in `out`.
+fn built_wheel(sdist: &Path, out: &Path) -> Result<PathBuf, InstallError> {
+    let failed = |output: String| InstallError::Build {
+        sdist: sdist.display().to_string(),
+        output,
+    };
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|e| failed(format!("{}: {e}", out.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    match (wheels.pop(), wheels.is_empty()) {
+        (Some(wheel), true) => Ok(wheel),
+        _ => Err(failed("the build did not leave exactly one wheel".into())),
+    }
+}
