@@ -18,6 +18,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// System files pip reads (its user agent names the distribution; `mimetypes` reads the
+/// type map), granted read-only when they exist: public, and refusing them breaks pip.
+const SYSTEM_FILES: &[&str] = &[
+    "/etc/os-release",
+    "/etc/debian_version",
+    "/etc/lsb-release",
+    "/etc/mime.types",
+];
 /// Wall-clock budget of one sdist build.
 const BUILD_WALL: Duration = Duration::from_secs(600);
 
@@ -71,6 +79,12 @@ fn build_one(
 ) -> Result<(), InstallError> {
     let mut read = read.to_vec();
     read.push(sdist.to_owned());
+    read.extend(
+        SYSTEM_FILES
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists()),
+    );
     let env: Vec<(String, OsString)> = vec![
         ("HOME".into(), build.into()),
         ("TMPDIR".into(), build.into()),

@@ -1,0 +1,429 @@
+//! `plugbox install`: building a plugin's Python environment never runs package code
+//! unconfined, and the store holds exactly what a key names, world-readable, byte-compiled,
+//! shared, installed once. Uses real pip: bundled wheels offline, a lock from the package
+//! index (pip's cache keeps reruns fast), a source distribution built in the sandbox.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::plugins::TestPlugin;
+use common::{plugbox, Run, PYTHON};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The pinned dependency the tests install.
+const HUMANIZE: &str = "humanize==4.9.0";
+
+/// A directory holding the humanize wheel, downloaded once per test run.
+fn humanize_wheels() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("plugbox-install-wheels-{}", std::process::id()));
+        let out = Command::new(PYTHON)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                "--no-deps",
+                "-d",
+            ])
+            .arg(&dir)
+            .arg(HUMANIZE)
+            .output()
+            .expect("pip download");
+        assert!(out.status.success(), "pip download: {out:?}");
+        dir
+    })
+}
+
+fn humanize_wheel() -> PathBuf {
+    std::fs::read_dir(humanize_wheels())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .expect("the humanize wheel")
+}
+
+/// `sha256:<hex>` of a file, as `pip hash` prints it.
+fn pip_hash(file: &Path) -> String {
+    let out = Command::new(PYTHON)
+        .args(["-m", "pip", "hash", "-a", "sha256"])
+        .arg(file)
+        .output()
+        .expect("pip hash");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hash = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("--hash="))
+        .expect("pip hash output");
+    hash.to_owned()
+}
+
+/// A plugin whose manifest has `python` as its `[python]` section.
+fn plugin(python: &str) -> TestPlugin {
+    TestPlugin::new("deps", &format!("[python]\n{python}"), "import plugbox\n")
+}
+
+/// Copies the humanize wheel into `DIR/wheels/`.
+fn bundle_humanize(dir: &Path) {
+    let wheels = dir.join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let wheel = humanize_wheel();
+    std::fs::copy(&wheel, wheels.join(wheel.file_name().unwrap())).unwrap();
+}
+
+fn store() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("plugbox-store-")
+        .tempdir()
+        .unwrap()
+}
+
+fn install(dir: &Path, store: &Path) -> Run {
+    Command::new(plugbox())
+        .arg("install")
+        .arg(dir)
+        .arg("--store")
+        .arg(store)
+        .stdin(Stdio::null())
+        .output()
+        .expect("plugbox install")
+        .into()
+}
+
+fn installed_path(run: &Run) -> PathBuf {
+    assert_eq!(run.code, 0, "{run:?}");
+    PathBuf::from(run.stdout.trim())
+}
+
+/// Entries of the store other than environments (scratch leftovers).
+fn leftovers(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Runs `code` with the environment's interpreter under `plugbox exec`, granted read on the
+/// environment only.
+fn run_in(env: &Path, code: &str) -> Run {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "schema = 1\n[filesystem]\nread = [{:?}]\n",
+        env.display().to_string()
+    );
+    std::fs::write(policy.path(), text).unwrap();
+    Command::new(plugbox())
+        .args(["exec", "--policy"])
+        .arg(policy.path())
+        .arg("--")
+        .arg(env.join("bin/python"))
+        .args(["-I", "-c", code])
+        .stdin(Stdio::null())
+        .output()
+        .expect("plugbox exec")
+        .into()
+}
+
+// ---- source distributions: their code runs only inside the build sandbox ----
+
+/// Writes `NAME-1.0.tar.gz` whose `setup.py` tries to write `host_marker` (an absolute path
+/// outside any scratch, in a world-writable directory so only the sandbox can refuse) and
+/// writes `cwd-marker` in its working directory; the package it builds records what
+/// happened: `HOST_WRITE` ("written" or the errno name) and `CWD`.
+fn hostile_sdist(dir: &Path, host_marker: &Path) -> PathBuf {
+    let setup = format!(
+        r#"import errno, os
+from setuptools import setup
+try:
+    with open({host:?}, "w") as f:
+        f.write("escaped")
+    outcome = "written"
+except OSError as e:
+    outcome = errno.errorcode.get(e.errno, str(e.errno))
+with open("cwd-marker", "w") as f:
+    f.write(outcome)
+os.makedirs("probe_pkg", exist_ok=True)
+with open("probe_pkg/__init__.py", "w") as f:
+    f.write(f"HOST_WRITE = {{outcome!r}}\nCWD = {{os.getcwd()!r}}\n")
+setup(name="probe_pkg", version="1.0", packages=["probe_pkg"])
+"#,
+        host = host_marker.display().to_string()
+    );
+    let sdist = dir.join("probe_pkg-1.0.tar.gz");
+    let script = r#"import io, sys, tarfile
+out, setup = sys.argv[1], sys.argv[2].encode()
+pkg_info = b"Metadata-Version: 1.0\nName: probe_pkg\nVersion: 1.0\n"
+with tarfile.open(out, "w:gz") as tar:
+    for name, data in (("setup.py", setup), ("PKG-INFO", pkg_info)):
+        info = tarfile.TarInfo("probe_pkg-1.0/" + name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+"#;
+    let status = Command::new(PYTHON)
+        .args(["-I", "-c", script])
+        .arg(&sdist)
+        .arg(setup)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    sdist
+}
+
+/// A world-writable directory outside the store, for the host marker.
+fn open_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("plugbox-host-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+#[test]
+fn a_bundled_sdist_without_the_opt_in_is_refused_and_runs_nothing() {
+    let host = open_dir();
+    let marker = host.path().join("marker");
+    let p = plugin("wheels = \"wheels\"\n");
+    std::fs::create_dir(p.path().join("wheels")).unwrap();
+    hostile_sdist(&p.path().join("wheels"), &marker);
+    let store = store();
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("probe_pkg-1.0.tar.gz is a source distribution")
+            && run.stderr.contains("build_sdists = true"),
+        "{run:?}"
+    );
+    assert!(!marker.exists(), "setup.py ran");
+    assert_eq!(
+        std::fs::read_dir(store.path()).unwrap().count(),
+        0,
+        "nothing stored"
+    );
+}
+
+#[test]
+fn an_opted_in_sdist_is_built_confined_and_never_writes_the_host() {
+    let host = open_dir();
+    let marker = host.path().join("marker");
+    let p = plugin("wheels = \"wheels\"\nbuild_sdists = true\n");
+    std::fs::create_dir(p.path().join("wheels")).unwrap();
+    hostile_sdist(&p.path().join("wheels"), &marker);
+    let store = store();
+    let env = installed_path(&install(p.path(), store.path()));
+    assert!(!marker.exists(), "the build wrote outside its sandbox");
+    // What the build saw, recorded in the package it built: the host write was refused by
+    // Landlock (EACCES), and it ran in the install's scratch directory.
+    let run = run_in(
+        &env,
+        "import probe_pkg as p; print(p.HOST_WRITE); print(p.CWD)",
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut lines = run.stdout.lines();
+    assert_eq!(lines.next(), Some("EACCES"), "{run:?}");
+    let cwd = lines.next().unwrap();
+    let scratch = store.path().canonicalize().unwrap().join(".tmp-");
+    assert!(cwd.starts_with(scratch.to_str().unwrap()), "built in {cwd}");
+    assert!(
+        leftovers(store.path()).is_empty(),
+        "{:?}",
+        leftovers(store.path())
+    );
+}
+
+// ---- bundled wheels, offline ----
+
+#[test]
+fn bundled_wheels_install_offline_world_readable_compiled_and_marked() {
+    let p = plugin("wheels = \"wheels\"\n");
+    bundle_humanize(p.path());
+    let store = store();
+    let env = installed_path(&install(p.path(), store.path()));
+    let key = env.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(env.parent().unwrap(), store.path().canonicalize().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(env.join(".plugbox-installed")).unwrap(),
+        key
+    );
+    let run = run_in(
+        &env,
+        "import humanize; print(humanize.naturalsize(1000000))",
+    );
+    assert_eq!((run.code, run.stdout.trim()), (0, "1.0 MB"), "{run:?}");
+    let (mut py, mut pyc) = (0, 0);
+    walk(&env, &mut |path, meta| {
+        if !meta.file_type().is_symlink() {
+            assert_eq!(
+                meta.mode() & 0o022,
+                0,
+                "{} is writable by others",
+                path.display()
+            );
+            assert_eq!(
+                meta.mode() & 0o444,
+                0o444,
+                "{} is not world-readable",
+                path.display()
+            );
+        }
+        if path.extension().is_some_and(|x| x == "py") {
+            py += 1;
+            let cache = path.parent().unwrap().join("__pycache__").join(format!(
+                "{}.cpython-311.pyc",
+                path.file_stem().unwrap().to_str().unwrap()
+            ));
+            assert!(cache.is_file(), "no pyc for {}", path.display());
+            pyc += 1;
+        }
+    });
+    assert!(py > 0 && py == pyc);
+    assert!(
+        leftovers(store.path()).is_empty(),
+        "{:?}",
+        leftovers(store.path())
+    );
+}
+
+fn walk(dir: &Path, f: &mut impl FnMut(&Path, &std::fs::Metadata)) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let meta = path.symlink_metadata().unwrap();
+        f(&path, &meta);
+        if meta.is_dir() {
+            walk(&path, f);
+        }
+    }
+}
+
+#[test]
+fn a_second_install_is_a_cache_hit_that_rebuilds_nothing() {
+    let p = plugin("wheels = \"wheels\"\n");
+    bundle_humanize(p.path());
+    let store = store();
+    let first = install(p.path(), store.path());
+    let env = installed_path(&first);
+    let before = env.join(".plugbox-installed").metadata().unwrap();
+    let second = install(p.path(), store.path());
+    assert_eq!(installed_path(&second), env);
+    assert_eq!(second.stderr, "", "a hit builds nothing: {second:?}");
+    let after = env.join(".plugbox-installed").metadata().unwrap();
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec())
+    );
+    // A changed input is another environment.
+    std::fs::write(p.path().join("wheels/README"), "changed").unwrap();
+    let third = installed_path(&install(p.path(), store.path()));
+    assert_ne!(third, env);
+}
+
+// ---- a lock with hashes, from the package index ----
+
+fn lock_plugin(lock: &str) -> TestPlugin {
+    let p = plugin("requirements = \"requirements.txt\"\n");
+    std::fs::write(p.path().join("requirements.txt"), lock).unwrap();
+    p
+}
+
+#[test]
+fn a_lock_line_without_a_hash_is_refused_naming_the_line() {
+    let hash = pip_hash(&humanize_wheel());
+    let p = lock_plugin(&format!("# pinned\nidna==3.6 --hash={hash}\n{HUMANIZE}\n"));
+    let store = store();
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr.contains("requirements.txt: line 3: no --hash") && run.stderr.contains(HUMANIZE),
+        "{run:?}"
+    );
+    assert!(leftovers(store.path()).is_empty());
+}
+
+#[test]
+fn a_lock_with_a_wrong_hash_is_refused_by_pip() {
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let p = lock_plugin(&format!("{HUMANIZE} --hash={wrong}\n"));
+    let store = store();
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr
+            .to_lowercase()
+            .contains("do not match the hashes"),
+        "{run:?}"
+    );
+    assert!(leftovers(store.path()).is_empty());
+}
+
+#[test]
+fn a_hashed_lock_installs_from_the_index_and_concurrent_installs_share_one_env() {
+    let hash = pip_hash(&humanize_wheel());
+    let p = lock_plugin(&format!("{HUMANIZE} \\\n    --hash={hash}\n"));
+    let store = store();
+    let spawn = || {
+        Command::new(plugbox())
+            .arg("install")
+            .arg(p.path())
+            .arg("--store")
+            .arg(store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let a: Run = a.wait_with_output().unwrap().into();
+    let b: Run = b.wait_with_output().unwrap().into();
+    let env = installed_path(&a);
+    assert_eq!(installed_path(&b), env);
+    let envs: Vec<_> = std::fs::read_dir(store.path()).unwrap().flatten().collect();
+    assert_eq!(envs.len(), 1, "one environment, no scratch left: {envs:?}");
+    let run = run_in(&env, "import humanize; print(humanize.intcomma(1234567))");
+    assert_eq!((run.code, run.stdout.trim()), (0, "1,234,567"), "{run:?}");
+}
+
+// ---- what check shows ----
+
+#[test]
+fn check_shows_whether_the_environment_is_installed() {
+    let p = plugin("wheels = \"wheels\"\n");
+    bundle_humanize(p.path());
+    let store = store();
+    let check = || -> Run {
+        Command::new(plugbox())
+            .arg("check")
+            .arg(p.path())
+            .arg("--store")
+            .arg(store.path())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let before = check();
+    assert!(before.stdout.contains("not installed"), "{before:?}");
+    let env = installed_path(&install(p.path(), store.path()));
+    let after = check();
+    let line = after
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("environment"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains(&env.display().to_string())
+            && line.contains("installed")
+            && !line.contains("not installed"),
+        "{after:?}"
+    );
+}
