@@ -427,3 +427,40 @@ fn check_shows_whether_the_environment_is_installed() {
         "{after:?}"
     );
 }
+
+#[test]
+fn list_shows_each_plugins_environment_and_whether_it_is_installed() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("deps");
+    std::fs::create_dir(&dir).unwrap();
+    let p = plugin("wheels = \"wheels\"\n");
+    for f in ["plugbox.toml", "main.py"] {
+        std::fs::copy(p.path().join(f), dir.join(f)).unwrap();
+    }
+    bundle_humanize(&dir);
+    let store = store();
+    let list = || -> Run {
+        Command::new(plugbox())
+            .args(["list", "--path"])
+            .arg(parent.path())
+            .arg("--store")
+            .arg(store.path())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let before = list();
+    assert!(
+        before.stdout.contains("deps") && before.stdout.contains("not installed"),
+        "{before:?}"
+    );
+    let env = installed_path(&install(&dir, store.path()));
+    let after = list();
+    assert!(
+        after
+            .stdout
+            .contains(&format!("environment: {}", env.display()))
+            && !after.stdout.contains("not installed"),
+        "{after:?}"
+    );
+}

@@ -14,6 +14,7 @@
 //!    then one atomic rename to `ROOT/<key>` ([`scratch::publish`]).
 
 pub mod confined;
+pub mod describe;
 pub mod inputs;
 pub mod lock;
 pub mod perms;

@@ -10,6 +10,7 @@ mod check;
 mod check_ceiling;
 mod forwarded;
 mod install;
+mod list;
 mod paths;
 mod run;
 mod serve;
@@ -190,6 +191,9 @@ enum Cmd {
         /// Grant file to intersect with (plugin directories only).
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
+        /// The environment store `plugbox install` fills (default: its default).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
     },
     /// List plugins (directories, installed Python distributions, plugbox_plugins.*) without
     /// running any plugin code.
@@ -206,6 +210,9 @@ enum Cmd {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The environment store `plugbox install` fills (default: its default).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
     },
     /// What a new version of a plugin asks for beyond the old one. Exit 0 if it escalates
     /// nothing, 1 if it does.
@@ -289,42 +296,13 @@ fn main() -> ExitCode {
         Cmd::List {
             paths,
             python,
-            mut sites,
+            sites,
             json,
-        } => {
-            if let Some(py) = python {
-                match plugbox::discovery::site_dirs(&py) {
-                    Ok(dirs) => sites.extend(dirs),
-                    Err(e) => return fail(&format!("discovery: {e}")),
-                }
-            }
-            let mut all = plugbox::discovery::in_directories(&paths);
-            all.extend(plugbox::discovery::in_site_dirs(&sites));
-            if json {
-                println!("{}", plugbox::display::json_pretty(&all));
-            } else {
-                for f in &all {
-                    let what = match (&f.name, &f.error) {
-                        // Every field comes from a file in a directory anyone may have
-                        // written: escaped in full below.
-                        (Some(n), _) => format!(
-                            "{n} {}  [{}]",
-                            f.version.as_deref().unwrap_or(""),
-                            f.capabilities.join(", ")
-                        ),
-                        (None, Some(e)) => format!("INVALID: {e}"),
-                        (None, None) => String::new(),
-                    };
-                    let line = format!(
-                        "{:<12} {:<50} {what}",
-                        f.route,
-                        f.location.display().to_string()
-                    );
-                    println!("{}", plugbox::display::escape(&line));
-                }
-            }
-            ExitCode::SUCCESS
-        }
+            store,
+        } => match list::list(&paths, python, sites, json, store) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Cmd::Diff { old, new, json } => match diff_cmd(&old, &new, json) {
             Ok(code) => code,
             Err(e) => fail(&e),
@@ -353,10 +331,12 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        Cmd::Check { path, grant, store } => {
+            match check::check(&path, grant.as_deref(), store.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Run {
             dir,
             grant,
