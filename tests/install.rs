@@ -464,3 +464,59 @@ fn list_shows_each_plugins_environment_and_whether_it_is_installed() {
         "{after:?}"
     );
 }
+
+// ---- leftovers and hostile inputs ----
+
+/// The store key of the plugin in `dir`, as `plugbox install` computes it.
+fn key_of(dir: &Path) -> String {
+    let manifest = plugbox::manifest::Manifest::load_for_host(dir).unwrap();
+    let base = plugbox::pyenv::store::base_python(&manifest).unwrap();
+    plugbox::pyenv::store::key(&manifest, &base)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_installs_scratch_and_an_unmarked_target_do_not_break_the_next_install() {
+    let p = plugin("wheels = \"wheels\"\n");
+    bundle_humanize(p.path());
+    let store = store();
+    let key = key_of(p.path());
+    // A scratch directory of a dead process (pid_max is below 2^22), and a directory at the
+    // key's place without the marker (an interrupted copy by hand).
+    let stale = store.path().join(format!(".tmp-{key}-4194305"));
+    std::fs::create_dir_all(stale.join("env/lib")).unwrap();
+    std::fs::create_dir_all(store.path().join(&key).join("lib")).unwrap();
+    let env = installed_path(&install(p.path(), store.path()));
+    assert_eq!(env.file_name().unwrap().to_str(), Some(key.as_str()));
+    assert!(!stale.exists(), "the stale scratch was removed");
+    assert_eq!(
+        std::fs::read_to_string(env.join(".plugbox-installed")).unwrap(),
+        key
+    );
+    assert!(
+        leftovers(store.path()).is_empty(),
+        "{:?}",
+        leftovers(store.path())
+    );
+}
+
+#[test]
+fn lock_options_and_symlinked_inputs_are_refused_before_pip_runs() {
+    let store = store();
+    let p = lock_plugin("-r /etc/shadow\n");
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr.contains("line 1: options are not allowed")
+            && run.stderr.contains("/etc/shadow"),
+        "{run:?}"
+    );
+    // A wheels directory that is a symlink to somewhere else on the host.
+    let p = plugin("wheels = \"wheels\"\n");
+    std::os::unix::fs::symlink(humanize_wheels(), p.path().join("wheels")).unwrap();
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(run.stderr.contains("is a symlink"), "{run:?}");
+    assert!(leftovers(store.path()).is_empty());
+}
