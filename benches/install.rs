@@ -1,10 +1,12 @@
 //! `plugbox install` on a cache hit (the environment is already in the store), against the
 //! floor of starting the binary at all (`plugbox --version`), in one interleaved run.
 //!
-//! Two plugins: one whose `[python] requirements` lock pins `humanize` (the case: the
-//! hit reads and hashes the lock), and, when benching, one bundling numpy's wheel (18 MB: the
-//! hit hashes every bundled byte). Both are installed once first (from the package index;
-//! pip's cache keeps reruns fast), then timed in blocks of 10, interleaved.
+//! Two plugins: one whose `[python] requirements` lock pins `humanize` (the case), and,
+//! when benching, one bundling numpy's wheel (18 MB). Both are installed once first (from the
+//! package index; pip's cache keeps reruns fast), their inputs left to settle so the key memo
+//! (`pyenv::key_memo`) is written, then timed in blocks of 10, interleaved. The numpy plugin is
+//! timed twice: with the memo (stat the inputs) and without it (its memo removed before each
+//! run, untimed: sha256 of every bundled byte, then the memo written again).
 //!
 //! Run: `cargo bench --bench install` (`PLUGBOX_BENCH_ROUNDS`, default 200). Target: under
 //! 50 ms at the median.
@@ -36,6 +38,13 @@ fn main() {
         let out = install(dir, &store).output().expect("install");
         assert!(out.status.success(), "first install: {out:?}");
     }
+    // The memo is only written for inputs whose ctime is settled (not a synchronisation:
+    // the kernel's clock has to move on).
+    std::thread::sleep(plugbox::pyenv::key_memo::SETTLED + Duration::from_secs(1));
+    for (_, dir) in &plugins {
+        timed(&mut install(dir, &store));
+    }
+    let mut unmemoised = Vec::with_capacity(rounds);
     let mut floor = Vec::with_capacity(rounds);
     let mut hits: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); plugins.len()];
     let version = || {
@@ -53,6 +62,12 @@ fn main() {
         for ((_, dir), samples) in plugins.iter().zip(&mut hits) {
             for _ in 0..BLOCK {
                 samples.push(timed(&mut install(dir, &store)));
+            }
+        }
+        if let Some((_, dir)) = plugins.get(1) {
+            for _ in 0..BLOCK {
+                let _ = std::fs::remove_dir_all(store.join(plugbox::pyenv::key_memo::MEMO_DIR));
+                unmemoised.push(timed(&mut install(dir, &store)));
             }
         }
     }
@@ -74,6 +89,16 @@ fn main() {
             format!("install, {label}"),
             ms(p50),
             ms(percentile(samples, 0.99)),
+            p50.as_secs_f64() / f50.as_secs_f64()
+        );
+    }
+    if !unmemoised.is_empty() {
+        let p50 = percentile(&mut unmemoised, 0.5);
+        println!(
+            "  {:<30} p50 {:>7.3} ms   p99 {:>7.3} ms   {:.2}x the floor",
+            "install, numpy, no key memo",
+            ms(p50),
+            ms(percentile(&mut unmemoised, 0.99)),
             p50.as_secs_f64() / f50.as_secs_f64()
         );
     }

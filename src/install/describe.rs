@@ -111,7 +111,7 @@ fn in_store(manifest: &Manifest, store_root: &Path) -> EnvironmentInfo {
     };
     let key = store::base_python(manifest)
         .map_err(|e| e.to_string())
-        .and_then(|base| store::key(manifest, &base).map_err(|e| e.to_string()));
+        .and_then(|base| store::cached_key(store_root, manifest, &base).map_err(|e| e.to_string()));
     match key {
         Ok(Some(key)) => {
             let path = store_root.join(&key);

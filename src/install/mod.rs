@@ -23,7 +23,7 @@ pub mod scratch;
 pub mod sdist;
 
 use crate::manifest::Manifest;
-use crate::pyenv::{store, Venv};
+use crate::pyenv::{key_memo, store, Venv};
 use std::path::{Path, PathBuf};
 
 /// Why an install failed. Nothing was added to the store.
@@ -119,30 +119,48 @@ pub struct Installed {
 pub fn install(dir: &Path, root: &Path) -> Result<Installed, InstallError> {
     let manifest = Manifest::load_for_host(dir)?;
     let base = store::base_python(&manifest)?;
+    let root = std::path::absolute(root).map_err(|e| InstallError::Store {
+        path: root.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let hit = |key: String| Installed {
+        path: root
+            .canonicalize()
+            .unwrap_or_else(|_| root.clone())
+            .join(&key),
+        key,
+        built: false,
+        not_compiled: Vec::new(),
+    };
+    if let Some(key) = key_memo::lookup(&root, &manifest, &base) {
+        if scratch::is_installed(&root.join(&key), &key) {
+            return Ok(hit(key));
+        }
+    }
+    let before = key_memo::stamps(&manifest);
     let Some(key) = store::key(&manifest, &base)? else {
         return Err(InstallError::NothingToInstall {
             dir: manifest.dir.clone(),
         });
     };
-    let root = std::path::absolute(root).map_err(|e| InstallError::Store {
-        path: root.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let remember = |key: &str| {
+        if let Some(before) = before.clone() {
+            key_memo::record(&root, &manifest, &base, key, before);
+        }
+    };
     if scratch::is_installed(&root.join(&key), &key) {
-        return Ok(Installed {
-            path: root.join(&key),
-            key,
-            built: false,
-            not_compiled: Vec::new(),
-        });
+        remember(&key);
+        return Ok(hit(key));
     }
     scratch::ensure_root(&root)?;
     // Canonical, so that the paths pip and venv write match the ones rewritten at the end.
-    let root = root.canonicalize().map_err(|e| InstallError::Store {
+    let canonical = root.canonicalize().map_err(|e| InstallError::Store {
         path: root.clone(),
         reason: e.to_string(),
     })?;
-    build(&manifest, &base, &root.join(&key), &key)
+    let installed = build(&manifest, &base, &canonical.join(&key), &key)?;
+    remember(&key);
+    Ok(installed)
 }
 
 /// Steps 2 to 6, in a fresh scratch directory.

@@ -8,6 +8,7 @@
 //! tracebacks do too.
 
 use crate::install::confined::{self, Step};
+use crate::sys::WaitStatus;
 use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -63,16 +64,26 @@ pub fn compile(
         wall: COMPILE_WALL,
     };
     let outcome = confined::run(&step)?;
-    if outcome.status.is_none() {
+    // compileall exits 1 when some file did not compile; anything else is the step failing.
+    let ran = matches!(
+        outcome.status,
+        Some(WaitStatus::Exited(0)) | Some(WaitStatus::Exited(1))
+    );
+    let tag = format!("cpython-{}{}", version.0, version.1);
+    let mut done = Compiled::default();
+    if ran {
+        place(site, out, &tag, &mut done)?;
+    }
+    if !ran || (done.compiled == 0 && !done.failed.is_empty()) {
         return Err(format!(
-            "byte-compile: killed after {} s: {}",
-            COMPILE_WALL.as_secs(),
+            "byte-compile (confined) failed: {}: {}",
+            outcome.status.map_or_else(
+                || format!("killed after {} s", COMPILE_WALL.as_secs()),
+                |s| format!("{s:?}")
+            ),
             outcome.output
         ));
     }
-    let tag = format!("cpython-{}{}", version.0, version.1);
-    let mut done = Compiled::default();
-    place(site, out, &tag, &mut done)?;
     Ok(done)
 }
 

@@ -3,6 +3,7 @@
 //! recognises them.
 
 pub mod compile;
+pub mod key_memo;
 pub mod store;
 pub mod venv;
 

@@ -155,7 +155,7 @@ pub fn installed(
     manifest: &Manifest,
     base_python: &Path,
 ) -> Result<Option<Venv>, StoreError> {
-    let Some(key) = key(manifest, base_python)? else {
+    let Some(key) = cached_key(root, manifest, base_python)? else {
         return Ok(None);
     };
     let dir = root.join(&key);
@@ -169,6 +169,22 @@ pub fn installed(
         });
     }
     Ok(Some(Venv::open(&dir)?))
+}
+
+/// [`key`], from the store's memo ([`super::key_memo`]) when the inputs are unchanged since
+/// `plugbox install` hashed them.
+pub fn cached_key(
+    root: &Path,
+    manifest: &Manifest,
+    base_python: &Path,
+) -> Result<Option<String>, StoreError> {
+    if !declares_install(&manifest.file.python) {
+        return Ok(None);
+    }
+    match super::key_memo::lookup(root, manifest, base_python) {
+        Some(key) => Ok(Some(key)),
+        None => key(manifest, base_python),
+    }
 }
 
 /// sha256 of a regular file (no symlink, FIFO or device), refused past `limit` bytes.
