@@ -3,16 +3,21 @@
 //! sdist. The key is computed again over the copies, so the environment stored under a key
 //! holds exactly the bytes that key names, even if the plugin directory changes meanwhile.
 //!
-//! Each file is read without following a symlink, as a regular file, bounded in size; the
-//! declared paths must not pass through a symlink inside the plugin directory.
+//! Each directory is opened from `/` one component at a time without following a symlink
+//! ([`crate::nofollow_dir`]), and each file beneath that descriptor without following one, as
+//! a regular file, bounded in size: a plugin directory whose owner swaps a component for a
+//! symlink meanwhile cannot make plugbox (root, typically) read a file elsewhere.
 
 use super::lock::{self, Requirement};
 use super::InstallError;
 use crate::manifest::Manifest;
+use crate::nofollow_dir::WalkError;
 use crate::pyenv::store::{KeyBuilder, MAX_LOCK_BYTES, MAX_WHEELS, MAX_WHEEL_BYTES};
-use crate::untrusted_file::UntrustedFile;
+use crate::untrusted_file::{Node, UntrustedFile};
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -53,8 +58,9 @@ pub fn copy(manifest: &Manifest, dest: &Path, base_python: &Path) -> Result<Inpu
     let mut inputs = Inputs::default();
     match &python.requirements {
         Some(rel) => {
-            let path = declared(&manifest.dir, rel)?;
-            let bytes = crate::untrusted_file::read(&path, MAX_LOCK_BYTES)
+            let path = manifest.dir.join(rel);
+            let bytes = open_declared_file(&path)?
+                .read_capped(MAX_LOCK_BYTES)
                 .map_err(|e| input_error(&path, e))?;
             key.lock(Some(&Sha256::digest(&bytes)));
             let text = String::from_utf8(bytes).map_err(|_| input_error(&path, "not UTF-8"))?;
@@ -68,7 +74,7 @@ pub fn copy(manifest: &Manifest, dest: &Path, base_python: &Path) -> Result<Inpu
     }
     match &python.wheels {
         Some(rel) => {
-            let dir = declared(&manifest.dir, rel)?;
+            let dir = manifest.dir.join(rel);
             let copy = dest.join("wheels");
             let digests = copy_wheels(&dir, &copy, python.build_sdists, &mut inputs)?;
             key.wheels(Some(&digests));
@@ -80,20 +86,32 @@ pub fn copy(manifest: &Manifest, dest: &Path, base_python: &Path) -> Result<Inpu
     Ok(inputs)
 }
 
-/// `DIR/rel`, refused when a component below the plugin directory is a symlink.
-fn declared(dir: &Path, rel: &str) -> Result<PathBuf, InstallError> {
-    let mut path = dir.to_owned();
-    for component in Path::new(rel).components() {
-        path.push(component);
-        let meta = path.symlink_metadata().map_err(|e| input_error(&path, e))?;
-        if meta.file_type().is_symlink() {
-            return Err(input_error(
-                &path,
-                "is a symlink (declared inputs must not be)",
-            ));
-        }
+/// Opens the directory `dir` from `/` without following a symlink anywhere on the way.
+fn open_declared_dir(dir: &Path) -> Result<OwnedFd, InstallError> {
+    crate::nofollow_dir::open(dir, |_, _| Ok(())).map_err(|e| match e {
+        WalkError::NotNormal => input_error(dir, "not a plain absolute path"),
+        WalkError::Component(name, e) => input_error(
+            dir,
+            format!("{name:?}: {e} (declared inputs must not pass through a symlink)"),
+        ),
+    })
+}
+
+/// Opens the regular file `path` beneath its directory's descriptor ([`open_declared_dir`]).
+fn open_declared_file(path: &Path) -> Result<UntrustedFile, InstallError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(input_error(path, "not a file path"));
+    };
+    let dir = open_declared_dir(parent)?;
+    open_file_at(&dir, name, path)
+}
+
+fn open_file_at(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<UntrustedFile, InstallError> {
+    match crate::untrusted_file::open_node_at(dir.as_fd(), name, shown) {
+        Ok(Node::File(file)) => Ok(file),
+        Ok(Node::Dir(_)) => Err(input_error(shown, "is a directory")),
+        Err(e) => Err(input_error(shown, e)),
     }
-    Ok(path)
 }
 
 /// Copies every file of the wheels directory (name and sha256 of each go into the key, as
@@ -108,8 +126,10 @@ fn copy_wheels(
         .mode(0o755)
         .create(copy)
         .map_err(|e| input_error(copy, e))?;
+    let fd = open_declared_dir(dir)?;
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| input_error(dir, e))? {
+    let listing = crate::untrusted_file::entries(fd.as_fd()).map_err(|e| input_error(dir, e))?;
+    for entry in listing {
         let entry = entry.map_err(|e| input_error(dir, e))?;
         let name = entry
             .file_name()
@@ -124,7 +144,7 @@ fn copy_wheels(
     let mut digests = Vec::with_capacity(names.len());
     for name in names {
         let (from, to) = (dir.join(&name), copy.join(&name));
-        let digest = copy_file(&from, &to)?;
+        let digest = copy_from(open_file_at(&fd, name.as_ref(), &from)?, &to)?;
         if name.ends_with(".whl") {
             inputs.wheel_files.push(to);
         } else if SDIST_SUFFIXES.iter().any(|s| name.ends_with(s)) {
@@ -143,7 +163,16 @@ fn copy_wheels(
 /// Copies a regular file (no symlink, at most [`MAX_WHEEL_BYTES`]) to a new file of mode
 /// 0644; returns its sha256.
 pub fn copy_file(from: &Path, to: &Path) -> Result<Vec<u8>, InstallError> {
-    let mut source = UntrustedFile::open(from).map_err(|e| input_error(from, e))?;
+    copy_from(
+        UntrustedFile::open(from).map_err(|e| input_error(from, e))?,
+        to,
+    )
+}
+
+/// Copies an open regular file (at most [`MAX_WHEEL_BYTES`]) to a new file of mode 0644;
+/// returns its sha256.
+fn copy_from(mut source: UntrustedFile, to: &Path) -> Result<Vec<u8>, InstallError> {
+    let from = source.path().to_owned();
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -159,7 +188,7 @@ pub fn copy_file(from: &Path, to: &Path) -> Result<Vec<u8>, InstallError> {
                 failed = out.write_all(chunk).err();
             }
         })
-        .map_err(|e| input_error(from, e))?;
+        .map_err(|e| input_error(&from, e))?;
     if let Some(e) = failed {
         return Err(input_error(to, e));
     }
