@@ -527,3 +527,24 @@ fn lock_options_and_symlinked_inputs_are_refused_before_pip_runs() {
     );
     assert!(leftovers(store.path()).is_empty());
 }
+
+#[test]
+fn an_environment_path_with_terminal_escapes_is_shown_escaped() {
+    let p = plugin("environment = \"venv\\u001b]0;owned\\u0007\\u001b[2J\"\n");
+    let run: Run = Command::new(plugbox())
+        .arg("check")
+        .arg(p.path())
+        .output()
+        .unwrap()
+        .into();
+    for text in [&run.stdout, &run.stderr] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "raw control characters: {run:?}"
+        );
+    }
+    assert!(
+        run.stdout.contains("environment") || run.stderr.contains("environment"),
+        "{run:?}"
+    );
+}
