@@ -548,3 +548,21 @@ fn an_environment_path_with_terminal_escapes_is_shown_escaped() {
         "{run:?}"
     );
 }
+
+#[test]
+fn a_locked_requirement_with_only_an_sdist_on_the_index_is_refused_naming_it() {
+    // humanize 0.5.1 was only ever published as a source distribution.
+    let p = lock_plugin(&format!(
+        "humanize==0.5.1 --hash=sha256:{}\n",
+        "a".repeat(64)
+    ));
+    let store = store();
+    let run = install(p.path(), store.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr.contains("no wheel of humanize==0.5.1")
+            && run.stderr.contains("build_sdists = true"),
+        "{run:?}"
+    );
+    assert!(leftovers(store.path()).is_empty());
+}
