@@ -7,4 +7,4 @@ pub mod key_memo;
 pub mod store;
 pub mod venv;
 
-pub use venv::{Venv, VenvError};
+pub use venv::{EnvReport, Venv, VenvError};

@@ -153,6 +153,42 @@ impl Venv {
     pub fn read_paths(&self) -> Vec<PathBuf> {
         vec![self.root.clone(), self.stdlib.clone()]
     }
+
+    /// What the enforcement report says of this environment; `route` tells how it was found.
+    pub fn report(&self, route: &'static str) -> EnvReport {
+        EnvReport {
+            route,
+            root: self.root.clone(),
+            interpreter: self.python.clone(),
+            base_prefix: self.base_prefix.clone(),
+            version: format!("{}.{}", self.version.0, self.version.1),
+            site_packages: self.site_packages.clone(),
+            system_site_packages: self.system_site_packages,
+            granted_read: self.read_paths(),
+        }
+    }
+}
+
+/// The Python environment a sandboxed command runs in, as the enforcement report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnvReport {
+    /// How it was found: `interpreter` (the command is a venv's interpreter), `manifest`,
+    /// `runtime`, `installed`, `site-packages`.
+    pub route: &'static str,
+    /// The environment's root.
+    pub root: PathBuf,
+    /// The interpreter executed, through the environment's path.
+    pub interpreter: PathBuf,
+    /// The base installation's prefix.
+    pub base_prefix: PathBuf,
+    /// `X.Y`.
+    pub version: String,
+    /// The environment's site-packages.
+    pub site_packages: PathBuf,
+    /// Whether the base installation's site directories are on `sys.path` too.
+    pub system_site_packages: bool,
+    /// What the sandbox was granted read on because of it (never write).
+    pub granted_read: Vec<PathBuf>,
 }
 
 /// `key = value` lines of `pyvenv.cfg` (keys compared without case, as CPython does).

@@ -38,7 +38,7 @@ pub enum CommandError {
         reason: String,
     },
     /// The sandbox uid cannot reach or execute the file.
-    #[error("command: {path} is not reachable by sandbox uid {uid}: {blocker} (mode {mode:o}) denies it; use a path that uid can read and execute, such as /usr/bin/python3")]
+    #[error("command: {path} is not reachable by sandbox uid {uid}: {blocker} (mode {mode:o}) denies it; every directory on the way must be searchable and the file readable (and, for a program, executable) by that uid, as /usr/bin/python3 is")]
     Unreachable {
         /// The file the sandbox needs.
         path: PathBuf,

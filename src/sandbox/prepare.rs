@@ -136,6 +136,7 @@ impl Prepared {
             new_session: true,
             parent_death_signal: "SIGKILL",
             environment,
+            python_environment: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct EnforcementReport {
     pub parent_death_signal: &'static str,
     /// Environment variable names passed to the command (values omitted).
     pub environment: Vec<String>,
+    /// The Python virtual environment the command runs in, when it is one's interpreter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_environment: Option<crate::pyenv::EnvReport>,
 }
 
 /// The seccomp layer.

@@ -8,6 +8,7 @@
 mod audit;
 mod check;
 mod check_ceiling;
+mod exec;
 mod forwarded;
 mod install;
 mod list;
@@ -20,9 +21,7 @@ mod signals;
 mod syntax;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use plugbox::launcher;
-use plugbox::policy::{file, syscall_groups, Policy};
-use plugbox::sandbox::{Environment, Prepared};
+use plugbox::policy::{file, syscall_groups};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -254,7 +253,7 @@ fn main() -> ExitCode {
             report_json,
             env,
             argv,
-        } => exec(policy, report_json, env, argv),
+        } => exec::exec(policy, report_json, env, argv),
         Cmd::Probe { json, groups } => probe(json, groups),
         Cmd::Schema { which } => {
             let schema = match which.as_str() {
@@ -451,47 +450,12 @@ fn init_logging(format: &str) {
 
 /// Prints plugbox's own failure (control and bidi characters escaped: an error quotes
 /// manifests, paths and plugin text) and returns its exit status.
-fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!(
         "plugbox: {}",
         plugbox::display::escape_lines(&error.to_string())
     );
     ExitCode::from(EXIT_ENGINE)
-}
-
-fn exec(
-    policy: PathBuf,
-    report_json: Option<PathBuf>,
-    env: Vec<String>,
-    mut argv: Vec<OsString>,
-) -> ExitCode {
-    let policy = match Policy::load(&policy) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    let mut environment = Environment::clean();
-    for pair in &env {
-        match pair.split_once('=') {
-            Some((k, v)) if !k.is_empty() => environment.set(k.as_ref(), v.as_ref()),
-            _ => return fail(&format!("cli: --env {pair:?}: expected KEY=VALUE")),
-        }
-    }
-    let program = argv.remove(0);
-    let prepared = match Prepared::new(policy, &program, std::env::var_os("PATH").as_deref()) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    if let Some(path) = report_json {
-        let report = prepared.report(environment.names());
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            return fail(&format!("report: cannot write {}: {e}", path.display()));
-        }
-    }
-    match launcher::run(&prepared, argv, environment) {
-        Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
-        Err(e) => fail(&e),
-    }
 }
 
 fn probe(json: bool, groups: bool) -> ExitCode {
