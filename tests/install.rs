@@ -566,3 +566,44 @@ fn a_locked_requirement_with_only_an_sdist_on_the_index_is_refused_naming_it() {
     );
     assert!(leftovers(store.path()).is_empty());
 }
+
+#[test]
+fn a_store_the_sandbox_uids_cannot_reach_is_refused_and_a_tight_umask_changes_nothing() {
+    let p = plugin("wheels = \"wheels\"\n");
+    bundle_humanize(p.path());
+    let closed = store();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let run = install(p.path(), closed.path());
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(
+        run.stderr.contains("not readable by the sandbox uids") && run.stderr.contains("mode 700"),
+        "{run:?}"
+    );
+    // umask 077: every directory plugbox creates (the store included) still gets its mode.
+    let parent = store();
+    let root = parent.path().join("a/b/store");
+    let run: Run = Command::new("/bin/sh")
+        .args(["-c", "umask 077; exec \"$0\" install \"$1\" --store \"$2\""])
+        .arg(plugbox())
+        .arg(p.path())
+        .arg(&root)
+        .output()
+        .unwrap()
+        .into();
+    let env = installed_path(&run);
+    for dir in [
+        parent.path().join("a"),
+        parent.path().join("a/b"),
+        root.clone(),
+        env.clone(),
+    ] {
+        assert_eq!(
+            dir.metadata().unwrap().mode() & 0o777,
+            0o755,
+            "{}",
+            dir.display()
+        );
+    }
+    let run = run_in(&env, "import humanize");
+    assert_eq!(run.code, 0, "{run:?}");
+}

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Suffixes of source distributions.
@@ -50,10 +50,7 @@ fn input_error(path: &Path, reason: impl std::fmt::Display) -> InstallError {
 /// `base_python`. Without `build_sdists`, a bundled sdist is refused, naming it.
 pub fn copy(manifest: &Manifest, dest: &Path, base_python: &Path) -> Result<Inputs, InstallError> {
     let python = &manifest.file.python;
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(dest)
-        .map_err(|e| input_error(dest, e))?;
+    super::perms::make_dir(dest, 0o755)?;
     let mut key = KeyBuilder::new(base_python, python.build_sdists);
     let mut inputs = Inputs::default();
     match &python.requirements {
@@ -122,10 +119,7 @@ fn copy_wheels(
     build_sdists: bool,
     inputs: &mut Inputs,
 ) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(copy)
-        .map_err(|e| input_error(copy, e))?;
+    super::perms::make_dir(copy, 0o755)?;
     let fd = open_declared_dir(dir)?;
     let mut names = Vec::new();
     let listing = crate::untrusted_file::entries(fd.as_fd()).map_err(|e| input_error(dir, e))?;
@@ -178,6 +172,9 @@ fn copy_from(mut source: UntrustedFile, to: &Path) -> Result<Vec<u8>, InstallErr
         .create_new(true)
         .mode(0o644)
         .open(to)
+        .map_err(|e| input_error(to, e))?;
+    // Exactly 0644 whatever the umask: the sdist sandbox's uid reads it.
+    out.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| input_error(to, e))?;
     let mut hash = Sha256::new();
     let mut failed = None;

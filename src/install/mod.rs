@@ -179,7 +179,7 @@ fn build(
             reason: "the declared inputs changed while being installed; run again".into(),
         });
     }
-    let sandbox_ids = (65534, 65534);
+    let sandbox_ids = scratch::SANDBOX_IDS;
     let base_read = base_library(base);
     if !inputs.sdists.is_empty() {
         let build = scratch.step_dir("build", sandbox_ids)?;

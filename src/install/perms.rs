@@ -22,6 +22,13 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> InstallError 
     }
 }
 
+/// Creates the directory `path` (its parent must exist) with exactly `mode`, whatever the
+/// umask: confined steps running as another uid read what is beneath it.
+pub fn make_dir(path: &Path, mode: u32) -> Result<(), InstallError> {
+    std::fs::create_dir(path).map_err(|e| io_error(path, "cannot create", e))?;
+    set_file_mode(path, mode)
+}
+
 /// Sets `path`'s mode (a file or directory, never through a symlink: checked first).
 pub fn set_file_mode(path: &Path, mode: u32) -> Result<(), InstallError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -12,6 +12,9 @@ use crate::pyenv::store::COMPLETE_MARKER;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// The uid and gid of the confined install steps when plugbox runs as root (the sandbox's
+/// default identity).
+pub const SANDBOX_IDS: (u32, u32) = (65534, 65534);
 /// Prefix of scratch directories in the store.
 pub const SCRATCH_PREFIX: &str = ".tmp-";
 
@@ -26,11 +29,21 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> InstallError 
 /// descriptor opened without following a symlink: a directory owned by this user that
 /// nobody else may write.
 pub fn ensure_root(root: &Path) -> Result<(), InstallError> {
+    let missing: Vec<PathBuf> = root
+        .ancestors()
+        .take_while(|a| a.symlink_metadata().is_err())
+        .map(Path::to_owned)
+        .collect();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(root)
         .map_err(|e| io_error(root, "cannot create", e))?;
+    // Exactly 0755 whatever the umask, for the directories created here: every sandbox uid
+    // traverses them to its environment.
+    for dir in missing.iter().rev() {
+        super::perms::set_file_mode(dir, 0o755)?;
+    }
     let handle = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
@@ -54,6 +67,11 @@ pub fn ensure_root(root: &Path) -> Result<(), InstallError> {
             ),
         ));
     }
+    if crate::sys::geteuid() == 0 {
+        // Plugins (and the confined install steps) run as other uids: they must reach it.
+        crate::sandbox::command::check_dir_reachable(root, SANDBOX_IDS.0, SANDBOX_IDS.1)
+            .map_err(|e| io_error(root, "not readable by the sandbox uids", e))?;
+    }
     Ok(())
 }
 
@@ -71,11 +89,10 @@ impl Scratch {
     pub fn create(root: &Path, key: &str) -> Result<Self, InstallError> {
         remove_stale(root);
         let dir = root.join(format!("{SCRATCH_PREFIX}{key}-{}", std::process::id()));
-        let make = || std::fs::DirBuilder::new().mode(0o755).create(&dir);
-        if make().is_err() {
+        if super::perms::make_dir(&dir, 0o755).is_err() {
             // remove_dir_all removes a symlink itself, never what it points to.
             let _ = std::fs::remove_dir_all(&dir);
-            make().map_err(|e| io_error(&dir, "cannot create the scratch directory", e))?;
+            super::perms::make_dir(&dir, 0o755)?;
         }
         Ok(Self { dir })
     }
@@ -94,10 +111,7 @@ impl Scratch {
     /// step's uid can write it, mode 0700.
     pub fn step_dir(&self, name: &str, owner: (u32, u32)) -> Result<PathBuf, InstallError> {
         let dir = self.dir.join(name);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| io_error(&dir, "cannot create", e))?;
+        super::perms::make_dir(&dir, 0o700)?;
         if crate::sys::geteuid() == 0 {
             std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
                 .map_err(|e| io_error(&dir, "chown", e))?;

@@ -12,7 +12,7 @@
 use crate::manifest::{Manifest, PythonSection};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -133,12 +133,17 @@ fn record_settled(
     };
     let path = memo_path(root, manifest, base);
     let Some(dir) = path.parent() else { return };
-    let _ = std::fs::DirBuilder::new().mode(0o755).create(dir);
+    // Readable by an engine running as another user than the installer.
+    if std::fs::DirBuilder::new().mode(0o755).create(dir).is_ok() {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    }
     let Ok(text) = serde_json::to_vec(&memo) else {
         return;
     };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+    let written = std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)));
+    if written.is_err() || std::fs::rename(&tmp, &path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }
