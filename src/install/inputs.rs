@@ -154,18 +154,9 @@ fn copy_wheels(
     Ok(digests)
 }
 
-/// Copies a regular file (no symlink, at most [`MAX_WHEEL_BYTES`]) to a new file of mode
-/// 0644; returns its sha256.
-pub fn copy_file(from: &Path, to: &Path) -> Result<Vec<u8>, InstallError> {
-    copy_from(
-        UntrustedFile::open(from).map_err(|e| input_error(from, e))?,
-        to,
-    )
-}
-
 /// Copies an open regular file (at most [`MAX_WHEEL_BYTES`]) to a new file of mode 0644;
 /// returns its sha256.
-fn copy_from(mut source: UntrustedFile, to: &Path) -> Result<Vec<u8>, InstallError> {
+pub fn copy_from(mut source: UntrustedFile, to: &Path) -> Result<Vec<u8>, InstallError> {
     let from = source.path().to_owned();
     let mut out = std::fs::OpenOptions::new()
         .write(true)

@@ -11,10 +11,12 @@
 //! `--require-hashes`.
 
 use super::confined::{self, Step};
-use super::inputs::{copy_file, Inputs};
+use super::inputs::{copy_from, Inputs};
 use super::InstallError;
 use crate::audit::chain::hex;
+use crate::untrusted_file::{open_node_at, Node, UntrustedFile};
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,9 +47,9 @@ pub fn build_all(
         let out = build.join(format!("wheels-{i}"));
         build_one(base, &sdist, build, &out, read)?;
         let built = built_wheel(&sdist, &out)?;
-        let name = built.file_name().unwrap_or_default().to_owned();
+        let name = built.path().file_name().unwrap_or_default().to_owned();
         let copy = wheels.join(&name);
-        let wheel_digest = copy_file(&built, &copy)?;
+        let wheel_digest = copy_from(built, &copy)?;
         if let Some(requirements) = &mut inputs.requirements {
             let project =
                 super::lock::normalise(name.to_str().unwrap_or("").split('-').next().unwrap_or(""));
@@ -138,20 +140,57 @@ fn build_one(
     Ok(())
 }
 
-/// The one `*.whl` the build left in `out`.
-fn built_wheel(sdist: &Path, out: &Path) -> Result<PathBuf, InstallError> {
+/// The one `*.whl` the build left in `out`, open. The sandbox owned `out` and could have
+/// planted symlinks: it is opened from `/` without following one, and the wheel beneath it.
+fn built_wheel(sdist: &Path, out: &Path) -> Result<UntrustedFile, InstallError> {
     let failed = |output: String| InstallError::Build {
         sdist: sdist.display().to_string(),
         output,
     };
-    let mut wheels: Vec<PathBuf> = std::fs::read_dir(out)
+    let fd = crate::nofollow_dir::open(out, |_, _| Ok(()))
+        .map_err(|e| failed(format!("{}: {e:?}", out.display())))?;
+    let mut wheels: Vec<std::ffi::OsString> = crate::untrusted_file::entries(fd.as_fd())
         .map_err(|e| failed(format!("{}: {e}", out.display())))?
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .map(|e| e.file_name())
+        .filter(|n| Path::new(n).extension().is_some_and(|x| x == "whl"))
         .collect();
-    match (wheels.pop(), wheels.is_empty()) {
-        (Some(wheel), true) => Ok(wheel),
-        _ => Err(failed("the build did not leave exactly one wheel".into())),
+    let name = match (wheels.pop(), wheels.is_empty()) {
+        (Some(name), true) => name,
+        _ => return Err(failed("the build did not leave exactly one wheel".into())),
+    };
+    match open_node_at(fd.as_fd(), &name, &out.join(&name)) {
+        Ok(Node::File(file)) => Ok(file),
+        Ok(Node::Dir(_)) => Err(failed("the built wheel is a directory".into())),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_build_output_that_is_a_symlink_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("secret-1.0-py3-none-any.whl"), "x").unwrap();
+        let out = tmp.path().join("wheels-0");
+        std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+        assert!(built_wheel(Path::new("s.tar.gz"), &out).is_err());
+        // The wheel itself a symlink: refused too.
+        std::fs::remove_file(&out).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.join("secret-1.0-py3-none-any.whl"),
+            out.join("a-1.0-py3-none-any.whl"),
+        )
+        .unwrap();
+        assert!(built_wheel(Path::new("s.tar.gz"), &out).is_err());
+        std::fs::remove_file(out.join("a-1.0-py3-none-any.whl")).unwrap();
+        std::fs::write(out.join("a-1.0-py3-none-any.whl"), "wheel").unwrap();
+        assert!(built_wheel(Path::new("s.tar.gz"), &out).is_ok());
     }
 }

@@ -9,7 +9,9 @@
 
 use crate::install::confined::{self, Step};
 use crate::sys::WaitStatus;
+use crate::untrusted_file::{open_node_at, Node};
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,7 +74,8 @@ pub fn compile(
     let tag = format!("cpython-{}{}", version.0, version.1);
     let mut done = Compiled::default();
     if ran {
-        place(site, out, &tag, &mut done)?;
+        let mirror = mirror_of(out, site)?;
+        place(site, mirror.as_ref(), &tag, &mut done)?;
     }
     if !ran || (done.compiled == 0 && !done.failed.is_empty()) {
         return Err(format!(
@@ -87,22 +90,47 @@ pub fn compile(
     Ok(done)
 }
 
-/// Copies `OUT/<dir>/<name>.<tag>.pyc` to `<dir>/__pycache__/` for every `.py` under `dir`.
-fn place(dir: &Path, out: &Path, tag: &str, done: &mut Compiled) -> Result<(), String> {
+/// The descriptor of `OUT/<site without its leading />`, opened one component at a time
+/// without following a symlink (the confined step owned `OUT` and could have planted one);
+/// `None` when compileall wrote nothing there.
+fn mirror_of(out: &Path, site: &Path) -> Result<Option<OwnedFd>, String> {
+    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
+    let mut fd =
+        crate::nofollow_dir::open(out, |_, _| Ok(())).map_err(|e| shown(&format!("{e:?}")))?;
+    for component in site.components().skip(1) {
+        match open_node_at(fd.as_fd(), component.as_os_str(), out) {
+            Ok(Node::Dir(next)) => fd = next,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(fd))
+}
+
+/// Copies `<mirror>/<name>.<tag>.pyc` to `<dir>/__pycache__/` for every `.py` under `dir`,
+/// reading the confined step's output only beneath descriptors, never through a symlink.
+fn place(
+    dir: &Path,
+    mirror: Option<&OwnedFd>,
+    tag: &str,
+    done: &mut Compiled,
+) -> Result<(), String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mirror = out.join(dir.strip_prefix("/").unwrap_or(dir));
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
+        let name = entry.file_name();
         if meta.is_dir() {
-            if entry.file_name() != "__pycache__" {
-                place(&path, out, tag, done)?;
+            if name != "__pycache__" {
+                let sub = mirror.and_then(|m| match open_node_at(m.as_fd(), &name, &path) {
+                    Ok(Node::Dir(fd)) => Some(fd),
+                    _ => None,
+                });
+                place(&path, sub.as_ref(), tag, done)?;
             }
             continue;
         }
-        let name = entry.file_name();
         let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".py")) else {
             continue;
         };
@@ -110,7 +138,13 @@ fn place(dir: &Path, out: &Path, tag: &str, done: &mut Compiled) -> Result<(), S
             continue;
         }
         let pyc_name = format!("{stem}.{tag}.pyc");
-        let Ok(bytes) = crate::untrusted_file::read(&mirror.join(&pyc_name), MAX_PYC_BYTES) else {
+        let bytes = mirror.and_then(
+            |m| match open_node_at(m.as_fd(), pyc_name.as_ref(), &path) {
+                Ok(Node::File(file)) => file.read_capped(MAX_PYC_BYTES).ok(),
+                _ => None,
+            },
+        );
+        let Some(bytes) = bytes else {
             done.failed.push(path);
             continue;
         };
