@@ -4,7 +4,7 @@
 //! holds exactly the bytes that key names, even if the plugin directory changes meanwhile.
 //!
 //! Each directory is opened from `/` one component at a time without following a symlink
-//! ([`crate::nofollow_dir`]), and each file beneath that descriptor without following one, as
+//! (`nofollow_dir`), and each file beneath that descriptor without following one, as
 //! a regular file, bounded in size: a plugin directory whose owner swaps a component for a
 //! symlink meanwhile cannot make plugbox (root, typically) read a file elsewhere.
 
