@@ -87,14 +87,6 @@ fn build_one(
             .map(PathBuf::from)
             .filter(|p| p.exists()),
     );
-    let env: Vec<(String, OsString)> = vec![
-        ("HOME".into(), build.into()),
-        ("TMPDIR".into(), build.into()),
-        ("PIP_CONFIG_FILE".into(), "/dev/null".into()),
-        ("PIP_NO_CACHE_DIR".into(), "1".into()),
-        ("PATH".into(), "/usr/bin:/bin".into()),
-        ("LC_ALL".into(), "C.UTF-8".into()),
-    ];
     let args: Vec<OsString> = [
         "-I",
         "-m",
@@ -115,7 +107,7 @@ fn build_one(
         name: format!("build {}", sdist.display()),
         program: base.to_owned(),
         args,
-        env,
+        env: build_env(build),
         read,
         write: build.to_owned(),
         subprocesses: true,
@@ -138,6 +130,19 @@ fn build_one(
         )));
     }
     Ok(())
+}
+
+/// The build's environment: its scratch directory as `HOME` and `TMPDIR`, no pip
+/// configuration, no cache.
+fn build_env(build: &Path) -> Vec<(String, OsString)> {
+    vec![
+        ("HOME".into(), build.into()),
+        ("TMPDIR".into(), build.into()),
+        ("PIP_CONFIG_FILE".into(), "/dev/null".into()),
+        ("PIP_NO_CACHE_DIR".into(), "1".into()),
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("LC_ALL".into(), "C.UTF-8".into()),
+    ]
 }
 
 /// The one `*.whl` the build left in `out`, open. The sandbox owned `out` and could have
