@@ -34,6 +34,8 @@ pub struct Found {
     pub capabilities: Vec<String>,
     /// `None` when valid; the reason otherwise.
     pub error: Option<String>,
+    /// The Python environment it runs in (filled by [`describe_environments`]).
+    pub environment: Option<crate::install::describe::EnvironmentInfo>,
 }
 
 fn found(route: &'static str, location: PathBuf) -> Found {
@@ -46,6 +48,7 @@ fn found(route: &'static str, location: PathBuf) -> Found {
             capabilities: m.requested.keys().cloned().collect(),
             location,
             error: None,
+            environment: None,
         },
         Err(e) => invalid(route, location, e.to_string()),
     }
@@ -65,6 +68,17 @@ fn invalid(route: &'static str, location: PathBuf, error: String) -> Found {
         version: None,
         capabilities: Vec::new(),
         error: Some(error),
+        environment: None,
+    }
+}
+
+/// Fills each valid plugin's [`Found::environment`]: which Python environment it runs in and
+/// whether it is installed in the store `store_root` (reads files only).
+pub fn describe_environments(found: &mut [Found], store_root: &Path) {
+    for f in found.iter_mut().filter(|f| f.error.is_none()) {
+        if let Ok(m) = Manifest::load_for_host(&f.location) {
+            f.environment = Some(crate::install::describe::describe(&m, store_root));
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod display;
 pub mod engine;
 pub mod fuzzing;
+pub mod install;
 pub mod ipc;
 pub mod launcher;
 pub mod manifest;

@@ -2,6 +2,8 @@
 //! virtual environments (`venv`), recognised by their `pyvenv.cfg` as CPython's own startup
 //! recognises them.
 
+pub mod compile;
+pub mod key_memo;
 pub mod store;
 pub mod venv;
 

@@ -70,29 +70,83 @@ pub fn key(manifest: &Manifest, base_python: &Path) -> Result<Option<String>, St
     if !declares_install(python) {
         return Ok(None);
     }
-    let mut hash = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
-    };
-    field(FORMAT.as_bytes());
-    field(base_python.as_os_str().as_encoded_bytes());
-    field(&[u8::from(python.build_sdists)]);
+    let mut key = KeyBuilder::new(base_python, python.build_sdists);
     match &python.requirements {
-        Some(lock) => field(&file_digest(&manifest.dir.join(lock), MAX_LOCK_BYTES)?),
-        None => field(b"-"),
+        Some(lock) => key.lock(Some(&file_digest(
+            &manifest.dir.join(lock),
+            MAX_LOCK_BYTES,
+        )?)),
+        None => key.lock(None),
     }
     match &python.wheels {
-        Some(dir) => {
-            for (name, digest) in wheel_digests(&manifest.dir.join(dir))? {
-                field(name.as_bytes());
-                field(&digest);
-            }
-        }
-        None => field(b"-"),
+        Some(dir) => key.wheels(Some(&wheel_digests(&manifest.dir.join(dir))?)),
+        None => key.wheels(None),
     }
-    let digest = hash.finalize();
-    Ok(Some(crate::audit::chain::hex(&digest[..16])))
+    Ok(Some(key.finish()))
+}
+
+/// Builds a key from its parts, in this order: [`KeyBuilder::new`], [`KeyBuilder::lock`],
+/// [`KeyBuilder::wheels`], [`KeyBuilder::finish`]. `plugbox install` computes it again over
+/// the copies it installs from, so the key names exactly the bytes installed.
+#[derive(Debug, Clone)]
+pub struct KeyBuilder(Sha256);
+
+impl KeyBuilder {
+    /// Starts a key for the base interpreter (its real path) and the sdist opt-in.
+    pub fn new(base_python: &Path, build_sdists: bool) -> Self {
+        let mut key = Self(Sha256::new());
+        key.field(FORMAT.as_bytes());
+        key.field(base_python.as_os_str().as_encoded_bytes());
+        key.field(&[u8::from(build_sdists)]);
+        key
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// The lock's sha256, or `None` without a lock.
+    pub fn lock(&mut self, digest: Option<&[u8]>) {
+        self.field(digest.unwrap_or(b"-"));
+    }
+
+    /// Every bundled file's name and sha256, sorted by name; `None` without a wheels
+    /// directory.
+    pub fn wheels(&mut self, wheels: Option<&[(String, Vec<u8>)]>) {
+        match wheels {
+            Some(wheels) => {
+                for (name, digest) in wheels {
+                    self.field(name.as_bytes());
+                    self.field(digest);
+                }
+            }
+            None => self.field(b"-"),
+        }
+    }
+
+    /// The key: 32 hex digits.
+    pub fn finish(self) -> String {
+        let digest = self.0.finalize();
+        crate::audit::chain::hex(&digest[..16])
+    }
+}
+
+/// The real path of the base interpreter a manifest's environment is built from and keyed
+/// by: `plugin.runtime` resolved as the engine resolves it (on [`RUNTIME_PATH`], then to its
+/// real file).
+///
+/// [`RUNTIME_PATH`]: crate::engine::RUNTIME_PATH
+pub fn base_python(manifest: &Manifest) -> Result<PathBuf, crate::sandbox::command::CommandError> {
+    let command = crate::sandbox::command::ResolvedCommand::resolve(
+        manifest.runtime.as_ref(),
+        Some(crate::engine::RUNTIME_PATH.as_ref()),
+    )?;
+    command
+        .executables()
+        .first()
+        .cloned()
+        .ok_or_else(|| crate::sandbox::command::CommandError::NotFound(manifest.runtime.clone()))
 }
 
 /// The installed environment `manifest` declares, or `None` when it declares none.
@@ -101,7 +155,7 @@ pub fn installed(
     manifest: &Manifest,
     base_python: &Path,
 ) -> Result<Option<Venv>, StoreError> {
-    let Some(key) = key(manifest, base_python)? else {
+    let Some(key) = cached_key(root, manifest, base_python)? else {
         return Ok(None);
     };
     let dir = root.join(&key);
@@ -115,6 +169,22 @@ pub fn installed(
         });
     }
     Ok(Some(Venv::open(&dir)?))
+}
+
+/// [`key`], from the store's memo ([`super::key_memo`]) when the inputs are unchanged since
+/// `plugbox install` hashed them.
+pub fn cached_key(
+    root: &Path,
+    manifest: &Manifest,
+    base_python: &Path,
+) -> Result<Option<String>, StoreError> {
+    if !declares_install(&manifest.file.python) {
+        return Ok(None);
+    }
+    match super::key_memo::lookup(root, manifest, base_python) {
+        Some(key) => Ok(Some(key)),
+        None => key(manifest, base_python),
+    }
 }
 
 /// sha256 of a regular file (no symlink, FIFO or device), refused past `limit` bytes.

@@ -17,7 +17,7 @@ macro_rules! say {
     };
 }
 
-pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
+pub fn check(path: &Path, grant: Option<&Path>, store: Option<&Path>) -> Result<(), String> {
     if path.is_file() {
         let policy = Policy::load(path).map_err(|e| e.to_string())?;
         say!("policy {} is valid", escape(&path.display().to_string()));
@@ -50,6 +50,9 @@ pub fn check(path: &Path, grant: Option<&Path>) -> Result<(), String> {
         .check_digest(&manifest.name, &digest)
         .map_err(|e| e.to_string())?;
     say!("runtime   {}", escape(&manifest.runtime));
+    let store = store.map_or_else(plugbox::pyenv::store::default_root, Path::to_owned);
+    let environment = plugbox::install::describe::describe(&manifest, &store);
+    say!("environment {}", escape(&environment.line()));
     say!(
         "capabilities{}",
         if grant.is_some() {

@@ -1,4 +1,5 @@
-//! The `plugbox` command line: `exec`, `run`, `check`, `probe`, `schema`.
+//! The `plugbox` command line: `exec`, `run`, `serve`, `check`, `list`, `install`, `probe`,
+//! `schema`, `audit`, `diff`.
 //!
 //! Exit status: the command's own, or 128+N when it was killed by signal N; 125 when plugbox
 //! itself fails (bad policy, unenforceable layer, unreachable interpreter, exec failure), with
@@ -11,6 +12,8 @@ mod check;
 mod check_ceiling;
 mod exec;
 mod forwarded;
+mod install;
+mod list;
 mod paths;
 mod run;
 mod serve;
@@ -178,6 +181,15 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
     },
+    /// Build the Python environment a plugin declares ([python] requirements, wheels) into the
+    /// content-addressed store, running no package code unconfined; print its path.
+    Install {
+        /// The plugin directory (holding plugbox.toml).
+        dir: PathBuf,
+        /// The store (default: /var/cache/plugbox/envs as root, else in the user's cache).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
+    },
     /// Read an audit log: verify its chain, show records, summarise them.
     Audit {
         #[command(subcommand)]
@@ -190,6 +202,9 @@ enum Cmd {
         /// Grant file to intersect with (plugin directories only).
         #[arg(long, value_name = "FILE")]
         grant: Option<PathBuf>,
+        /// The environment store `plugbox install` fills (default: its default).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
     },
     /// List plugins (directories, installed Python distributions, plugbox_plugins.*) without
     /// running any plugin code.
@@ -206,6 +221,9 @@ enum Cmd {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The environment store `plugbox install` fills (default: its default).
+        #[arg(long, value_name = "ROOT")]
+        store: Option<PathBuf>,
     },
     /// What a new version of a plugin asks for beyond the old one. Exit 0 if it escalates
     /// nothing, 1 if it does.
@@ -291,42 +309,13 @@ fn main() -> ExitCode {
         Cmd::List {
             paths,
             python,
-            mut sites,
+            sites,
             json,
-        } => {
-            if let Some(py) = python {
-                match plugbox::discovery::site_dirs(&py) {
-                    Ok(dirs) => sites.extend(dirs),
-                    Err(e) => return fail(&format!("discovery: {e}")),
-                }
-            }
-            let mut all = plugbox::discovery::in_directories(&paths);
-            all.extend(plugbox::discovery::in_site_dirs(&sites));
-            if json {
-                println!("{}", plugbox::display::json_pretty(&all));
-            } else {
-                for f in &all {
-                    let what = match (&f.name, &f.error) {
-                        // Every field comes from a file in a directory anyone may have
-                        // written: escaped in full below.
-                        (Some(n), _) => format!(
-                            "{n} {}  [{}]",
-                            f.version.as_deref().unwrap_or(""),
-                            f.capabilities.join(", ")
-                        ),
-                        (None, Some(e)) => format!("INVALID: {e}"),
-                        (None, None) => String::new(),
-                    };
-                    let line = format!(
-                        "{:<12} {:<50} {what}",
-                        f.route,
-                        f.location.display().to_string()
-                    );
-                    println!("{}", plugbox::display::escape(&line));
-                }
-            }
-            ExitCode::SUCCESS
-        }
+            store,
+        } => match list::list(&paths, python, sites, json, store) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Cmd::Diff { old, new, json } => match diff_cmd(&old, &new, json) {
             Ok(code) => code,
             Err(e) => fail(&e),
@@ -353,10 +342,16 @@ fn main() -> ExitCode {
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
-        Cmd::Check { path, grant } => match check::check(&path, grant.as_deref()) {
+        Cmd::Install { dir, store } => match install::install(&dir, store) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Cmd::Check { path, grant, store } => {
+            match check::check(&path, grant.as_deref(), store.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Run {
             dir,
             grant,
