@@ -191,12 +191,9 @@ fn find(manifest: &Manifest, env_store: &Path) -> Result<Option<(Venv, Origin)>,
         }
     }
     if store::declares_install(python) {
-        let command = runtime?;
-        let base = command
-            .executables()
-            .first()
-            .cloned()
-            .unwrap_or_else(|| command.path().to_owned());
+        runtime?;
+        // The one resolution `plugbox install` keys the store with.
+        let base = store::base_python(manifest)?;
         if let Some(venv) = store::installed(env_store, manifest, &base)? {
             return Ok(Some((venv, Origin::Store)));
         }
