@@ -30,6 +30,9 @@ pub struct EnforcementReport {
     pub parent_death_signal: &'static str,
     /// Environment variable names passed to the command (values omitted).
     pub environment: Vec<String>,
+    /// The private mount view (own `/proc`, generated `/etc/passwd` and `/etc/group`):
+    /// `"enabled"`, or why the command runs without one.
+    pub private_view: String,
 }
 
 /// The seccomp layer.
