@@ -300,3 +300,19 @@ fn each_per_spawn_identity_sees_its_own_entry() {
         );
     }
 }
+
+/// Without `@chown`, giving a file away is "not permitted" (`EPERM`), with or without a write
+/// path, as for an unprivileged user outside: not the `ENOSYS` of an unknown syscall.
+#[test]
+fn chown_without_the_group_fails_with_eperm() {
+    let ws = Workspace::new();
+    let own = ws.path("rw/file").display().to_string();
+    for policy in [ws.policy(""), PolicyFile::new(&[&ws.p("ro")], &[], "")] {
+        for nr in [libc::SYS_chown, libc::SYS_lchown, libc::SYS_fchownat] {
+            let run = probe(&policy, &["syscall", &nr.to_string(), "0", "0", "0", "0"]);
+            assert_eq!(run.verdict(), "EPERM", "{nr}: {run:?}");
+        }
+    }
+    let owner = std::fs::metadata(&own).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&owner), NOBODY);
+}

@@ -13,7 +13,10 @@
 //! 2. **No metadata changes without a write grant.** A policy whose `[filesystem] write` is
 //!    empty gives the plugin nothing whose mode, owner, times or attributes it may change: the
 //!    chmod, chown and utime families fail with `EPERM`, whatever the file.
-//! 3. **Extended attributes are "not supported here" unless granted.** Setting or removing one
+//! 3. **Changing owners is "not permitted" unless granted.** Without `@chown`, the chown
+//!    family fails with `EPERM` (as for an unprivileged user giving a file away), not with
+//!    the `ENOSYS` of an unknown syscall, which callers do not expect.
+//! 4. **Extended attributes are "not supported here" unless granted.** Setting or removing one
 //!    (`setxattr`, `removexattr` and their `l`/`f`/`at` forms) fails with `EOPNOTSUPP`, as on a
 //!    filesystem without xattrs, unless the policy allows `@xattr-write` *and* grants a write
 //!    path. Code probing for xattr support (CPython's `shutil.copystat`, its test suite)
@@ -76,14 +79,31 @@ pub fn refused_metadata(policy: &Policy) -> &'static [i64] {
     }
 }
 
+const CHOWN: [i64; 4] = [
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+];
+
+/// Syscalls refused with `EPERM` for this policy because their group is not granted: the
+/// chown family without `@chown`.
+pub fn refused_ungranted(policy: &Policy) -> &'static [i64] {
+    if granted(policy, syscall_groups::CHOWN) {
+        &[]
+    } else {
+        &CHOWN
+    }
+}
+
+fn granted(policy: &Policy, group: &str) -> bool {
+    policy.syscall_groups().iter().any(|g| g.name == group)
+}
+
 /// Syscalls refused with `EOPNOTSUPP` for this policy: the xattr-changing family, unless the
 /// policy allows `@xattr-write` and grants a write path.
 pub fn refused_xattr(policy: &Policy) -> &'static [i64] {
-    let granted = policy
-        .syscall_groups()
-        .iter()
-        .any(|g| g.name == syscall_groups::XATTR_WRITE);
-    if granted && !policy.filesystem().write.is_empty() {
+    if granted(policy, syscall_groups::XATTR_WRITE) && !policy.filesystem().write.is_empty() {
         &[]
     } else {
         &XATTR_CHANGES

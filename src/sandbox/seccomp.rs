@@ -86,6 +86,9 @@ pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
     for &(_, nr) in refused(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
     }
+    for &nr in file_mode_rules::refused_ungranted(policy) {
+        leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+    }
     for &nr in file_mode_rules::refused_metadata(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
     }

@@ -29,6 +29,10 @@ fi
 [ -d /usr/lib/python3.11/test/libregrtest ] ||
   { echo "run.sh: libpython3.11-testsuite is missing: run .ci/setup" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run.sh: must run as root (the uid switch)" >&2; exit 2; }
+# Tests that hang, bare too, when a permission is withheld, because of the standard library
+# itself: logging.config.listen()'s thread dies when socket() fails (EPERM here: no network)
+# without setting `ready`, and the test waits on it forever. Ignored on both sides.
+export IGNORE='*test_listen_*'
 OUT=$(mktemp -d /tmp/plugbox-regrtest.XXXXXX)
 chmod 755 "$OUT"
 export OUT plugbox timeout_s
@@ -43,7 +47,7 @@ run_one() {
   cat >"$policy" <<POLICY
 schema = 1
 [filesystem]
-read = []
+read = ["/usr/share/zoneinfo"]
 write = ["$scratch"]
 execute = ["/usr/bin"]
 [process]
@@ -60,11 +64,11 @@ POLICY
   if [ "$side" = bare ]; then
     (cd "$scratch" && timeout -s KILL "$timeout_s" setpriv --reuid 65534 --regid 65534 \
       --clear-groups env -i PATH=/usr/bin:/bin HOME=/nonexistent TMPDIR="$scratch/tmp" \
-      LANG=C.UTF-8 /usr/bin/python3 -m test -q "$module") >"$scratch.log" 2>&1
+      LANG=C.UTF-8 /usr/bin/python3 -m test -W --ignore "$IGNORE" "$module") >"$scratch.log" 2>&1
     rc=$?
   else
     (cd "$scratch" && timeout -s KILL "$timeout_s" "$plugbox" exec --policy "$policy" \
-      --env TMPDIR="$scratch/tmp" --env LANG=C.UTF-8 -- /usr/bin/python3 -m test -q "$module") \
+      --env TMPDIR="$scratch/tmp" --env LANG=C.UTF-8 -- /usr/bin/python3 -m test -W --ignore "$IGNORE" "$module") \
       >"$scratch.log" 2>&1
     rc=$?
   fi
