@@ -14,8 +14,8 @@
 //! generated files are *detached* mounts (no host path reaches them), and the Landlock rules
 //! granting read on them are added to the prepared ruleset. The files of one identity are
 //! made the first time it spawns. The child clones the mounts (`open_tree`), calls
-//! `unshare(CLONE_NEWNS)` and attaches them ([`attach`]). Mount propagation is private, so
-//! nothing reaches the host, and mounting stays refused to the program (seccomp, no
+//! `unshare(CLONE_NEWNS)` and attaches them ([`attach`]). Mounts propagate one way only
+//! (slave), so nothing reaches the host, and mounting stays refused to the program (seccomp, no
 //! capabilities).
 
 use super::userdb;
@@ -133,7 +133,7 @@ pub fn attach(view: &ViewFds) -> io::Result<()> {
     let proc = sys::clone_mount(view.proc)?;
     let passwd = clone_optional(view.passwd)?;
     let group = clone_optional(view.group)?;
-    sys::unshare_private_mounts()?;
+    sys::unshare_mount_namespace()?;
     sys::attach_mount(proc, c"/proc")?;
     sys::close_raw(proc);
     if let Some(fd) = passwd {

@@ -108,9 +108,11 @@ pub fn attach_mount(fd: RawFd, target: &CStr) -> io::Result<()> {
     .map(drop)
 }
 
-/// `unshare(CLONE_NEWNS)`, then every mount made private (`MS_REC | MS_PRIVATE` on `/`), so
-/// nothing mounted here propagates back to the host. Async-signal-safe.
-pub fn unshare_private_mounts() -> io::Result<()> {
+/// `unshare(CLONE_NEWNS)`, then every mount made a slave (`MS_REC | MS_SLAVE` on `/`): nothing
+/// mounted here propagates back to the host, while the host's later mounts and unmounts still
+/// reach this namespace (so a long-lived sandbox does not keep an unmounted filesystem busy).
+/// Async-signal-safe.
+pub fn unshare_mount_namespace() -> io::Result<()> {
     // SAFETY: unshare takes one integer flag.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS) }.into())?;
     // SAFETY: mount reads one static NUL-terminated string; the other pointers are null.
@@ -120,7 +122,7 @@ pub fn unshare_private_mounts() -> io::Result<()> {
                 std::ptr::null(),
                 c"/".as_ptr(),
                 std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
+                libc::MS_REC | libc::MS_SLAVE,
                 std::ptr::null(),
             )
         }
