@@ -176,8 +176,8 @@ fn private_view_for(root: bool, ruleset: &mut PreparedRuleset) -> Result<Private
     }
     let view = PrivateView::new(ruleset.fd.as_raw_fd())
         .map_err(|e| format!("unavailable: the kernel refused the detached mounts: {e}"))?;
-    for (path, what) in private_view::REPORTED {
-        let rights = vec!["ReadFile".to_owned(), "ReadDir".to_owned()];
+    for (path, what, rights) in private_view::REPORTED {
+        let rights = rights.iter().map(|r| (*r).to_owned()).collect();
         ruleset
             .report
             .rules

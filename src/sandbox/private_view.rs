@@ -49,14 +49,23 @@ pub struct PrivateView {
     made: Mutex<BTreeMap<(u32, u32), (OwnedFd, OwnedFd)>>,
 }
 
-/// What the enforcement report lists for the private view (pseudo-paths and their rights).
-pub const REPORTED: [(&str, &str); 3] = [
+/// What the enforcement report lists for the private view: path, what it is, rights.
+pub const REPORTED: [(&str, &str, &[&str]); 3] = [
     (
         "/proc",
         "private procfs (hidepid=invisible,subset=pid): own processes only",
+        &["ReadFile", "ReadDir"],
     ),
-    ("/etc/passwd", "generated: root, the sandbox user, nobody"),
-    ("/etc/group", "generated: root, the sandbox group, nogroup"),
+    (
+        "/etc/passwd",
+        "generated: root, the sandbox user, nobody",
+        &["ReadFile"],
+    ),
+    (
+        "/etc/group",
+        "generated: root, the sandbox group, nogroup",
+        &["ReadFile"],
+    ),
 ];
 
 fn read_dir_access() -> BitFlags<AccessFs> {
