@@ -308,6 +308,11 @@ pub const SUBPROCESSES: SyscallGroup = SyscallGroup {
     syscalls: syscalls![SYS_fork, SYS_vfork],
 };
 
+/// The name of the group that lets a plugin change file owners.
+pub const CHOWN: &str = "@chown";
+/// The name of the group that lets a plugin set and remove extended attributes.
+pub const XATTR_WRITE: &str = "@xattr-write";
+
 /// Groups a policy may add with `[syscalls] allow`.
 pub const OPTIONAL: &[SyscallGroup] = &[
     SyscallGroup {
@@ -316,13 +321,15 @@ pub const OPTIONAL: &[SyscallGroup] = &[
         syscalls: syscalls![SYS_sync, SYS_syncfs],
     },
     SyscallGroup {
-        name: "@chown",
-        about: "changing file owners; without capabilities only to the caller's own ids",
+        name: CHOWN,
+        about: "changing file owners; without capabilities only to the caller's own ids \
+                (without it, they fail with EPERM)",
         syscalls: syscalls![SYS_chown, SYS_fchown, SYS_lchown, SYS_fchownat],
     },
     SyscallGroup {
-        name: "@xattr-write",
-        about: "setting and removing extended attributes on writable files",
+        name: XATTR_WRITE,
+        about: "setting and removing extended attributes on writable files (without it, and \
+                without a write path, they fail with EOPNOTSUPP)",
         syscalls: syscalls![
             SYS_setxattr,
             SYS_lsetxattr,

@@ -5,6 +5,7 @@
 //! [`crate::sys`]. It never allocates, locks or logs. A failed step writes its number and errno
 //! to the report pipe and aborts the exec, so the command never runs unconfined.
 
+use super::private_view::{self, ViewFds};
 use crate::sys::{self, SockFilter};
 use std::io;
 use std::os::fd::RawFd;
@@ -23,6 +24,8 @@ pub enum Step {
     DieWithParent,
     /// The parent had already died before the previous step.
     ParentAlive,
+    /// Own mount namespace: private `/proc`, generated user database.
+    PrivateView,
     /// Resource limits.
     Rlimits,
     /// Drop the capability bounding set.
@@ -48,12 +51,13 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 16] = [
+    const ALL: [Step; 17] = [
         Step::CloseFds,
         Step::KeepChannel,
         Step::NewSession,
         Step::DieWithParent,
         Step::ParentAlive,
+        Step::PrivateView,
         Step::Rlimits,
         Step::DropBoundingSet,
         Step::LockSecurebits,
@@ -77,6 +81,7 @@ impl Step {
         match self {
             Step::CloseFds | Step::KeepChannel => "fds",
             Step::NewSession | Step::DieWithParent | Step::ParentAlive => "lifetime",
+            Step::PrivateView => "private view",
             Step::Rlimits => "rlimits",
             Step::DropBoundingSet
             | Step::LockSecurebits
@@ -132,6 +137,8 @@ pub struct SpawnContext {
     /// `(uid, gid)` replacing the policy's for this spawn (a per-instance identity); only
     /// used when the plan switches ids (the host is root).
     pub ids: Option<(u32, u32)>,
+    /// The private mount view to attach (root hosts only).
+    pub view: Option<ViewFds>,
 }
 
 impl ChildPlan {
@@ -152,11 +159,16 @@ impl ChildPlan {
         if sys::getppid() != ctx.parent_pid {
             return fail(ctx, Step::ParentAlive, libc::ESRCH);
         }
-        // 5. Limits before dropping privilege: raising a hard limit needs CAP_SYS_RESOURCE.
+        // 5. The private view (own /proc, generated user database) needs CAP_SYS_ADMIN, and
+        //    comes before the rlimits: RLIMIT_NOFILE could leave no fd for its clones.
+        if let Some(view) = &ctx.view {
+            step(ctx, Step::PrivateView, private_view::attach(view))?;
+        }
+        // 6. Limits before dropping privilege: raising a hard limit needs CAP_SYS_RESOURCE.
         for &(resource, soft, hard) in &self.rlimits {
             step(ctx, Step::Rlimits, sys::setrlimit(resource, soft, hard))?;
         }
-        // 6. Capabilities and identity: bounding set and securebits need CAP_SETPCAP, and the
+        // 7. Capabilities and identity: bounding set and securebits need CAP_SETPCAP, and the
         //    id switch needs CAP_SETUID/CAP_SETGID, so they come before clearing the sets.
         if let Some(last) = self.drop_bounding_up_to {
             for cap in 0..=last {
@@ -177,17 +189,17 @@ impl ChildPlan {
         }
         step(ctx, Step::ClearCapabilities, sys::clear_capabilities())?;
         step(ctx, Step::ClearAmbient, sys::clear_ambient_capabilities())?;
-        // 7. no_new_privs: required for unprivileged Landlock and seccomp, and stops setuid
+        // 8. no_new_privs: required for unprivileged Landlock and seccomp, and stops setuid
         //    binaries and file capabilities from undoing the above.
         step(ctx, Step::NoNewPrivs, sys::set_no_new_privs())?;
-        // 8. Landlock after the id switch (it does not restrict setresuid, but ordering it
+        // 9. Landlock after the id switch (it does not restrict setresuid, but ordering it
         //    late keeps every step above free of filesystem checks).
         step(
             ctx,
             Step::Landlock,
             sys::landlock_restrict_self(self.ruleset_fd),
         )?;
-        // 9. seccomp last: it forbids setsid, prctl variants and landlock_* used above, and is
+        // 10. seccomp last: it forbids setsid, prctl variants and landlock_* used above, and is
         //    installed with the raw seccomp(2) call.
         step(ctx, Step::Seccomp, sys::seccomp_set_filter(&self.seccomp))
     }

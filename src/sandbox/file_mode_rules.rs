@@ -12,7 +12,15 @@
 //!    glibc and CPython never need it.
 //! 2. **No metadata changes without a write grant.** A policy whose `[filesystem] write` is
 //!    empty gives the plugin nothing whose mode, owner, times or attributes it may change: the
-//!    chmod, chown, utime and xattr-setting families fail with `EPERM`, whatever the file.
+//!    chmod, chown and utime families fail with `EPERM`, whatever the file.
+//! 3. **Changing owners is "not permitted" unless granted.** Without `@chown`, the chown
+//!    family fails with `EPERM` (as for an unprivileged user giving a file away), not with
+//!    the `ENOSYS` of an unknown syscall, which callers do not expect.
+//! 4. **Extended attributes are "not supported here" unless granted.** Setting or removing one
+//!    (`setxattr`, `removexattr` and their `l`/`f`/`at` forms) fails with `EOPNOTSUPP`, as on a
+//!    filesystem without xattrs, unless the policy allows `@xattr-write` *and* grants a write
+//!    path. Code probing for xattr support (CPython's `shutil.copystat`, its test suite)
+//!    expects that errno; `ENOSYS` made it raise.
 //!
 //! With a write grant, mode (without setuid/setgid), times and (if `@chown`/`@xattr-write`
 //! are allowed) owners and attributes can be changed on any file the plugin's uid owns, as
@@ -20,6 +28,7 @@
 //! it created in its writable areas; SECURITY.md states the remaining gap.
 
 use super::seccomp::{cond, rule, SeccompBuildError};
+use crate::policy::syscall_groups;
 use crate::policy::Policy;
 use seccompiler::{SeccompCmpOp as Op, SeccompRule};
 use std::collections::BTreeMap;
@@ -30,7 +39,7 @@ const O_CREAT: u64 = libc::O_CREAT as u64;
 const O_TMPFILE_BIT: u64 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64;
 
 /// Syscalls that change metadata, refused with `EPERM` when the policy grants no write path.
-const METADATA_CHANGES: [i64; 18] = [
+const METADATA_CHANGES: [i64; 12] = [
     libc::SYS_chmod,
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
@@ -43,12 +52,22 @@ const METADATA_CHANGES: [i64; 18] = [
     libc::SYS_utimes,
     libc::SYS_utimensat,
     libc::SYS_futimesat,
+];
+
+/// `setxattrat` and `removexattrat` (Linux 6.13), which libc does not name yet.
+const SYS_SETXATTRAT: i64 = 463;
+const SYS_REMOVEXATTRAT: i64 = 466;
+
+/// Syscalls that set or remove extended attributes, refused with `EOPNOTSUPP` unless granted.
+pub const XATTR_CHANGES: [i64; 8] = [
     libc::SYS_setxattr,
     libc::SYS_lsetxattr,
     libc::SYS_fsetxattr,
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
+    SYS_SETXATTRAT,
+    SYS_REMOVEXATTRAT,
 ];
 
 /// Syscalls refused with `EPERM` whatever their arguments, for this policy.
@@ -57,6 +76,37 @@ pub fn refused_metadata(policy: &Policy) -> &'static [i64] {
         &METADATA_CHANGES
     } else {
         &[]
+    }
+}
+
+const CHOWN: [i64; 4] = [
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+];
+
+/// Syscalls refused with `EPERM` for this policy because their group is not granted: the
+/// chown family without `@chown`.
+pub fn refused_ungranted(policy: &Policy) -> &'static [i64] {
+    if granted(policy, syscall_groups::CHOWN) {
+        &[]
+    } else {
+        &CHOWN
+    }
+}
+
+fn granted(policy: &Policy, group: &str) -> bool {
+    policy.syscall_groups().iter().any(|g| g.name == group)
+}
+
+/// Syscalls refused with `EOPNOTSUPP` for this policy: the xattr-changing family, unless the
+/// policy allows `@xattr-write` and grants a write path.
+pub fn refused_xattr(policy: &Policy) -> &'static [i64] {
+    if granted(policy, syscall_groups::XATTR_WRITE) && !policy.filesystem().write.is_empty() {
+        &[]
+    } else {
+        &XATTR_CHANGES
     }
 }
 

@@ -32,6 +32,11 @@ pub const BASELINE_READ: &[&str] = &[
     "/dev/urandom",
 ];
 
+/// Baseline devices that may also be written (and opened with `O_TRUNC`): writes to them are
+/// discarded, as for any user outside. `open(os.devnull, "w")`, `subprocess.DEVNULL` and
+/// shell redirections need `/dev/null`. Only these device files, never `/dev` itself.
+pub const BASELINE_DISCARD: &[&str] = &["/dev/null", "/dev/zero"];
+
 /// What the Landlock layer enforces, for the enforcement report.
 #[derive(Debug, Clone, Serialize)]
 pub struct LandlockReport {
@@ -145,6 +150,15 @@ fn read_access() -> BitFlags<AccessFs> {
     AccessFs::ReadFile | AccessFs::ReadDir
 }
 
+/// Rights of a baseline path: read, plus write and truncate on [`BASELINE_DISCARD`].
+fn baseline_access(path: &str) -> BitFlags<AccessFs> {
+    if BASELINE_DISCARD.contains(&path) {
+        read_access() | AccessFs::WriteFile | AccessFs::Truncate
+    } else {
+        read_access()
+    }
+}
+
 /// Rights of an execute rule.
 fn execute_access() -> BitFlags<AccessFs> {
     read_access() | AccessFs::Execute
@@ -239,7 +253,12 @@ fn path_rules(
     let mut rules = Vec::new();
     for base in BASELINE_READ {
         match open_path(Path::new(base)) {
-            Ok(file) => rules.push(fitted(PathBuf::from(base), file, read_access(), abi)),
+            Ok(file) => rules.push(fitted(
+                PathBuf::from(base),
+                file,
+                baseline_access(base),
+                abi,
+            )),
             Err(_) => report.baseline_missing.push(PathBuf::from(base)),
         }
     }

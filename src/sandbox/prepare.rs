@@ -7,6 +7,7 @@
 use super::child::ChildPlan;
 use super::command::{CommandError, ResolvedCommand};
 use super::landlock::{self, LandlockError, PreparedRuleset};
+use super::private_view::{self, PrivateView, ViewFds};
 use super::report::{CapabilityReport, EnforcementReport, RlimitReport, SeccompReport};
 use super::rlimits;
 use super::seccomp::{self, SeccompBuildError, SeccompProgram};
@@ -45,6 +46,8 @@ pub struct Prepared {
     rlimits: Vec<RlimitReport>,
     capabilities: CapabilityReport,
     ids: (u32, u32),
+    // Own /proc and user database (root hosts only), and why not otherwise.
+    view: Result<PrivateView, String>,
 }
 
 impl Prepared {
@@ -65,7 +68,8 @@ impl Prepared {
         if root {
             command.check_reachable(uid, gid)?;
         }
-        let ruleset = landlock::prepare(&policy, &command)?;
+        let mut ruleset = landlock::prepare(&policy, &command)?;
+        let view = private_view_for(root, &mut ruleset);
         let program = seccomp::build(&policy)?;
         let (rlimit_settings, rlimit_report) = rlimits::plan(&policy);
         let setpcap = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
@@ -96,6 +100,7 @@ impl Prepared {
             rlimits: rlimit_report,
             capabilities,
             ids: (uid, gid),
+            view,
         })
     }
 
@@ -137,6 +142,20 @@ impl Prepared {
             parent_death_signal: "SIGKILL",
             environment,
             python_environment: None,
+            private_view: match &self.view {
+                Ok(_) => "enabled".to_owned(),
+                Err(why) => why.clone(),
+            },
+        }
+    }
+
+    /// The private view's fds for a spawn as `uid`:`gid`, if this preparation has one.
+    pub(crate) fn view_for(&self, uid: u32, gid: u32) -> std::io::Result<Option<ViewFds>> {
+        match &self.view {
+            Ok(view) => view
+                .for_identity(self.ruleset.fd.as_raw_fd(), uid, gid)
+                .map(Some),
+            Err(_) => Ok(None),
         }
     }
 
@@ -148,6 +167,24 @@ impl Prepared {
     pub(crate) fn plan(&self) -> Arc<ChildPlan> {
         Arc::clone(&self.plan)
     }
+}
+
+/// The private view when the host is root and the kernel can build it; the rules it adds
+/// are listed in the report.
+fn private_view_for(root: bool, ruleset: &mut PreparedRuleset) -> Result<PrivateView, String> {
+    if !root {
+        return Err("unavailable: the host is not root (no mount namespace)".to_owned());
+    }
+    let view = PrivateView::new(ruleset.fd.as_raw_fd())
+        .map_err(|e| format!("unavailable: the kernel refused the detached mounts: {e}"))?;
+    for (path, what, rights) in private_view::REPORTED {
+        let rights = rights.iter().map(|r| (*r).to_owned()).collect();
+        ruleset
+            .report
+            .rules
+            .push((std::path::PathBuf::from(format!("{path} ({what})")), rights));
+    }
+    Ok(view)
 }
 
 fn last_capability() -> Result<u32, String> {

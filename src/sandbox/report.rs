@@ -33,6 +33,9 @@ pub struct EnforcementReport {
     /// The Python virtual environment the command runs in, when it is one's interpreter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python_environment: Option<crate::pyenv::EnvReport>,
+    /// The private mount view (own `/proc`, generated `/etc/passwd` and `/etc/group`):
+    /// `"enabled"`, or why the command runs without one.
+    pub private_view: String,
 }
 
 /// The seccomp layer.

@@ -4,7 +4,8 @@
 //! 1. a prologue that kills the process for any ABI other than x86-64 (the i386 `int 0x80`
 //!    entry, and x32 numbers, which share x86-64's audit arch but set bit 30);
 //! 2. a decision tree over the syscall number ([`super::bpf_tree`]): allowed groups return
-//!    ALLOW, syscalls no policy may use return `EPERM`, every other number returns `ENOSYS`
+//!    ALLOW, syscalls no policy may use return `EPERM`, extended-attribute changes not granted
+//!    return `EOPNOTSUPP` ([`super::file_mode_rules`]), every other number returns `ENOSYS`
 //!    (so `clone3` gets `ENOSYS` and glibc falls back to `clone`), and the few syscalls whose
 //!    fate depends on their arguments jump to part 3;
 //! 3. the argument checks, compiled by seccompiler: namespace clone flags, `TIOCSTI`, socket
@@ -85,8 +86,14 @@ pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
     for &(_, nr) in refused(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
     }
+    for &nr in file_mode_rules::refused_ungranted(policy) {
+        leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+    }
     for &nr in file_mode_rules::refused_metadata(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+    }
+    for &nr in file_mode_rules::refused_xattr(policy) {
+        leaves.insert(nr, Leaf::Return(errno_action(libc::EOPNOTSUPP)));
     }
     let ranges = bpf_tree::ranges(
         leaves.into_iter().map(|(nr, leaf)| (nr as u32, leaf)),

@@ -78,6 +78,13 @@ pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, Sp
             });
         }
     }
+    let (uid, gid) = request.ids.unwrap_or(prepared.ids());
+    let view = prepared
+        .view_for(uid, gid)
+        .map_err(|source| SpawnError::Host {
+            what: "private view",
+            source,
+        })?;
     let (report_rx, report_tx) = sys::pipe_cloexec().map_err(|source| SpawnError::Host {
         what: "pipe2",
         source,
@@ -87,6 +94,7 @@ pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, Sp
         report_fd: report_tx.as_raw_fd(),
         keep_fd: request.keep_fd,
         ids: request.ids,
+        view,
     };
     let path = prepared.command().path();
     let mut command = Command::new(path);

@@ -231,3 +231,29 @@ pub fn write_once(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     let ret = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
     check(ret as libc::c_long).map(|n| n as usize)
 }
+
+/// `landlock_add_rule(ruleset, LANDLOCK_RULE_PATH_BENEATH, {access, fd})`: adds one rule to
+/// an existing ruleset (rules added after a `landlock_restrict_self` apply to later ones only).
+pub fn landlock_add_path_rule(ruleset: RawFd, fd: RawFd, access: u64) -> io::Result<()> {
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let attr = PathBeneath {
+        allowed_access: access,
+        parent_fd: fd,
+    };
+    const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+    // SAFETY: the kernel reads `attr`, a packed struct matching its ABI, during the call only.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            LANDLOCK_RULE_PATH_BENEATH,
+            &attr as *const PathBeneath,
+            0,
+        )
+    })
+    .map(drop)
+}
