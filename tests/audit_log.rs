@@ -310,9 +310,12 @@ fn when_the_log_fills_up_mid_run_no_call_runs_without_its_record() {
         })
         .sum();
     assert!(allowed_sets > 0);
-    assert_eq!(
-        stored, allowed_sets,
-        "stored notes == recorded kv.set decisions"
+    // No kv.set stored without its allow record. The other way round, one call may be cut:
+    // its decision was recorded, then the log filled up and the engine stopped before its
+    // handler wrote (the calls run one at a time, so at most one is in flight).
+    assert!(
+        stored <= allowed_sets && allowed_sets - stored <= 1,
+        "stored notes {stored}, recorded kv.set allow decisions {allowed_sets}"
     );
     // What was written before the failure still verifies, up to the cut-off point.
     let v = verify(&[log]).expect("verify");
