@@ -5,6 +5,7 @@
 //! one line on stderr naming the layer and the cause.
 
 mod audit;
+mod audit_keys;
 mod check;
 mod check_ceiling;
 mod exec;
@@ -34,6 +35,18 @@ enum AuditCmd {
         /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the signed checkpoints with this public key (audit.pub); repeatable.
+        #[arg(long = "key", value_name = "PUB")]
+        keys: Vec<PathBuf>,
+        /// Also check the log against the checkpoints exported to this anchors file.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<PathBuf>,
+    },
+    /// Make a checkpoint signing key: DIR/audit.key (secret, mode 0600) and DIR/audit.pub.
+    Keygen {
+        /// Directory to write the two files to (created mode 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Print records as a table, or JSON lines for jq.
     Show {
@@ -137,6 +150,8 @@ enum Cmd {
         /// Print the plugin's counters (calls, denials, errors, latency percentiles) at the end.
         #[arg(long)]
         stats: bool,
+        #[command(flatten)]
+        signing: audit_keys::SigningArgs,
     },
     /// Run the managed engine for a host in any language: JSON-line requests on stdin (load,
     /// call, reload, unload, stats, shutdown), one JSON-line answer each on stdout.
@@ -165,8 +180,11 @@ enum Cmd {
         /// Drop what a manifest asks beyond its grant (audited) instead of refusing the load.
         #[arg(long)]
         clamp: bool,
+        #[command(flatten)]
+        signing: audit_keys::SigningArgs,
     },
-    /// Read an audit log: verify its chain, show records, summarise them.
+    /// Read an audit log: verify its chain (and signed checkpoints), show records, summarise
+    /// them; make a checkpoint signing key.
     Audit {
         #[command(subcommand)]
         action: AuditCmd,
@@ -252,7 +270,16 @@ fn main() -> ExitCode {
         }
         Cmd::Audit { action } => {
             let result = match action {
-                AuditCmd::Verify { files, json } => audit::verify_cmd(&files, json),
+                AuditCmd::Verify {
+                    files,
+                    json,
+                    keys,
+                    anchors,
+                } if !keys.is_empty() || anchors.is_some() => {
+                    audit_keys::verify_cmd(&files, &keys, anchors.as_deref(), json)
+                }
+                AuditCmd::Verify { files, json, .. } => audit::verify_cmd(&files, json),
+                AuditCmd::Keygen { out } => audit_keys::keygen(&out),
                 AuditCmd::Show {
                     files,
                     plugin,
@@ -325,6 +352,7 @@ fn main() -> ExitCode {
             capabilities,
             allow_ungranted,
             clamp,
+            signing,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -334,6 +362,7 @@ fn main() -> ExitCode {
                 capabilities,
                 allow_ungranted,
                 clamp,
+                signing,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
@@ -352,6 +381,7 @@ fn main() -> ExitCode {
             log_format,
             durability,
             stats,
+            signing,
         } => {
             init_logging(&log_format);
             let sub = matches.subcommand_matches("run");
@@ -368,6 +398,7 @@ fn main() -> ExitCode {
                 calls,
                 durability,
                 stats,
+                signing,
             };
             match run::run(opts) {
                 Ok(code) => code,

@@ -55,6 +55,8 @@ pub struct ServeOptions {
     pub allow_ungranted: bool,
     /// Drop a manifest's requests beyond its grant (audited) instead of refusing the load.
     pub clamp: bool,
+    /// Checkpoint signing (`--audit-key` and friends).
+    pub signing: crate::audit_keys::SigningArgs,
 }
 
 /// One request.
@@ -137,6 +139,7 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
     let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
+    opts.signing.apply(&mut config);
     if opts.clamp {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;
     }
