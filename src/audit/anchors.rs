@@ -26,12 +26,18 @@ pub const MAX_ANCHORS: usize = 1_000_000;
 pub(crate) struct Export {
     file: Option<(PathBuf, Mutex<File>)>,
     hook: Option<OnCheckpoint>,
+    /// `fdatasync` each anchor (the log's durability is `fsync`).
+    sync: bool,
 }
 
 impl Export {
     /// Opens the anchors file (created 0600, appended with `O_APPEND`, never through a
-    /// symlink) if one is given.
-    pub(crate) fn open(path: Option<&Path>, hook: Option<OnCheckpoint>) -> std::io::Result<Self> {
+    /// symlink) if one is given; `sync`: `fdatasync` each anchor.
+    pub(crate) fn open(
+        path: Option<&Path>,
+        hook: Option<OnCheckpoint>,
+        sync: bool,
+    ) -> std::io::Result<Self> {
         let file = match path {
             None => None,
             Some(p) => {
@@ -50,11 +56,12 @@ impl Export {
                 Some((p.to_owned(), Mutex::new(f)))
             }
         };
-        Ok(Self { file, hook })
+        Ok(Self { file, hook, sync })
     }
 
-    /// Appends `c` to the anchors file, if there is one: one `write(2)`, then `fdatasync`
-    /// (an anchor is worth something only once it is out of the writer's reach).
+    /// Appends `c` to the anchors file, if there is one: one `write(2)` (so it is out of the
+    /// writer's reach once the destination has it), then `fdatasync` if the log's durability
+    /// is `fsync` (otherwise the OS writes it back, as it does the log).
     pub(crate) fn to_file(&self, c: &Checkpoint) -> std::io::Result<()> {
         let Some((_, file)) = &self.file else {
             return Ok(());
@@ -64,7 +71,10 @@ impl Export {
         let file = file.lock().unwrap_or_else(|p| p.into_inner());
         let mut f: &File = &file;
         f.write_all(&line)?;
-        f.sync_data()
+        if self.sync {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 
     /// The anchors file, if there is one.

@@ -200,6 +200,15 @@ impl PublicKey {
     }
 }
 
+/// A public key from its 32 bytes (`None` if they are not a valid Ed25519 point).
+pub fn public_from_bytes(raw: &[u8; 32]) -> Option<PublicKey> {
+    let key = VerifyingKey::from_bytes(raw).ok()?;
+    Some(PublicKey {
+        key,
+        fingerprint: fingerprint(raw),
+    })
+}
+
 /// The 32 bytes of a one-line key file whose first word is `tag`.
 fn parse_line(path: &Path, bytes: &[u8], tag: &str) -> Result<[u8; 32], KeyError> {
     let format = |why: &str| KeyError::Format {

@@ -45,11 +45,16 @@ impl Signer {
         let Some(key) = options.key.clone() else {
             return Ok(None);
         };
-        let export = Export::open(options.anchors.as_deref(), options.on_checkpoint.clone())
-            .map_err(|source| AuditError::Open {
-                path: options.anchors.clone().unwrap_or_default(),
-                source,
-            })?;
+        let sync = options.durability == super::options::Durability::Fsync;
+        let export = Export::open(
+            options.anchors.as_deref(),
+            options.on_checkpoint.clone(),
+            sync,
+        )
+        .map_err(|source| AuditError::Open {
+            path: options.anchors.clone().unwrap_or_default(),
+            source,
+        })?;
         Ok(Some(Self {
             key,
             every: Interval {
@@ -61,13 +66,23 @@ impl Signer {
         }))
     }
 
-    /// After a record: the head to sign if a checkpoint is due.
+    /// After a record: the head to sign if a checkpoint is due. The first record after a
+    /// checkpoint wakes the timer, so it will sign that record within the interval even if
+    /// no other record follows.
     pub(super) fn due(&self, state: &mut State) -> Option<Head> {
         let seq = state.next_seq - 1;
         if state.marks.log.is_empty() && seq == 1 {
             state.marks.log = state.prev.clone();
         }
-        state.marks.due(&self.every).then(|| head(state))
+        if state.marks.due(&self.every) {
+            return Some(head(state));
+        }
+        if state.marks.since == 1 {
+            if let Some(timer) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = timer.send(());
+            }
+        }
+        None
     }
 
     /// The closing checkpoint: signed, written and exported under the lock.
@@ -138,32 +153,32 @@ impl Core {
             return Ok(());
         }
         self.append(&mut state, &checkpoint_record(&c))?;
-        if let Err(source) = signer.export.to_file(&c) {
-            return Err(signer.export_failed(self, &mut state, source));
-        }
         drop(state);
+        if let Err(source) = signer.export.to_file(&c) {
+            return Err(signer.export_failed(self, &mut self.lock(), source));
+        }
         signer.export.to_hook(&c);
         Ok(())
     }
 
-    /// For the timer: how long until the unsigned tail is due, or the head to sign now.
-    fn tail_due(&self) -> Result<Option<Head>, Duration> {
-        let Some(signer) = &self.signer else {
-            return Err(Duration::MAX);
-        };
+    /// For the timer: the head to sign now, or how long to wait (`None`: the log is closed).
+    fn tail_due(&self) -> Option<Result<Head, Duration>> {
+        let signer = self.signer.as_ref()?;
         let mut state = self.lock();
-        let marks = &state.marks;
-        let wait = signer.every.interval.saturating_sub(marks.at.elapsed());
         if state.closed.is_some() {
-            return Err(Duration::MAX);
+            return None;
         }
-        if marks.signing || marks.since == 0 || !wait.is_zero() {
-            return Err(wait
-                .max(Duration::from_millis(5))
-                .min(signer.every.interval));
+        let marks = &state.marks;
+        let left = signer.every.interval.saturating_sub(marks.at.elapsed());
+        if marks.since == 0 || marks.signing {
+            // Nothing unsigned (the next record wakes the timer), or a signature is on its way.
+            return Some(Err(signer.every.interval));
+        }
+        if !left.is_zero() {
+            return Some(Err(left));
         }
         state.marks.taken();
-        Ok(Some(head(&state)))
+        Some(Ok(head(&state)))
     }
 }
 
@@ -177,29 +192,35 @@ pub(super) fn start_timer(core: &Arc<Core>) {
     let (tx, rx) = mpsc::channel::<()>();
     *signer.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     let weak: Weak<Core> = Arc::downgrade(core);
-    let mut wait = signer.every.interval;
+    let mut wait = Duration::ZERO;
     let spawned = std::thread::Builder::new()
         .name("plugbox-audit-checkpoint".into())
         .spawn(move || loop {
-            if !matches!(rx.recv_timeout(wait), Err(mpsc::RecvTimeoutError::Timeout)) {
+            // A wake (the first unsigned record) or the wait's end: look again.
+            if let Err(mpsc::RecvTimeoutError::Disconnected) = rx.recv_timeout(wait) {
                 return;
             }
             let Some(core) = weak.upgrade() else {
                 return;
             };
             wait = match core.tail_due() {
-                Ok(Some(head)) => match core.checkpoint(head) {
-                    Ok(()) => Duration::ZERO,
+                None => return,
+                Some(Err(wait)) => wait,
+                Some(Ok(head)) => match core.checkpoint(head) {
+                    Ok(()) => signer_interval(&core),
                     Err(_) => return,
                 },
-                Ok(None) => Duration::ZERO,
-                Err(Duration::MAX) => return,
-                Err(wait) => wait,
             };
         });
     if let Err(e) = spawned {
         tracing::warn!("audit: no checkpoint timer ({e}); checkpoints follow records only");
     }
+}
+
+fn signer_interval(core: &Core) -> Duration {
+    core.signer
+        .as_ref()
+        .map_or(Duration::from_secs(1), |s| s.every.interval)
 }
 
 /// What the `open` record says about signing: the key's fingerprint and the interval.
