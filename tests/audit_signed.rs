@@ -458,6 +458,17 @@ fn exported_anchors_catch_a_rewrite_resigned_with_the_stolen_key() {
         "the log was rewritten after the export",
     );
 
+    // Rewritten from its very first record: a log the anchors do not know at all.
+    let mut records = original.clone();
+    records[0] = records[0].replacen("\"ts\":\"2", "\"ts\":\"1", 1);
+    rewrite(&log, records, Some(&thief));
+    assert_eq!(
+        verify(&log, &key_arg(&public)).0,
+        0,
+        "re-signed from genesis"
+    );
+    assert_broken(verify(&log, &both), "anchor_missing", "belongs to this log");
+
     // The second session cut off whole: a shorter log, sealed and signed.
     let first_seal = original.iter().position(|r| event(r) == "seal").unwrap();
     let kept: String = original[..=first_seal]

@@ -116,7 +116,10 @@ impl AuditLog {
                 opened_at: Instant::now(),
                 rotations: rotated::next_archive_number(path).saturating_sub(1),
                 line: Vec::with_capacity(1024),
-                marks: Marks::new(signer::genesis_of(path)),
+                marks: Marks::new(match &signer {
+                    Some(_) => signer::genesis_of(path),
+                    None => String::new(),
+                }),
             }),
             dirty: Arc::new(AtomicBool::new(false)),
             sync_file: Arc::new(Mutex::new(Some(sync))),
