@@ -156,6 +156,8 @@ pub(crate) struct Marks {
     pub(crate) signing: bool,
     /// The log's first record's hash (empty until known).
     pub(crate) log: String,
+    /// The timer sleeps until woken (it saw nothing unsigned): the next record wakes it.
+    pub(crate) timer_idle: bool,
 }
 
 impl Marks {
@@ -166,14 +168,15 @@ impl Marks {
             at: std::time::Instant::now(),
             signing: false,
             log,
+            timer_idle: false,
         }
     }
 
-    /// After a record: whether a checkpoint is due now (and if so, marks it taken).
+    /// After a record: whether a checkpoint is due by count now (and if so, marks it taken).
+    /// The time trigger is the timer thread's: no clock is read per record.
     pub(crate) fn due(&mut self, every: &Interval) -> bool {
         self.since += 1;
-        let due =
-            !self.signing && (self.since >= every.records || self.at.elapsed() >= every.interval);
+        let due = !self.signing && self.since >= every.records;
         if due {
             self.taken();
         }

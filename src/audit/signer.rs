@@ -66,9 +66,9 @@ impl Signer {
         }))
     }
 
-    /// After a record: the head to sign if a checkpoint is due. The first record after a
-    /// checkpoint wakes the timer, so it will sign that record within the interval even if
-    /// no other record follows.
+    /// After a record: the head to sign if a checkpoint is due by count. A record that finds
+    /// the timer asleep with nothing to sign wakes it, so it signs that record within the
+    /// interval even if no other record follows.
     pub(super) fn due(&self, state: &mut State) -> Option<Head> {
         let seq = state.next_seq - 1;
         if state.marks.log.is_empty() && seq == 1 {
@@ -77,7 +77,8 @@ impl Signer {
         if state.marks.due(&self.every) {
             return Some(head(state));
         }
-        if state.marks.since == 1 {
+        if state.marks.timer_idle {
+            state.marks.timer_idle = false;
             if let Some(timer) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 let _ = timer.send(());
             }
@@ -168,11 +169,15 @@ impl Core {
         if state.closed.is_some() {
             return None;
         }
-        let marks = &state.marks;
+        let marks = &mut state.marks;
         let left = signer.every.interval.saturating_sub(marks.at.elapsed());
-        if marks.since == 0 || marks.signing {
-            // Nothing unsigned (the next record wakes the timer), or a signature is on its way.
+        if marks.since == 0 {
+            // Nothing unsigned: sleep until the next record wakes the timer.
+            marks.timer_idle = true;
             return Some(Err(signer.every.interval));
+        }
+        if marks.signing {
+            return Some(Err(signer.every.interval)); // a signature is on its way
         }
         if !left.is_zero() {
             return Some(Err(left));
