@@ -121,3 +121,26 @@ pub fn audit_line(data: &[u8]) {
         }
     }
 }
+
+/// Parses each line of `data` as an exported anchor (a checkpoint, as `verify --anchors` and
+/// `verify --key` read them): a line that parses re-encodes to an equal checkpoint, its signed
+/// text is exactly seven lines (no field can smuggle a line break into it), and checking its
+/// signature against a fixed key answers without panicking.
+pub fn checkpoint_line(data: &[u8]) {
+    use crate::audit::Checkpoint;
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Option<crate::audit::PublicKey>> = OnceLock::new();
+    let key = KEY.get_or_init(|| crate::audit::keys::public_from_bytes(&[7u8; 32]));
+    for line in data.split(|&b| b == b'\n') {
+        let Ok(c) = Checkpoint::parse(line) else {
+            continue;
+        };
+        let again = serde_json::to_vec(&c).unwrap_or_default();
+        assert_eq!(Checkpoint::parse(&again).ok().as_ref(), Some(&c));
+        let message = c.message();
+        assert_eq!(message.iter().filter(|&&b| b == b'\n').count(), 7);
+        if let Some(key) = key {
+            let _ = c.check_signature(key);
+        }
+    }
+}

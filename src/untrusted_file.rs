@@ -252,6 +252,11 @@ impl UntrustedFile {
         &self.path
     }
 
+    /// `fstat` of the open descriptor (the file read, not the path, which may have changed).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// The whole file; refused (without reading further) once it exceeds `limit` bytes.
     pub fn read_capped(mut self, limit: u64) -> Result<Vec<u8>, UntrustedFileError> {
         let mut out = Vec::new();

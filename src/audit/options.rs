@@ -1,8 +1,16 @@
 //! What a host chooses about its audit log (durability, rotation) and how writing it fails.
 
+use super::anchors::OnCheckpoint;
+use super::keys::{AuditKey, KeyError};
 use super::record::MAX_RECORD_BYTES;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Default records between checkpoints.
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1000;
+/// Default time between checkpoints while records are written.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// When records reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,7 +38,7 @@ impl std::str::FromStr for Durability {
 }
 
 /// Writer settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuditOptions {
     /// When records are fsynced.
     pub durability: Durability,
@@ -41,6 +49,22 @@ pub struct AuditOptions {
     /// Rotate to a new file once the current one has been written for this long (counted
     /// from when this writer opened it, or started it by rotating).
     pub rotate_age: Option<Duration>,
+    /// Sign checkpoints with this key (`docs/audit.md`, "Checkpoints"): a `checkpoint`
+    /// record every [`checkpoint_records`](Self::checkpoint_records) records or
+    /// [`checkpoint_interval`](Self::checkpoint_interval), and one right before each seal.
+    /// `None`: no checkpoints.
+    pub key: Option<Arc<AuditKey>>,
+    /// Records between checkpoints (at least 1).
+    pub checkpoint_records: u64,
+    /// Longest time a written record waits for a checkpoint.
+    pub checkpoint_interval: Duration,
+    /// Append every checkpoint to this file as well (`O_APPEND`, one JSON line each): keep it
+    /// on another volume or host, where whoever can rewrite the log cannot rewrite it.
+    pub anchors: Option<PathBuf>,
+    /// Called with every checkpoint once it is in the log (outside the writer's lock, in the
+    /// thread that wrote it; for the checkpoint before a seal, after the seal). It must not
+    /// block for long; it may write to the log.
+    pub on_checkpoint: Option<OnCheckpoint>,
     /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
     /// costs; never set it where the log matters.
     pub danger_disabled: bool,
@@ -53,8 +77,30 @@ impl Default for AuditOptions {
             group_delay: Duration::from_millis(10),
             rotate_bytes: None,
             rotate_age: None,
+            key: None,
+            checkpoint_records: DEFAULT_CHECKPOINT_RECORDS,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            anchors: None,
+            on_checkpoint: None,
             danger_disabled: false,
         }
+    }
+}
+
+impl std::fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("durability", &self.durability)
+            .field("group_delay", &self.group_delay)
+            .field("rotate_bytes", &self.rotate_bytes)
+            .field("rotate_age", &self.rotate_age)
+            .field("key", &self.key)
+            .field("checkpoint_records", &self.checkpoint_records)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("anchors", &self.anchors)
+            .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .field("danger_disabled", &self.danger_disabled)
+            .finish()
     }
 }
 
@@ -88,6 +134,9 @@ pub enum AuditError {
         /// Its length.
         bytes: usize,
     },
+    /// The checkpoint key could not be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// An earlier write failed, or the log was sealed.
     #[error("audit: the log {path} is closed ({why}); no further records are written")]
     Closed {

@@ -23,6 +23,9 @@ pub enum EventKind {
     Rotate,
     /// Clean shutdown: the last record of the log.
     Seal,
+    /// A signed checkpoint of the chain head: `detail` holds `v`, `log`, `seq`, `hash`,
+    /// `key`, `time`, `before_seal` and `sig` (`docs/audit.md`, "Checkpoints").
+    Checkpoint,
     /// A plugin was refused before it ran.
     LoadRefused,
     /// A plugin process was started; `detail` holds the enforcement report.

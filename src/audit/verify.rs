@@ -31,6 +31,22 @@ pub enum Damage {
     /// The log does not start at the writer's first record (`open`, seq 1, genesis `prev`):
     /// records were cut off its head, or earlier files were not given.
     HeadMissing,
+    /// With a key: a session written without signing, or records after a closing checkpoint.
+    Unsigned,
+    /// With a key: a session or checkpoint signed by a key other than the given ones.
+    WrongKey,
+    /// With a key: a checkpoint whose signature does not verify, or that is not one.
+    BadSignature,
+    /// With a key: a checkpoint signs a head the log no longer has (rewritten and re-chained).
+    CheckpointMismatch,
+    /// With a key: a seal without the closing checkpoint right before it (cut and re-sealed,
+    /// or records appended after the last checkpoint).
+    CheckpointMissing,
+    /// With anchors: a record differs from the anchor exported for it (rewritten after export).
+    AnchorMismatch,
+    /// With anchors: an anchor names a record the log no longer holds (cut after export), or
+    /// no anchor belongs to the log.
+    AnchorMissing,
 }
 
 impl Damage {
@@ -45,6 +61,13 @@ impl Damage {
             Damage::Unsealed => "unsealed",
             Damage::Corrupt => "corrupt",
             Damage::HeadMissing => "head_missing",
+            Damage::Unsigned => "unsigned",
+            Damage::WrongKey => "wrong_key",
+            Damage::BadSignature => "bad_signature",
+            Damage::CheckpointMismatch => "checkpoint_mismatch",
+            Damage::CheckpointMissing => "checkpoint_missing",
+            Damage::AnchorMismatch => "anchor_mismatch",
+            Damage::AnchorMissing => "anchor_missing",
         }
     }
 }
@@ -283,7 +306,7 @@ fn count_lines(path: &Path) -> std::io::Result<usize> {
     Ok(lines.number())
 }
 
-fn broken(
+pub(super) fn broken(
     files: &[PathBuf],
     file: usize,
     line: usize,

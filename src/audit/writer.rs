@@ -12,44 +12,58 @@ pub use super::clock::rfc3339_now;
 pub use super::options::{AuditError, AuditOptions, Durability};
 
 use super::chain::{self, GENESIS};
+use super::checkpoint::Marks;
+use super::flusher::spawn_flusher;
 use super::record::{EventKind, Record, Subject, MAX_RECORD_BYTES, RECORD_SCHEMA};
 use super::reopen::{open_append, reopen_or_start};
 use super::rotated;
+use super::signer::{self, Signer};
 use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::watch;
 
-/// Where audit records go.
+/// Where audit records go. Dropping the last handle seals the log (in the dropping thread).
 #[derive(Debug)]
 pub struct AuditLog {
+    core: Arc<Core>,
+}
+
+/// The writer behind the handle. Background threads (group commit, checkpoint timer) hold it
+/// by `Weak` and may upgrade it; only the handle's drop seals, so a seal never moves to them.
+#[derive(Debug)]
+pub(super) struct Core {
     path: PathBuf,
     host: String,
     options: AuditOptions,
-    state: Mutex<State>,
+    pub(super) state: Mutex<State>,
     dirty: Arc<AtomicBool>,
     sync_file: SyncFile,
     failed: watch::Sender<Option<String>>,
+    /// Checkpoint signing, when a key is set.
+    pub(super) signer: Option<Signer>,
 }
 
 /// The descriptor the group-commit thread fsyncs (`None` once the log is sealed or failed).
-type SyncFile = Arc<Mutex<Option<File>>>;
+pub(super) type SyncFile = Arc<Mutex<Option<File>>>;
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     file: Option<File>,
-    closed: Option<String>,
-    next_seq: u64,
-    prev: String,
+    pub(super) closed: Option<String>,
+    pub(super) next_seq: u64,
+    pub(super) prev: String,
     bytes_in_file: u64,
     /// When the current file was opened or started by rotation (for `rotate_age`).
     opened_at: Instant,
     rotations: u32,
     line: Vec<u8>,
+    /// Checkpoint bookkeeping.
+    pub(super) marks: Marks,
 }
 
 #[derive(Serialize)]
@@ -75,20 +89,24 @@ impl AuditLog {
     /// non-empty log (unsealed: its writer crashed; or damaged) is moved aside as
     /// `PATH.unsealed-STAMP` or `PATH.damaged-STAMP`, never continued, and the new log starts
     /// at genesis with an `open` record naming it (`docs/audit.md`, "Reopening and rotation").
+    /// With [`AuditOptions::key`], the `open` record names the key's fingerprint and the
+    /// writer signs checkpoints (`docs/audit.md`, "Checkpoints").
     pub fn open_with(path: &Path, options: AuditOptions) -> Result<Arc<Self>, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
             source,
         };
         if options.danger_disabled {
-            return Ok(Arc::new(Self::inert(path, options)));
+            return Ok(Arc::new(Self {
+                core: Arc::new(Core::inert(path, options)),
+            }));
         }
+        let signer = Signer::new(&options)?;
         let (file, start) = reopen_or_start(path).map_err(open_err)?;
         let sync = file.try_clone().map_err(open_err)?;
-        let log = Arc::new(Self {
+        let core = Arc::new(Core {
             path: path.to_owned(),
             host: host_id(),
-            options,
             state: Mutex::new(State {
                 file: Some(file),
                 closed: None,
@@ -98,21 +116,72 @@ impl AuditLog {
                 opened_at: Instant::now(),
                 rotations: rotated::next_archive_number(path).saturating_sub(1),
                 line: Vec::with_capacity(1024),
+                marks: Marks::new(match &signer {
+                    Some(_) => signer::genesis_of(path),
+                    None => String::new(),
+                }),
             }),
             dirty: Arc::new(AtomicBool::new(false)),
             sync_file: Arc::new(Mutex::new(Some(sync))),
             failed: watch::channel(None).0,
+            signer,
+            options,
         });
-        if log.options.durability == Durability::Group {
-            let (dirty, sync) = (Arc::clone(&log.dirty), Arc::clone(&log.sync_file));
-            spawn_flusher(Arc::downgrade(&log), dirty, sync, log.options.group_delay);
+        if core.options.durability == Durability::Group {
+            let (dirty, sync) = (Arc::clone(&core.dirty), Arc::clone(&core.sync_file));
+            spawn_flusher(Arc::downgrade(&core), dirty, sync, core.options.group_delay);
         }
+        let log = Arc::new(Self { core });
         let mut r = Record::new(EventKind::Open, engine_subject());
-        r.detail = start.detail;
+        r.detail = signer::open_detail(start.detail, &log.core);
         log.write(&r)?;
+        signer::start_timer(&log.core);
         Ok(log)
     }
 
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.core.path
+    }
+
+    /// The host id stamped on every record.
+    pub fn host(&self) -> &str {
+        &self.core.host
+    }
+
+    /// Resolves when the log has failed (with the reason); never if it stays healthy.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.core.failed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Whether the log has failed.
+    pub fn is_failed(&self) -> bool {
+        self.core.failed.borrow().is_some()
+    }
+
+    /// Writes one record; returns its sequence number. On error, nothing the record describes
+    /// may happen. When a checkpoint is due, this call also signs one (outside the lock) and
+    /// writes it.
+    pub fn write(&self, record: &Record) -> Result<u64, AuditError> {
+        self.core.write(record)
+    }
+
+    /// Writes the closing checkpoint (when signing) and the `seal` record (a clean
+    /// shutdown), fsyncs, and closes the log.
+    pub fn seal(&self) -> Result<u64, AuditError> {
+        self.core.seal()
+    }
+}
+
+impl Core {
     fn inert(path: &Path, options: AuditOptions) -> Self {
         Self {
             path: path.to_owned(),
@@ -127,54 +196,34 @@ impl AuditLog {
                 opened_at: Instant::now(),
                 rotations: 0,
                 line: Vec::new(),
+                marks: Marks::new(String::new()),
             }),
             dirty: Arc::new(AtomicBool::new(false)),
             sync_file: Arc::new(Mutex::new(None)),
             failed: watch::channel(None).0,
+            signer: None,
         }
     }
 
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The host id stamped on every record.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// Resolves when the log has failed (with the reason); never if it stays healthy.
-    pub async fn failed(&self) -> String {
-        let mut rx = self.failed.subscribe();
-        loop {
-            if let Some(why) = rx.borrow_and_update().clone() {
-                return why;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    pub(super) fn closed_error(&self, why: &str) -> AuditError {
+        AuditError::Closed {
+            path: self.path.clone(),
+            why: why.to_owned(),
         }
     }
 
-    /// Whether the log has failed.
-    pub fn is_failed(&self) -> bool {
-        self.failed.borrow().is_some()
-    }
-
-    /// Writes one record; returns its sequence number. On error, nothing the record describes
-    /// may happen.
-    pub fn write(&self, record: &Record) -> Result<u64, AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn write(&self, record: &Record) -> Result<u64, AuditError> {
+        let mut state = self.lock();
         if self.options.danger_disabled {
             state.next_seq += 1;
             return Ok(state.next_seq - 1);
         }
         if let Some(why) = &state.closed {
-            return Err(AuditError::Closed {
-                path: self.path.clone(),
-                why: why.clone(),
-            });
+            return Err(self.closed_error(why));
         }
         let too_big = self
             .options
@@ -189,10 +238,16 @@ impl AuditLog {
         if (too_big || too_old) && !boundary {
             self.rotate(&mut state)?;
         }
-        self.append(&mut state, record)
+        let seq = self.append(&mut state, record)?;
+        let head = self.signer.as_ref().and_then(|s| s.due(&mut state));
+        drop(state);
+        if let Some(head) = head {
+            self.checkpoint(head)?;
+        }
+        Ok(seq)
     }
 
-    fn append(&self, state: &mut State, record: &Record) -> Result<u64, AuditError> {
+    pub(super) fn append(&self, state: &mut State, record: &Record) -> Result<u64, AuditError> {
         let seq = state.next_seq;
         let ts = rfc3339_now();
         state.line.clear();
@@ -241,7 +296,7 @@ impl AuditLog {
         }
     }
 
-    fn fail(&self, state: &mut State, why: String) {
+    pub(super) fn fail(&self, state: &mut State, why: String) {
         state.file = None;
         self.close_sync_file();
         state.closed = Some(why.clone());
@@ -282,18 +337,20 @@ impl AuditLog {
         }
     }
 
-    /// Writes the `seal` record (a clean shutdown), fsyncs, and closes the log.
-    pub fn seal(&self) -> Result<u64, AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn seal(&self) -> Result<u64, AuditError> {
+        let mut state = self.lock();
         if self.options.danger_disabled {
             return Ok(state.next_seq);
         }
         if let Some(why) = &state.closed {
-            return Err(AuditError::Closed {
-                path: self.path.clone(),
-                why: why.clone(),
-            });
+            return Err(self.closed_error(why));
         }
+        // The closing checkpoint is signed under the lock: nothing may come between it and
+        // the seal it announces.
+        let closing = match &self.signer {
+            Some(signer) => Some(signer.closing(self, &mut state)?),
+            None => None,
+        };
         let mut r = Record::new(EventKind::Seal, engine_subject());
         r.detail = Some(serde_json::json!({ "records": state.next_seq }));
         let seq = self.append(&mut state, &r)?;
@@ -303,6 +360,10 @@ impl AuditLog {
         state.closed = Some("sealed".into());
         state.file = None;
         self.close_sync_file();
+        drop(state);
+        if let (Some(signer), Some(c)) = (&self.signer, closing) {
+            signer.stop_and_hook(&c);
+        }
         Ok(seq)
     }
 
@@ -315,18 +376,19 @@ impl AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         let open = self
+            .core
             .state
             .lock()
             .map(|s| s.closed.is_none())
             .unwrap_or(false);
         if open {
-            let _ = self.seal();
+            let _ = self.core.seal();
         }
     }
 }
 
-/// The subject of records the engine itself writes (open, rotate, seal).
-fn engine_subject() -> Subject {
+/// The subject of records the engine itself writes (open, rotate, checkpoint, seal).
+pub(super) fn engine_subject() -> Subject {
     Subject {
         name: "plugbox".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -342,50 +404,6 @@ fn host_id() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Group commit: fsync at most every `group_delay` while records arrive.
-///
-/// The thread holds the log only through a `Weak` it upgrades on a failed fsync alone, never
-/// while the log is healthy: so it is never the last owner, and the seal of a log dropped
-/// without [`AuditLog::seal`] happens in the thread that dropped it, before that thread goes
-/// on (to exit the process, say), not here where an exiting process would cut it off.
-fn spawn_flusher(
-    log: Weak<AuditLog>,
-    dirty: Arc<AtomicBool>,
-    sync_file: SyncFile,
-    delay: Duration,
-) {
-    let spawned = std::thread::Builder::new()
-        .name("plugbox-audit-fsync".into())
-        .spawn(move || loop {
-            if log.strong_count() == 0 {
-                return;
-            }
-            if dirty.swap(false, Ordering::AcqRel) {
-                let file = {
-                    let guard = sync_file.lock().unwrap_or_else(|p| p.into_inner());
-                    match guard.as_ref() {
-                        Some(f) => f.try_clone().ok(),
-                        None => return, // sealed or failed: nothing more to sync
-                    }
-                };
-                if let Some(Err(e)) = file.map(|f| f.sync_data()) {
-                    if let Some(log) = log.upgrade() {
-                        let mut state = log.state.lock().unwrap_or_else(|p| p.into_inner());
-                        log.fail(&mut state, format!("fsync failed: {e}"));
-                    }
-                    return;
-                }
-            }
-            if sync_file.lock().map(|f| f.is_none()).unwrap_or(true) {
-                return;
-            }
-            std::thread::sleep(delay);
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("audit: no group-commit thread ({e}); records are fsynced by the OS");
-    }
 }
 
 #[cfg(test)]

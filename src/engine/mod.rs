@@ -101,6 +101,10 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// Audit durability and rotation.
     pub audit: AuditOptions,
+    /// Sign audit checkpoints with the secret key in this file (`plugbox audit keygen`;
+    /// mode 0600, refused if group or others may read it). Loaded by [`Engine::new`] into
+    /// [`AuditOptions::key`], which it replaces.
+    pub audit_key: Option<PathBuf>,
     /// Most plugin processes (instances) alive at once; further starts are refused.
     pub max_plugins: usize,
     /// When the host is root: the first of `uid_count` uids (and gids) handed out one per
@@ -138,6 +142,7 @@ impl EngineConfig {
             sdk_dir: default_sdk_dir(),
             handshake_timeout: Duration::from_secs(10),
             audit: AuditOptions::default(),
+            audit_key: None,
             max_plugins: 256,
             uid_base: Some(DEFAULT_UID_BASE),
             uid_lock_dir: Some(PathBuf::from(DEFAULT_UID_LOCK_DIR)),
@@ -260,7 +265,12 @@ impl Engine {
             path: config.state_dir.clone(),
             source,
         })?;
-        let audit = AuditLog::open_with(&config.audit_log, config.audit.clone())?;
+        let mut options = config.audit.clone();
+        if let Some(key) = &config.audit_key {
+            let key = crate::audit::AuditKey::load(key).map_err(AuditError::from)?;
+            options.key = Some(Arc::new(key));
+        }
+        let audit = AuditLog::open_with(&config.audit_log, options)?;
         // Each live plugin holds a few descriptors (channel, pidfd, output pipes).
         let _ = rlimit::increase_nofile_limit(u64::MAX);
         let uids = match config.uid_base.filter(|_| crate::sys::geteuid() == 0) {

@@ -7,6 +7,7 @@
 
 mod audit;
 mod audit_follow;
+mod audit_keys;
 mod audit_summary;
 mod check;
 mod check_ceiling;
@@ -40,6 +41,18 @@ enum AuditCmd {
         /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the signed checkpoints with this public key (audit.pub); repeatable.
+        #[arg(long = "key", value_name = "PUB")]
+        keys: Vec<PathBuf>,
+        /// Also check the log against the checkpoints exported to this anchors file.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<PathBuf>,
+    },
+    /// Make a checkpoint signing key: DIR/audit.key (secret, mode 0600) and DIR/audit.pub.
+    Keygen {
+        /// Directory to write the two files to (created mode 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Print records as a table, or JSON lines for jq.
     Show {
@@ -148,6 +161,8 @@ enum Cmd {
         /// Print the plugin's counters (calls, denials, errors, latency percentiles) at the end.
         #[arg(long)]
         stats: bool,
+        #[command(flatten)]
+        signing: audit_keys::SigningArgs,
     },
     /// Run the managed engine for a host in any language: JSON-line requests on stdin (load,
     /// call, reload, unload, stats, shutdown), one JSON-line answer each on stdout.
@@ -180,6 +195,8 @@ enum Cmd {
         /// loopback IP:PORT such as 127.0.0.1:9464 (port 0: any free port, printed on stderr).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        #[command(flatten)]
+        signing: audit_keys::SigningArgs,
     },
     /// Build the Python environment a plugin declares ([python] requirements, wheels) into the
     /// content-addressed store, running no package code unconfined; print its path.
@@ -190,7 +207,8 @@ enum Cmd {
         #[arg(long, value_name = "ROOT")]
         store: Option<PathBuf>,
     },
-    /// Read an audit log: verify its chain, show records, summarise them.
+    /// Read an audit log: verify its chain (and signed checkpoints), show records, summarise
+    /// them; make a checkpoint signing key.
     Audit {
         #[command(subcommand)]
         action: AuditCmd,
@@ -282,7 +300,16 @@ fn main() -> ExitCode {
         }
         Cmd::Audit { action } => {
             let result = match action {
-                AuditCmd::Verify { files, json } => audit::verify_cmd(&files, json),
+                AuditCmd::Verify {
+                    files,
+                    json,
+                    keys,
+                    anchors,
+                } if !keys.is_empty() || anchors.is_some() => {
+                    audit_keys::verify_cmd(&files, &keys, anchors.as_deref(), json)
+                }
+                AuditCmd::Verify { files, json, .. } => audit::verify_cmd(&files, json),
+                AuditCmd::Keygen { out } => audit_keys::keygen(&out),
                 AuditCmd::Show {
                     files,
                     plugin,
@@ -329,6 +356,7 @@ fn main() -> ExitCode {
             allow_ungranted,
             clamp,
             metrics,
+            signing,
         } => {
             init_logging(&log_format);
             let opts = serve::ServeOptions {
@@ -339,6 +367,7 @@ fn main() -> ExitCode {
                 allow_ungranted,
                 clamp,
                 metrics,
+                signing,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
@@ -363,6 +392,7 @@ fn main() -> ExitCode {
             log_format,
             durability,
             stats,
+            signing,
         } => {
             init_logging(&log_format);
             let sub = matches.subcommand_matches("run");
@@ -379,6 +409,7 @@ fn main() -> ExitCode {
                 calls,
                 durability,
                 stats,
+                signing,
             };
             match run::run(opts) {
                 Ok(code) => code,

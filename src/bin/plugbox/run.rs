@@ -26,6 +26,7 @@ pub struct RunOptions {
     pub calls: Vec<CallSpec>,
     pub durability: plugbox::audit::Durability,
     pub stats: bool,
+    pub signing: crate::audit_keys::SigningArgs,
 }
 
 pub fn run(opts: RunOptions) -> Result<ExitCode, String> {
@@ -50,6 +51,7 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
     let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
+    opts.signing.apply(&mut config);
     if opts.clamp {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;
     }

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub clamp: bool,
     /// Serve `GET /metrics` on this loopback `IP:PORT` (`--metrics`).
     pub metrics: Option<String>,
+    /// Checkpoint signing (`--audit-key` and friends).
+    pub signing: crate::audit_keys::SigningArgs,
 }
 
 /// One request.
@@ -142,6 +144,7 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
     let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
+    opts.signing.apply(&mut config);
     if opts.clamp {
         config.ceiling = plugbox::manifest::CeilingMode::Clamp;
     }
