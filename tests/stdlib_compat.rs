@@ -251,6 +251,25 @@ fn without_a_write_path_xattr_changes_also_fail_with_eopnotsupp() {
 }
 
 #[test]
+fn mimetypes_guesses_types_as_outside() {
+    let out = Command::new(plugbox())
+        .args(["exec", "--policy"])
+        .arg(PolicyFile::raw("schema = 1").path())
+        .args(["--", PYTHON, "-I", "-S", "-c"])
+        .arg("import mimetypes; print(mimetypes.guess_type('a.png')[0], mimetypes.guess_type('b.tar.gz'))")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout.trim(),
+        "image/png ('application/x-tar', 'gzip')",
+        "{out:?}"
+    );
+}
+
+#[test]
 fn the_report_says_the_private_view_is_enabled() {
     let ws = Workspace::new();
     let report = ws.path("rw/report.json");

@@ -27,6 +27,9 @@ pub const BASELINE_READ: &[&str] = &[
     "/usr/lib64",
     "/usr/local/lib",
     "/etc/ld.so.cache",
+    // Public data the standard library reads on its own: without it `mimetypes.guess_type()`
+    // raises PermissionError (stat says the file exists, open is refused).
+    "/etc/mime.types",
     "/dev/null",
     "/dev/zero",
     "/dev/urandom",
