@@ -1,6 +1,7 @@
 //! Per-plugin counters: calls, denials, errors and latency percentiles, readable at any time.
 
 use super::histogram::{Histogram, HistogramSnapshot};
+use crate::ipc::message::ErrorCode;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,6 +19,41 @@ pub const DENY_RULES: [&str; 7] = [
     "other",
 ];
 
+/// Every protocol error code, in the order [`StatsSnapshot::call_errors_by_code`] reports
+/// them.
+pub const ERROR_CODES: [ErrorCode; 12] = [
+    ErrorCode::Denied,
+    ErrorCode::Invalid,
+    ErrorCode::TooLarge,
+    ErrorCode::RateLimited,
+    ErrorCode::Timeout,
+    ErrorCode::Cancelled,
+    ErrorCode::HostError,
+    ErrorCode::PluginError,
+    ErrorCode::Protocol,
+    ErrorCode::Unavailable,
+    ErrorCode::PluginCrashed,
+    ErrorCode::Limit,
+];
+
+/// `code`'s index in [`ERROR_CODES`] (a `match`, so a new code fails to compile here).
+fn code_index(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::Denied => 0,
+        ErrorCode::Invalid => 1,
+        ErrorCode::TooLarge => 2,
+        ErrorCode::RateLimited => 3,
+        ErrorCode::Timeout => 4,
+        ErrorCode::Cancelled => 5,
+        ErrorCode::HostError => 6,
+        ErrorCode::PluginError => 7,
+        ErrorCode::Protocol => 8,
+        ErrorCode::Unavailable => 9,
+        ErrorCode::PluginCrashed => 10,
+        ErrorCode::Limit => 11,
+    }
+}
+
 /// Latency samples kept per direction (a ring: the most recent calls).
 const SAMPLES: usize = 4096;
 
@@ -34,6 +70,36 @@ pub struct Stats {
     call_durations: Histogram,
     invoke_durations: Histogram,
     denied_by_rule: [AtomicU64; DENY_RULES.len()],
+    call_errors_by_code: [AtomicU64; ERROR_CODES.len()],
+    invoke_errors_by_code: [AtomicU64; ERROR_CODES.len()],
+    calls_in_flight: AtomicU64,
+    invokes_in_flight: AtomicU64,
+}
+
+/// A call counted in flight until this is dropped (the call finished, failed or was aborted).
+#[derive(Debug)]
+pub struct InFlight {
+    stats: std::sync::Arc<Stats>,
+    invoke: bool,
+}
+
+impl InFlight {
+    /// A plugin→host call (`invoke` false) or host→plugin call (`invoke` true) starts.
+    pub fn start(stats: &std::sync::Arc<Stats>, invoke: bool) -> Self {
+        stats.gauge(invoke).fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: std::sync::Arc::clone(stats),
+            invoke,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats
+            .gauge(self.invoke)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +160,26 @@ pub struct StatsSnapshot {
     /// Denied calls per rule, in the order of [`DENY_RULES`] (for metrics).
     #[serde(skip)]
     pub denied_by_rule: Vec<(&'static str, u64)>,
+    /// Allowed plugin→host calls that failed, per code, in the order of [`ERROR_CODES`].
+    #[serde(skip)]
+    pub call_errors_by_code: Vec<(&'static str, u64)>,
+    /// Host→plugin calls that failed, per code, in the order of [`ERROR_CODES`].
+    #[serde(skip)]
+    pub invoke_errors_by_code: Vec<(&'static str, u64)>,
+    /// Allowed plugin→host calls running now (for metrics).
+    #[serde(skip)]
+    pub calls_in_flight: u64,
+    /// Host→plugin calls waiting for their reply now (for metrics).
+    #[serde(skip)]
+    pub invokes_in_flight: u64,
+}
+
+fn by_code(counts: &[AtomicU64; ERROR_CODES.len()]) -> Vec<(&'static str, u64)> {
+    ERROR_CODES
+        .iter()
+        .zip(counts)
+        .map(|(code, n)| (code.as_str(), n.load(Ordering::Relaxed)))
+        .collect()
 }
 
 impl Stats {
@@ -115,10 +201,19 @@ impl Stats {
         self.denied_by_rule[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An allowed plugin→host call finished.
-    pub fn finished(&self, ok: bool, took: Duration) {
-        if !ok {
+    fn gauge(&self, invoke: bool) -> &AtomicU64 {
+        if invoke {
+            &self.invokes_in_flight
+        } else {
+            &self.calls_in_flight
+        }
+    }
+
+    /// An allowed plugin→host call finished, failed with `error` if it did.
+    pub fn finished(&self, error: Option<ErrorCode>, took: Duration) {
+        if let Some(code) = error {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            self.call_errors_by_code[code_index(code)].fetch_add(1, Ordering::Relaxed);
         }
         self.call_durations.observe(took);
         self.call_latency
@@ -127,11 +222,12 @@ impl Stats {
             .push(took);
     }
 
-    /// A host→plugin call finished.
-    pub fn invoked(&self, ok: bool, took: Duration) {
+    /// A host→plugin call finished, failed with `error` if it did.
+    pub fn invoked(&self, error: Option<ErrorCode>, took: Duration) {
         self.invokes.fetch_add(1, Ordering::Relaxed);
-        if !ok {
+        if let Some(code) = error {
             self.invoke_errors.fetch_add(1, Ordering::Relaxed);
+            self.invoke_errors_by_code[code_index(code)].fetch_add(1, Ordering::Relaxed);
         }
         self.invoke_durations.observe(took);
         self.invoke_latency
@@ -169,6 +265,10 @@ impl Stats {
                 .zip(&self.denied_by_rule)
                 .map(|(rule, n)| (*rule, n.load(Ordering::Relaxed)))
                 .collect(),
+            call_errors_by_code: by_code(&self.call_errors_by_code),
+            invoke_errors_by_code: by_code(&self.invoke_errors_by_code),
+            calls_in_flight: self.calls_in_flight.load(Ordering::Relaxed),
+            invokes_in_flight: self.invokes_in_flight.load(Ordering::Relaxed),
         }
     }
 }

@@ -32,7 +32,7 @@ const STATES: [State; 9] = [
 impl Engine {
     /// Every loaded plugin's metrics, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn metrics_text(&self) -> String {
-        render(&self.plugins())
+        render(&self.plugins(), self.audit().written())
     }
 }
 
@@ -91,9 +91,27 @@ fn histogram(
     }
 }
 
-/// The text for `plugins`.
-pub fn render(plugins: &[PluginStats]) -> String {
+/// Per-code error counts, one sample per code (zeros included, so a rate is defined).
+fn by_code(counts: &[(&'static str, u64)]) -> Vec<(String, f64)> {
+    counts
+        .iter()
+        .map(|(code, n)| (format!(",code=\"{code}\""), *n as f64))
+        .collect()
+}
+
+/// The text for `plugins`, and the audit writer's `(records, bytes)` appended.
+pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
     let mut out = String::new();
+    let (records, bytes) = audit;
+    let _ = writeln!(
+        out,
+        "# HELP plugbox_audit_records_total Audit records appended since the engine started.\n\
+         # TYPE plugbox_audit_records_total counter\n\
+         plugbox_audit_records_total {records}\n\
+         # HELP plugbox_audit_bytes_total Bytes of audit records appended since the engine started.\n\
+         # TYPE plugbox_audit_bytes_total counter\n\
+         plugbox_audit_bytes_total {bytes}"
+    );
     family(
         &mut out,
         plugins,
@@ -129,8 +147,32 @@ pub fn render(plugins: &[PluginStats]) -> String {
         plugins,
         "plugbox_capability_call_errors_total",
         "counter",
-        "Allowed plugin-to-host calls that ended in an error.",
-        |p| vec![(String::new(), p.calls.errors as f64)],
+        "Allowed plugin-to-host calls that ended in an error, by protocol error code.",
+        |p| by_code(&p.calls.call_errors_by_code),
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_command_call_errors_total",
+        "counter",
+        "Host-to-plugin command calls that ended in an error, by protocol error code.",
+        |p| by_code(&p.calls.invoke_errors_by_code),
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_capability_calls_in_flight",
+        "gauge",
+        "Allowed plugin-to-host calls running now.",
+        |p| vec![(String::new(), p.calls.calls_in_flight as f64)],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_command_calls_in_flight",
+        "gauge",
+        "Host-to-plugin command calls waiting for their reply now.",
+        |p| vec![(String::new(), p.calls.invokes_in_flight as f64)],
     );
     family(
         &mut out,
@@ -220,8 +262,15 @@ mod tests {
 
     #[test]
     fn no_plugins_is_still_every_family_with_help_and_type() {
-        let text = render(&[]);
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 10);
-        assert!(text.lines().all(|l| l.starts_with('#')));
+        let text = render(&[], (3, 120));
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 15);
+        let samples: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "plugbox_audit_records_total 3",
+                "plugbox_audit_bytes_total 120"
+            ]
+        );
     }
 }
