@@ -239,16 +239,27 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
         v("plugbox_command_calls_total", &[("outcome", "error")]),
         1.0
     );
-    assert_eq!(v("plugbox_rpc_client_duration_seconds_count", &[]), 8.0);
-    assert_eq!(
-        v(
-            "plugbox_rpc_client_duration_seconds_bucket",
-            &[("le", "+Inf")]
-        ),
-        8.0
-    );
-    assert_eq!(v("plugbox_rpc_server_duration_seconds_count", &[]), 4.0);
-    assert!(v("plugbox_rpc_server_duration_seconds_sum", &[]) > 0.0);
+    // Durations per method: the command or capability name; nothing fell into `_other`.
+    let client = "plugbox_rpc_client_duration_seconds";
+    for (command, n) in [("add", 5.0), ("work", 1.0), ("boom", 1.0), ("slow", 1.0)] {
+        let m = [("method", command)];
+        assert_eq!(v(&format!("{client}_count"), &m), n, "{command}");
+        let inf = [("method", command), ("le", "+Inf")];
+        assert_eq!(v(&format!("{client}_bucket"), &inf), n, "{command}");
+    }
+    assert_eq!(v(&format!("{client}_count"), &[("method", "_other")]), 0.0);
+    let slow = v(&format!("{client}_sum"), &[("method", "slow")]);
+    assert!((3.0..30.0).contains(&slow), "slow took {slow} s");
+    let server = "plugbox_rpc_server_duration_seconds";
+    assert_eq!(v(&format!("{server}_count"), &[("method", "kv.get")]), 4.0);
+    assert_eq!(v(&format!("{server}_count"), &[("method", "_other")]), 0.0);
+    let methods: HashSet<&str> = samples
+        .iter()
+        .filter(|(n, l, _)| n == &format!("{server}_count") && l["plugin"] == "metered")
+        .map(|(_, l, _)| l["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, HashSet::from(["kv.get", "_other"]));
+    assert!(v(&format!("{server}_sum"), &[("method", "kv.get")]) > 0.0);
     assert_eq!(v("plugbox_plugin_state", &[("state", "ready")]), 1.0);
     assert_eq!(v("plugbox_plugin_state", &[("state", "failed")]), 0.0);
     assert_eq!(v("plugbox_plugin_ready_instances", &[]), 1.0);

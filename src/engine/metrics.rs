@@ -7,7 +7,9 @@
 //! (`plugbox_rpc_server_duration_seconds`) and the *client* of the commands it calls on a
 //! plugin (`plugbox_rpc_client_duration_seconds`). Every series is labelled with `plugin`, a
 //! manifest name (`[a-z0-9._-]{1,64}`), so cardinality is bounded by the plugins loaded.
-//! Series of a plugin disappear when it is unloaded.
+//! The duration histograms also carry `method`: the capability or command name, from the
+//! plugin's grants and exports (at most `broker::stats::MAX_METHODS` per plugin and direction,
+//! the rest under `_other`). Series of a plugin disappear when it is unloaded.
 
 use super::{Engine, PluginStats, State};
 use crate::broker::histogram::HistogramSnapshot;
@@ -62,32 +64,27 @@ fn family(
     }
 }
 
+/// A histogram family: one histogram per plugin and `method`.
 fn histogram(
     out: &mut String,
     plugins: &[PluginStats],
     name: &str,
     help: &str,
-    of: impl Fn(&PluginStats) -> &HistogramSnapshot,
+    of: impl Fn(&PluginStats) -> &[(String, HistogramSnapshot)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for p in plugins {
         let plugin = label(&p.name);
-        let h = of(p);
-        for (le_us, n) in &h.buckets {
-            let le = *le_us as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{plugin=\"{plugin}\",le=\"{le}\"}} {n}");
+        for (method, h) in of(p) {
+            let labels = format!("plugin=\"{plugin}\",method=\"{}\"", label(method));
+            for (le_us, n) in &h.buckets {
+                let le = *le_us as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{plugin=\"{plugin}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{plugin=\"{plugin}\"}} {}",
-            h.sum_us as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{plugin=\"{plugin}\"}} {}", h.count);
     }
 }
 
@@ -195,15 +192,15 @@ pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
         &mut out,
         plugins,
         "plugbox_rpc_server_duration_seconds",
-        "Duration of allowed plugin-to-host calls, decision to reply.",
-        |p| &p.calls.call_durations,
+        "Duration of allowed plugin-to-host calls, decision to reply, by capability.",
+        |p| &p.calls.call_durations_by_method,
     );
     histogram(
         &mut out,
         plugins,
         "plugbox_rpc_client_duration_seconds",
-        "Duration of host-to-plugin command calls.",
-        |p| &p.calls.invoke_durations,
+        "Duration of host-to-plugin command calls, by command.",
+        |p| &p.calls.invoke_durations_by_method,
     );
     family(
         &mut out,

@@ -122,7 +122,7 @@ impl Session {
             .await;
         drop(in_flight);
         let code = result.as_ref().err().map(|e| e.code);
-        self.stats.invoked(code, started.elapsed());
+        self.stats.invoked(command, code, started.elapsed());
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
         r.capability = Some(command.to_owned());

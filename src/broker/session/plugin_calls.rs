@@ -143,7 +143,7 @@ impl Session {
         permit: &mut Permit,
     ) {
         let code = outcome.as_ref().err().map(|e| e.code);
-        self.stats.finished(code, started.elapsed());
+        self.stats.finished(method, code, started.elapsed());
         let (frame, code) = match outcome {
             Ok(Reply::Json(value)) => (
                 Message::Result {
