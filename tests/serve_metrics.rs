@@ -1,6 +1,7 @@
 //! `plugbox serve --metrics` (issue 12, item 4): a real serve with a real plugin, scraped over
 //! HTTP and parsed by a real Prometheus text parser (the `prometheus_client` package's): the
-//! counters and histogram counts match the calls made. A non-loopback address is refused.
+//! counters and histogram counts match the calls made, errors by code, calls in flight, and
+//! the audit records and bytes the log holds. A non-loopback address is refused.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -26,7 +27,17 @@ def work(n):
         plugbox.host.call("doc.set_text", text="x")
     except plugbox.CapabilityDenied:
         pass
+    try:
+        plugbox.host.call("kv.get", key="")
+    except Exception:
+        pass
     return n
+
+@plugbox.command
+def slow():
+    import time
+    time.sleep(3)
+    return "done"
 
 @plugbox.command
 def boom():
@@ -126,17 +137,89 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
         pending.remove(&answer["id"].to_string());
     }
 
+    // A command that takes 3 s is counted in flight while it runs, and no longer after.
+    let slow = json!({"id": "slow", "op": "call", "plugin": "metered", "command": "slow"});
+    writeln!(stdin, "{slow}").unwrap();
+    let seen_in_flight = (0..20).any(|_| {
+        let now = scrape(&url);
+        let n = value(&now, "plugbox_command_calls_in_flight", &[]);
+        assert!(n <= 1.0, "{n} command calls in flight");
+        n == 1.0 || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(seen_in_flight, "the slow command was never seen in flight");
+    let answer: Value = serde_json::from_str(&stdout.next().expect("an answer").unwrap()).unwrap();
+    assert_eq!(answer["id"], "slow", "{answer}");
+
+    // The audit counters lie between the log's size before and after the scrape (the engine
+    // may append a record meanwhile; the counter follows each write).
+    let audit = work.path().join("audit.jsonl");
+    let before = std::fs::read(&audit).unwrap();
     let samples = scrape(&url);
+    let after = std::fs::read(&audit).unwrap();
+    let lines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() as f64;
+    let records = samples
+        .iter()
+        .find(|(n, _, _)| n == "plugbox_audit_records_total")
+        .expect("plugbox_audit_records_total")
+        .2;
+    let bytes = samples
+        .iter()
+        .find(|(n, _, _)| n == "plugbox_audit_bytes_total")
+        .expect("plugbox_audit_bytes_total")
+        .2;
+    assert!(
+        lines(&before) <= records && records <= lines(&after) && records > 10.0,
+        "{records} records, the log has {} then {}",
+        lines(&before),
+        lines(&after)
+    );
+    assert!(
+        before.len() as f64 <= bytes && bytes <= after.len() as f64,
+        "{bytes} bytes, the log has {} then {}",
+        before.len(),
+        after.len()
+    );
+
     let v = |name: &str, extra: &[(&str, &str)]| value(&samples, name, extra);
     assert_eq!(
         v("plugbox_capability_calls_total", &[("decision", "allow")]),
-        3.0
+        4.0
     );
     assert_eq!(
         v("plugbox_capability_calls_total", &[("decision", "deny")]),
         1.0
     );
-    assert_eq!(v("plugbox_capability_call_errors_total", &[]), 0.0);
+    // The one allowed call that failed: `kv.get` with an empty key.
+    let errors = |name: &str| -> Vec<(String, f64)> {
+        let mut v: Vec<_> = samples
+            .iter()
+            .filter(|(n, l, x)| n == name && l["plugin"] == "metered" && *x > 0.0)
+            .map(|(_, l, x)| (l["code"].as_str().unwrap().to_owned(), *x))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(
+        errors("plugbox_capability_call_errors_total"),
+        [("invalid".to_owned(), 1.0)]
+    );
+    assert_eq!(
+        v(
+            "plugbox_capability_call_errors_total",
+            &[("code", "timeout")]
+        ),
+        0.0
+    );
+    // `boom` raised.
+    assert_eq!(
+        errors("plugbox_command_call_errors_total"),
+        [("plugin_error".to_owned(), 1.0)]
+    );
+    assert_eq!(v("plugbox_capability_calls_in_flight", &[]), 0.0);
+    assert_eq!(v("plugbox_command_calls_in_flight", &[]), 0.0);
     assert_eq!(
         v(
             "plugbox_capability_denials_total",
@@ -151,21 +234,32 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
         ),
         0.0
     );
-    assert_eq!(v("plugbox_command_calls_total", &[("outcome", "ok")]), 6.0);
+    assert_eq!(v("plugbox_command_calls_total", &[("outcome", "ok")]), 7.0);
     assert_eq!(
         v("plugbox_command_calls_total", &[("outcome", "error")]),
         1.0
     );
-    assert_eq!(v("plugbox_rpc_client_duration_seconds_count", &[]), 7.0);
-    assert_eq!(
-        v(
-            "plugbox_rpc_client_duration_seconds_bucket",
-            &[("le", "+Inf")]
-        ),
-        7.0
-    );
-    assert_eq!(v("plugbox_rpc_server_duration_seconds_count", &[]), 3.0);
-    assert!(v("plugbox_rpc_server_duration_seconds_sum", &[]) > 0.0);
+    // Durations per method: the command or capability name; nothing fell into `_other`.
+    let client = "plugbox_rpc_client_duration_seconds";
+    for (command, n) in [("add", 5.0), ("work", 1.0), ("boom", 1.0), ("slow", 1.0)] {
+        let m = [("method", command)];
+        assert_eq!(v(&format!("{client}_count"), &m), n, "{command}");
+        let inf = [("method", command), ("le", "+Inf")];
+        assert_eq!(v(&format!("{client}_bucket"), &inf), n, "{command}");
+    }
+    assert_eq!(v(&format!("{client}_count"), &[("method", "_other")]), 0.0);
+    let slow = v(&format!("{client}_sum"), &[("method", "slow")]);
+    assert!((3.0..30.0).contains(&slow), "slow took {slow} s");
+    let server = "plugbox_rpc_server_duration_seconds";
+    assert_eq!(v(&format!("{server}_count"), &[("method", "kv.get")]), 4.0);
+    assert_eq!(v(&format!("{server}_count"), &[("method", "_other")]), 0.0);
+    let methods: HashSet<&str> = samples
+        .iter()
+        .filter(|(n, l, _)| n == &format!("{server}_count") && l["plugin"] == "metered")
+        .map(|(_, l, _)| l["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, HashSet::from(["kv.get", "_other"]));
+    assert!(v(&format!("{server}_sum"), &[("method", "kv.get")]) > 0.0);
     assert_eq!(v("plugbox_plugin_state", &[("state", "ready")]), 1.0);
     assert_eq!(v("plugbox_plugin_state", &[("state", "failed")]), 0.0);
     assert_eq!(v("plugbox_plugin_ready_instances", &[]), 1.0);

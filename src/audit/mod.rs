@@ -16,6 +16,7 @@ pub mod signed;
 mod signer;
 pub mod verify;
 pub mod writer;
+mod written;
 
 pub use checkpoint::Checkpoint;
 pub use keys::{AuditKey, KeyError, PublicKey};

@@ -46,6 +46,7 @@ pub(super) struct Core {
     failed: watch::Sender<Option<String>>,
     /// Checkpoint signing, when a key is set.
     pub(super) signer: Option<Signer>,
+    written: super::written::Written,
 }
 
 /// The descriptor the group-commit thread fsyncs (`None` once the log is sealed or failed).
@@ -125,6 +126,7 @@ impl AuditLog {
             sync_file: Arc::new(Mutex::new(Some(sync))),
             failed: watch::channel(None).0,
             signer,
+            written: Default::default(),
             options,
         });
         if core.options.durability == Durability::Group {
@@ -162,7 +164,13 @@ impl AuditLog {
         }
     }
 
-    /// Whether the log has failed.
+    /// `(records, bytes)` this writer appended since it opened (checkpoints and seal
+    /// included), for the engine's metrics.
+    pub fn written(&self) -> (u64, u64) {
+        self.core.written.get()
+    }
+
+    /// Whether the log has failed (a write error) and refuses records.
     pub fn is_failed(&self) -> bool {
         self.core.failed.borrow().is_some()
     }
@@ -202,6 +210,7 @@ impl Core {
             sync_file: Arc::new(Mutex::new(None)),
             failed: watch::channel(None).0,
             signer: None,
+            written: Default::default(),
         }
     }
 
@@ -281,6 +290,7 @@ impl Core {
                 state.next_seq += 1;
                 state.prev = hash;
                 state.bytes_in_file += state.line.len() as u64;
+                self.written.add(state.line.len());
                 self.dirty.store(true, Ordering::Release);
                 Ok(seq)
             }

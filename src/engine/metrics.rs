@@ -7,7 +7,9 @@
 //! (`plugbox_rpc_server_duration_seconds`) and the *client* of the commands it calls on a
 //! plugin (`plugbox_rpc_client_duration_seconds`). Every series is labelled with `plugin`, a
 //! manifest name (`[a-z0-9._-]{1,64}`), so cardinality is bounded by the plugins loaded.
-//! Series of a plugin disappear when it is unloaded.
+//! The duration histograms also carry `method`: the capability or command name, from the
+//! plugin's grants and exports (at most `broker::stats::MAX_METHODS` per plugin and direction,
+//! the rest under `_other`). Series of a plugin disappear when it is unloaded.
 
 use super::{Engine, PluginStats, State};
 use crate::broker::histogram::HistogramSnapshot;
@@ -32,7 +34,7 @@ const STATES: [State; 9] = [
 impl Engine {
     /// Every loaded plugin's metrics, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn metrics_text(&self) -> String {
-        render(&self.plugins())
+        render(&self.plugins(), self.audit().written())
     }
 }
 
@@ -62,38 +64,51 @@ fn family(
     }
 }
 
+/// A histogram family: one histogram per plugin and `method`.
 fn histogram(
     out: &mut String,
     plugins: &[PluginStats],
     name: &str,
     help: &str,
-    of: impl Fn(&PluginStats) -> &HistogramSnapshot,
+    of: impl Fn(&PluginStats) -> &[(String, HistogramSnapshot)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for p in plugins {
         let plugin = label(&p.name);
-        let h = of(p);
-        for (le_us, n) in &h.buckets {
-            let le = *le_us as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{plugin=\"{plugin}\",le=\"{le}\"}} {n}");
+        for (method, h) in of(p) {
+            let labels = format!("plugin=\"{plugin}\",method=\"{}\"", label(method));
+            for (le_us, n) in &h.buckets {
+                let le = *le_us as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{plugin=\"{plugin}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{plugin=\"{plugin}\"}} {}",
-            h.sum_us as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{plugin=\"{plugin}\"}} {}", h.count);
     }
 }
 
-/// The text for `plugins`.
-pub fn render(plugins: &[PluginStats]) -> String {
+/// Per-code error counts, one sample per code (zeros included, so a rate is defined).
+fn by_code(counts: &[(&'static str, u64)]) -> Vec<(String, f64)> {
+    counts
+        .iter()
+        .map(|(code, n)| (format!(",code=\"{code}\""), *n as f64))
+        .collect()
+}
+
+/// The text for `plugins`, and the audit writer's `(records, bytes)` appended.
+pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
     let mut out = String::new();
+    let (records, bytes) = audit;
+    let _ = writeln!(
+        out,
+        "# HELP plugbox_audit_records_total Audit records appended since the engine started.\n\
+         # TYPE plugbox_audit_records_total counter\n\
+         plugbox_audit_records_total {records}\n\
+         # HELP plugbox_audit_bytes_total Bytes of audit records appended since the engine started.\n\
+         # TYPE plugbox_audit_bytes_total counter\n\
+         plugbox_audit_bytes_total {bytes}"
+    );
     family(
         &mut out,
         plugins,
@@ -129,8 +144,32 @@ pub fn render(plugins: &[PluginStats]) -> String {
         plugins,
         "plugbox_capability_call_errors_total",
         "counter",
-        "Allowed plugin-to-host calls that ended in an error.",
-        |p| vec![(String::new(), p.calls.errors as f64)],
+        "Allowed plugin-to-host calls that ended in an error, by protocol error code.",
+        |p| by_code(&p.calls.call_errors_by_code),
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_command_call_errors_total",
+        "counter",
+        "Host-to-plugin command calls that ended in an error, by protocol error code.",
+        |p| by_code(&p.calls.invoke_errors_by_code),
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_capability_calls_in_flight",
+        "gauge",
+        "Allowed plugin-to-host calls running now.",
+        |p| vec![(String::new(), p.calls.calls_in_flight as f64)],
+    );
+    family(
+        &mut out,
+        plugins,
+        "plugbox_command_calls_in_flight",
+        "gauge",
+        "Host-to-plugin command calls waiting for their reply now.",
+        |p| vec![(String::new(), p.calls.invokes_in_flight as f64)],
     );
     family(
         &mut out,
@@ -153,15 +192,15 @@ pub fn render(plugins: &[PluginStats]) -> String {
         &mut out,
         plugins,
         "plugbox_rpc_server_duration_seconds",
-        "Duration of allowed plugin-to-host calls, decision to reply.",
-        |p| &p.calls.call_durations,
+        "Duration of allowed plugin-to-host calls, decision to reply, by capability.",
+        |p| &p.calls.call_durations_by_method,
     );
     histogram(
         &mut out,
         plugins,
         "plugbox_rpc_client_duration_seconds",
-        "Duration of host-to-plugin command calls.",
-        |p| &p.calls.invoke_durations,
+        "Duration of host-to-plugin command calls, by command.",
+        |p| &p.calls.invoke_durations_by_method,
     );
     family(
         &mut out,
@@ -220,8 +259,15 @@ mod tests {
 
     #[test]
     fn no_plugins_is_still_every_family_with_help_and_type() {
-        let text = render(&[]);
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 10);
-        assert!(text.lines().all(|l| l.starts_with('#')));
+        let text = render(&[], (3, 120));
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 15);
+        let samples: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "plugbox_audit_records_total 3",
+                "plugbox_audit_bytes_total 120"
+            ]
+        );
     }
 }

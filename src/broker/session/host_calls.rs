@@ -3,6 +3,7 @@
 
 use super::{EndReason, Session, CANCEL_GRACE, PING};
 use crate::audit::EventKind;
+use crate::broker::stats::InFlight;
 use crate::capability::{CallError, Reply};
 use crate::ipc::message::{Message, WireError};
 use crate::ipc::ErrorCode;
@@ -115,10 +116,13 @@ impl Session {
             )));
         }
         let started = Instant::now();
+        let in_flight = InFlight::start(&self.stats, true);
         let (id, result) = self
             .exchange(command, args, body, (self.call_timeout, CALL_TIMEOUT_RULE))
             .await;
-        self.stats.invoked(result.is_ok(), started.elapsed());
+        drop(in_flight);
+        let code = result.as_ref().err().map(|e| e.code);
+        self.stats.invoked(command, code, started.elapsed());
         let mut r = self.record(EventKind::Invoke);
         r.call_id = Some(id);
         r.capability = Some(command.to_owned());

@@ -121,6 +121,8 @@ impl Session {
             call_timeout,
             stats,
         } = terms;
+        // The `method` label values (the first instance's handshake sets them).
+        stats.set_methods(&gate.names(), &commands);
         let subject = info.subject();
         Arc::new(Self {
             info,

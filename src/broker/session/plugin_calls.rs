@@ -4,6 +4,7 @@
 use super::*;
 use crate::broker::gate::Permit;
 use crate::broker::gate::{RATE_REASON, RATE_RULE};
+use crate::broker::stats::InFlight;
 
 impl Session {
     /// Plugin→host calls being served now (a draining instance waits for them).
@@ -90,7 +91,10 @@ impl Session {
         }
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let session = Arc::clone(self);
+        // Dropped when the task ends or, aborted, is dropped.
+        let in_flight = InFlight::start(&self.stats, false);
         let task = tokio::spawn(async move {
+            let _in_flight = in_flight;
             let _ = start_rx.await;
             let started = Instant::now();
             let outcome = match tokio::time::timeout(
@@ -138,7 +142,8 @@ impl Session {
         outcome: Result<Reply, CallError>,
         permit: &mut Permit,
     ) {
-        self.stats.finished(outcome.is_ok(), started.elapsed());
+        let code = outcome.as_ref().err().map(|e| e.code);
+        self.stats.finished(method, code, started.elapsed());
         let (frame, code) = match outcome {
             Ok(Reply::Json(value)) => (
                 Message::Result {
