@@ -144,3 +144,39 @@ pub fn checkpoint_line(data: &[u8]) {
         }
     }
 }
+
+/// Parses `data` as a requirements lock, as `plugbox install` does. Whenever the check passes,
+/// the lock it renders for pip must parse again to the same requirements (pip reads nothing
+/// the check did not see), and carry no option but `--hash`.
+pub fn lock(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(requirements) = crate::install::lock::parse(text) else {
+        return;
+    };
+    let rendered = crate::install::lock::render(&requirements);
+    let again = match crate::install::lock::parse(&rendered) {
+        Ok(again) => again,
+        Err(e) => panic!("the rendered lock does not parse: {e}: {rendered:?}"),
+    };
+    let key = |r: &crate::install::lock::Requirement| {
+        (
+            r.name.clone(),
+            r.version.clone(),
+            r.spec.clone(),
+            r.hashes.clone(),
+        )
+    };
+    let first: Vec<_> = requirements.iter().map(key).collect();
+    let second: Vec<_> = again.iter().map(key).collect();
+    assert_eq!(first, second, "render changed the lock: {rendered:?}");
+    for line in rendered.lines() {
+        for word in line.split_whitespace().filter(|w| w.starts_with('-')) {
+            assert!(
+                word.starts_with("--hash="),
+                "option {word:?} in {rendered:?}"
+            );
+        }
+    }
+}

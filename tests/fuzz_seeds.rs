@@ -52,6 +52,11 @@ fn audit_line_seeds() {
 }
 
 #[test]
+fn lock_seeds() {
+    assert!(replay("lock", plugbox::fuzzing::lock, None) >= 3);
+}
+
+#[test]
 fn grant_seeds() {
     assert!(replay("grant", plugbox::fuzzing::grant, None) >= 3);
 }
