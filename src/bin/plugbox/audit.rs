@@ -34,19 +34,25 @@ pub fn verify_cmd(files: &[PathBuf], json: bool) -> Result<ExitCode, String> {
             .notes
             .push(format!("verified in chain order: {}", names.join(" ")));
     }
+    Ok(print_verdict(&verdict, json))
+}
+
+/// Prints a verification verdict (JSON, or its notes and a description, escaped) and returns
+/// the exit status: 0 intact, 1 broken.
+pub(crate) fn print_verdict(verdict: &plugbox::audit::verify::Verdict, json: bool) -> ExitCode {
     if json {
-        println!("{}", plugbox::display::json(&verdict));
+        println!("{}", plugbox::display::json(verdict));
     } else {
         for note in &verdict.notes {
             println!("note: {}", plugbox::display::escape(note));
         }
-        println!("{}", plugbox::display::escape_lines(&describe(&verdict)));
+        println!("{}", plugbox::display::escape_lines(&describe(verdict)));
     }
-    Ok(if verdict.broken.is_none() {
+    if verdict.broken.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// Calls `each` with every record of `files`, one line at a time (memory does not grow with

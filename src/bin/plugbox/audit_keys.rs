@@ -4,7 +4,6 @@
 
 use plugbox::audit::rotated::chain_order;
 use plugbox::audit::signed::{verify_signed, Checks};
-use plugbox::audit::verify::describe;
 use plugbox::audit::{AuditKey, PublicKey};
 use plugbox::engine::EngineConfig;
 use std::path::{Path, PathBuf};
@@ -76,17 +75,5 @@ pub fn verify_cmd(
         anchors,
     };
     let verdict = verify_signed(&ordered, checks).map_err(|e| format!("audit: {e}"))?;
-    if json {
-        println!("{}", plugbox::display::json(&verdict));
-    } else {
-        for note in &verdict.notes {
-            println!("note: {}", plugbox::display::escape(note));
-        }
-        println!("{}", plugbox::display::escape_lines(&describe(&verdict)));
-    }
-    Ok(if verdict.broken.is_none() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(super::audit::print_verdict(&verdict, json))
 }
