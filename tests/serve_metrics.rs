@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const PLUGIN: &str = r#"
 import plugbox
@@ -35,7 +36,8 @@ def work(n):
 
 @plugbox.command
 def slow():
-    import time
+    import sys, time
+    print("slow: started", file=sys.stderr, flush=True)
     time.sleep(3)
     return "done"
 
@@ -116,7 +118,13 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
             break at.to_owned();
         }
     };
-    std::thread::spawn(move || for _ in stderr {});
+    // serve's stderr carries the plugin's own stderr: the test waits on its lines.
+    let (stderr_tx, stderr_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.map_while(Result::ok) {
+            let _ = stderr_tx.send(line);
+        }
+    });
 
     let mut requests = vec![json!({"id": "load", "op": "load", "dir": plugin.path()})];
     for i in 0..5 {
@@ -140,15 +148,14 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
     // A command that takes 3 s is counted in flight while it runs, and no longer after.
     let slow = json!({"id": "slow", "op": "call", "plugin": "metered", "command": "slow"});
     writeln!(stdin, "{slow}").unwrap();
-    let seen_in_flight = (0..20).any(|_| {
-        let now = scrape(&url);
-        let n = value(&now, "plugbox_command_calls_in_flight", &[]);
-        assert!(n <= 1.0, "{n} command calls in flight");
-        n == 1.0 || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            false
-        }
-    });
+    // It says on stderr when it has started; from then until its answer it is in flight.
+    let started = std::iter::from_fn(|| stderr_rx.recv_timeout(Duration::from_secs(60)).ok())
+        .any(|line| line.contains("slow: started"));
+    assert!(started, "the slow command never said it started");
+    let now = scrape(&url);
+    let n = value(&now, "plugbox_command_calls_in_flight", &[]);
+    assert!(n <= 1.0, "{n} command calls in flight");
+    let seen_in_flight = n == 1.0;
     assert!(seen_in_flight, "the slow command was never seen in flight");
     let answer: Value = serde_json::from_str(&stdout.next().expect("an answer").unwrap()).unwrap();
     assert_eq!(answer["id"], "slow", "{answer}");
