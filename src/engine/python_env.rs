@@ -191,9 +191,8 @@ fn find(manifest: &Manifest, env_store: &Path) -> Result<Option<(Venv, Origin)>,
         }
     }
     if store::declares_install(python) {
-        runtime?;
-        // The one resolution `plugbox install` keys the store with.
-        let base = store::base_python(manifest)?;
+        // The one resolution `plugbox install` keys the store with (`store::base_python`).
+        let base = store::base_of(&runtime?);
         if let Some(venv) = store::installed(env_store, manifest, &base)? {
             return Ok(Some((venv, Origin::Store)));
         }

@@ -142,11 +142,16 @@ pub fn base_python(manifest: &Manifest) -> Result<PathBuf, crate::sandbox::comma
         manifest.runtime.as_ref(),
         Some(crate::engine::RUNTIME_PATH.as_ref()),
     )?;
+    Ok(base_of(&command))
+}
+
+/// The real file of an already resolved runtime: what [`base_python`] returns for it.
+pub fn base_of(command: &crate::sandbox::command::ResolvedCommand) -> PathBuf {
     command
         .executables()
         .first()
         .cloned()
-        .ok_or_else(|| crate::sandbox::command::CommandError::NotFound(manifest.runtime.clone()))
+        .unwrap_or_else(|| command.path().to_owned())
 }
 
 /// The installed environment `manifest` declares, or `None` when it declares none.
