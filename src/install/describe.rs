@@ -84,18 +84,24 @@ pub fn describe(manifest: &Manifest, store_root: &Path) -> EnvironmentInfo {
         let found = Venv::open(&path).map_err(|e| e.to_string());
         return EnvironmentInfo::venv("declared", path, found);
     }
-    if store::declares_install(python) {
-        return in_store(manifest, store_root);
-    }
-    if manifest.runtime.contains('/') {
-        match Venv::of_interpreter(Path::new(&manifest.runtime)) {
+    // The engine's order (`engine::python_env`): a venv runtime, resolved as the engine
+    // resolves it, before the store.
+    let runtime = crate::sandbox::command::ResolvedCommand::resolve(
+        manifest.runtime.as_ref(),
+        Some(crate::engine::RUNTIME_PATH.as_ref()),
+    );
+    if let Ok(command) = &runtime {
+        match Venv::of_interpreter(command.path()) {
             Ok(Some(venv)) => return EnvironmentInfo::venv("runtime", venv.root.clone(), Ok(venv)),
             Ok(None) => {}
             Err(e) => {
-                let path = PathBuf::from(&manifest.runtime);
+                let path = command.path().to_owned();
                 return EnvironmentInfo::venv("runtime", path, Err(e.to_string()));
             }
         }
+    }
+    if store::declares_install(python) {
+        return in_store(manifest, store_root);
     }
     match Venv::containing(&manifest.dir) {
         Ok(Some(venv)) => EnvironmentInfo::venv("site-packages", venv.root.clone(), Ok(venv)),
