@@ -191,14 +191,13 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
     );
 
     let v = |name: &str, extra: &[(&str, &str)]| value(&samples, name, extra);
-    assert_eq!(
-        v("plugbox_capability_calls_total", &[("decision", "allow")]),
-        4.0
-    );
-    assert_eq!(
-        v("plugbox_capability_calls_total", &[("decision", "deny")]),
-        1.0
-    );
+    // Calls by capability and decision: `doc.set_text` is not the plugin's, so `_other`.
+    let calls = "plugbox_capability_calls_total";
+    let decided = |method, decision| v(calls, &[("method", method), ("decision", decision)]);
+    assert_eq!(decided("kv.get", "allow"), 4.0);
+    assert_eq!(decided("kv.get", "deny"), 0.0);
+    assert_eq!(decided("_other", "deny"), 1.0);
+    assert_eq!(decided("_other", "allow"), 0.0);
     // The one allowed call that failed: `kv.get` with an empty key.
     let errors = |name: &str| -> Vec<(String, f64)> {
         let mut v: Vec<_> = samples
@@ -241,11 +240,13 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
         ),
         0.0
     );
-    assert_eq!(v("plugbox_command_calls_total", &[("outcome", "ok")]), 7.0);
-    assert_eq!(
-        v("plugbox_command_calls_total", &[("outcome", "error")]),
-        1.0
-    );
+    let commands = "plugbox_command_calls_total";
+    for (command, ok, error) in [("add", 5.0), ("work", 1.0), ("slow", 1.0), ("boom", 0.0)]
+        .map(|(c, ok)| (c, ok, if c == "boom" { 1.0 } else { 0.0 }))
+    {
+        let outcome = |o| v(commands, &[("method", command), ("outcome", o)]);
+        assert_eq!((outcome("ok"), outcome("error")), (ok, error), "{command}");
+    }
     // Durations per method: the command or capability name; nothing fell into `_other`.
     let client = "plugbox_rpc_client_duration_seconds";
     for (command, n) in [("add", 5.0), ("work", 1.0), ("boom", 1.0), ("slow", 1.0)] {
@@ -272,6 +273,29 @@ fn a_scrape_parsed_by_prometheus_client_matches_the_calls_made() {
     assert_eq!(v("plugbox_plugin_ready_instances", &[]), 1.0);
     assert_eq!(v("plugbox_plugin_restarts_total", &[]), 0.0);
     assert_eq!(v("plugbox_plugin_circuit_open", &[]), 0.0);
+
+    // A reload that adds a command: the new command gets its own `method` label, and the
+    // counts of the first version stay.
+    let v2 = TestPlugin::new(
+        "metered",
+        "[capabilities]\n\"kv.get\" = {}\n",
+        &format!("{PLUGIN}\n@plugbox.command\ndef mul(a, b):\n    return a * b\n"),
+    );
+    for r in [
+        json!({"id": "reload", "op": "reload", "plugin": "metered", "dir": v2.path()}),
+        json!({"id": "mul", "op": "call", "plugin": "metered", "command": "mul", "args": {"a": 6, "b": 7}}),
+    ] {
+        writeln!(stdin, "{r}").unwrap();
+        let answer: Value = serde_json::from_str(&stdout.next().unwrap().unwrap()).unwrap();
+        assert_eq!(answer["id"], r["id"], "{answer}");
+        assert!(answer.get("error").is_none(), "{answer}");
+    }
+    let samples = scrape(&url);
+    let v = |name: &str, extra: &[(&str, &str)]| value(&samples, name, extra);
+    let outcome = |m, o| v(commands, &[("method", m), ("outcome", o)]);
+    assert_eq!(outcome("mul", "ok"), 1.0);
+    assert_eq!(outcome("add", "ok"), 5.0);
+    assert_eq!(outcome("_other", "ok"), 0.0);
 
     drop(stdin); // end of input: serve unloads, seals and exits 0
     for _ in stdout {}

@@ -4,6 +4,7 @@ pub mod channel;
 pub mod coalesce;
 pub mod gate;
 pub mod histogram;
+pub mod methods;
 pub mod rate;
 pub mod session;
 pub mod stats;

@@ -1,6 +1,8 @@
 //! Per-plugin counters: calls, denials, errors and latency percentiles, readable at any time.
 
 use super::histogram::{Histogram, HistogramSnapshot};
+use super::methods::{MethodCounts, MethodTables, Methods};
+pub use super::methods::{MAX_METHODS, OTHER_METHOD};
 use crate::ipc::message::ErrorCode;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,51 +56,6 @@ fn code_index(code: ErrorCode) -> usize {
     }
 }
 
-/// Distinct `method` label values kept per plugin and direction; calls of any other method
-/// are counted under [`OTHER_METHOD`].
-pub const MAX_METHODS: usize = 256;
-
-/// The `method` label of calls whose method is not in the plugin's table.
-pub const OTHER_METHOD: &str = "_other";
-
-/// Per-method duration histograms of one direction: the names (sorted, at most
-/// [`MAX_METHODS`]) are fixed when the table is set, so recording is a binary search and a few
-/// atomic adds, no allocation.
-#[derive(Debug)]
-struct Methods {
-    names: Vec<String>,
-    /// One per name, then one for [`OTHER_METHOD`].
-    durations: Vec<Histogram>,
-}
-
-impl Methods {
-    fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<String> = names.into_iter().map(str::to_owned).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.truncate(MAX_METHODS);
-        let durations = (0..=names.len()).map(|_| Histogram::default()).collect();
-        Self { names, durations }
-    }
-
-    fn observe(&self, method: &str, took: Duration) {
-        let i = self
-            .names
-            .binary_search_by(|n| n.as_str().cmp(method))
-            .unwrap_or(self.names.len());
-        self.durations[i].observe(took);
-    }
-
-    fn snapshot(&self) -> Vec<(String, HistogramSnapshot)> {
-        let names = self.names.iter().map(String::as_str);
-        names
-            .chain([OTHER_METHOD])
-            .zip(&self.durations)
-            .map(|(n, h)| (n.to_owned(), h.snapshot()))
-            .collect()
-    }
-}
-
 /// Latency samples kept per direction (a ring: the most recent calls).
 const SAMPLES: usize = 4096;
 
@@ -119,10 +76,10 @@ pub struct Stats {
     invoke_errors_by_code: [AtomicU64; ERROR_CODES.len()],
     calls_in_flight: AtomicU64,
     invokes_in_flight: AtomicU64,
-    /// Per-capability durations, set at the first handshake from the gate's names.
-    capability_methods: std::sync::OnceLock<Methods>,
-    /// Per-command durations, set at the first handshake from the commands exported.
-    command_methods: std::sync::OnceLock<Methods>,
+    /// Per-capability counts, one table per set of the gate's names seen at a handshake.
+    capability_methods: MethodTables,
+    /// Per-command counts, one table per set of exported commands seen at a handshake.
+    command_methods: MethodTables,
 }
 
 /// A call counted in flight until this is dropped (the call finished, failed or was aborted).
@@ -221,13 +178,13 @@ pub struct StatsSnapshot {
     /// Host→plugin calls waiting for their reply now (for metrics).
     #[serde(skip)]
     pub invokes_in_flight: u64,
-    /// Durations of allowed plugin→host calls per capability (for metrics; empty before the
-    /// first handshake).
+    /// Plugin→host calls per capability: decisions, errors and durations (for metrics; empty
+    /// before the first handshake).
     #[serde(skip)]
-    pub call_durations_by_method: Vec<(String, HistogramSnapshot)>,
-    /// Durations of host→plugin calls per command (for metrics).
+    pub call_methods: Vec<(String, MethodCounts)>,
+    /// Host→plugin calls per command: errors and durations (for metrics).
     #[serde(skip)]
-    pub invoke_durations_by_method: Vec<(String, HistogramSnapshot)>,
+    pub invoke_methods: Vec<(String, MethodCounts)>,
 }
 
 fn by_code(counts: &[AtomicU64; ERROR_CODES.len()]) -> Vec<(&'static str, u64)> {
@@ -240,7 +197,7 @@ fn by_code(counts: &[AtomicU64; ERROR_CODES.len()]) -> Vec<(&'static str, u64)> 
 
 impl Stats {
     /// A plugin→host call was decided.
-    pub fn decided(&self, allowed: bool) {
+    fn decided(&self, allowed: bool) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !allowed {
             self.denied.fetch_add(1, Ordering::Relaxed);
@@ -257,15 +214,18 @@ impl Stats {
         self.denied_by_rule[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sets the capability and command names the `method` label takes (the first call wins:
-    /// every instance of a plugin has the same manifest and exports).
-    pub fn set_methods(&self, capabilities: &[String], commands: &[String]) {
-        let _ = self
-            .capability_methods
-            .set(Methods::new(capabilities.iter().map(String::as_str)));
-        let _ = self
-            .command_methods
-            .set(Methods::new(commands.iter().map(String::as_str)));
+    /// What a session with these capability and command names records into: this plugin's
+    /// counters and the per-method tables for those names.
+    pub fn meter(
+        self: &std::sync::Arc<Self>,
+        capabilities: &[String],
+        commands: &[String],
+    ) -> Meter {
+        Meter {
+            capabilities: self.capability_methods.table_for(capabilities),
+            commands: self.command_methods.table_for(commands),
+            stats: std::sync::Arc::clone(self),
+        }
     }
 
     fn gauge(&self, invoke: bool) -> &AtomicU64 {
@@ -276,11 +236,8 @@ impl Stats {
         }
     }
 
-    /// An allowed plugin→host call of `method` finished, failed with `error` if it did.
-    pub fn finished(&self, method: &str, error: Option<ErrorCode>, took: Duration) {
-        if let Some(m) = self.capability_methods.get() {
-            m.observe(method, took);
-        }
+    /// An allowed plugin→host call finished, failed with `error` if it did.
+    fn finished(&self, error: Option<ErrorCode>, took: Duration) {
         if let Some(code) = error {
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.call_errors_by_code[code_index(code)].fetch_add(1, Ordering::Relaxed);
@@ -292,11 +249,8 @@ impl Stats {
             .push(took);
     }
 
-    /// A host→plugin call of `command` finished, failed with `error` if it did.
-    pub fn invoked(&self, command: &str, error: Option<ErrorCode>, took: Duration) {
-        if let Some(m) = self.command_methods.get() {
-            m.observe(command, took);
-        }
+    /// A host→plugin call finished, failed with `error` if it did.
+    fn invoked(&self, error: Option<ErrorCode>, took: Duration) {
         self.invokes.fetch_add(1, Ordering::Relaxed);
         if let Some(code) = error {
             self.invoke_errors.fetch_add(1, Ordering::Relaxed);
@@ -342,17 +296,54 @@ impl Stats {
             invoke_errors_by_code: by_code(&self.invoke_errors_by_code),
             calls_in_flight: self.calls_in_flight.load(Ordering::Relaxed),
             invokes_in_flight: self.invokes_in_flight.load(Ordering::Relaxed),
-            call_durations_by_method: self
-                .capability_methods
-                .get()
-                .map(Methods::snapshot)
-                .unwrap_or_default(),
-            invoke_durations_by_method: self
-                .command_methods
-                .get()
-                .map(Methods::snapshot)
-                .unwrap_or_default(),
+            call_methods: self.capability_methods.snapshot(),
+            invoke_methods: self.command_methods.snapshot(),
         }
+    }
+}
+
+/// What one session records into: its plugin's [`Stats`] and the per-method tables made for
+/// the names of its handshake (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Meter {
+    stats: std::sync::Arc<Stats>,
+    capabilities: std::sync::Arc<Methods>,
+    commands: std::sync::Arc<Methods>,
+}
+
+impl Meter {
+    /// A plugin→host call of `method` was decided.
+    pub fn decided(&self, method: &str, allowed: bool) {
+        self.capabilities.decided(method, allowed);
+        self.stats.decided(allowed);
+    }
+
+    /// A plugin→host call was denied by `rule` (counted in [`Meter::decided`] too).
+    pub fn denied_by(&self, rule: &str) {
+        self.stats.denied_by(rule);
+    }
+
+    /// An allowed plugin→host call of `method` finished, failed with `error` if it did.
+    pub fn finished(&self, method: &str, error: Option<ErrorCode>, took: Duration) {
+        self.capabilities.finished(method, error.is_some(), took);
+        self.stats.finished(error, took);
+    }
+
+    /// A host→plugin call of `command` finished, failed with `error` if it did.
+    pub fn invoked(&self, command: &str, error: Option<ErrorCode>, took: Duration) {
+        self.commands.finished(command, error.is_some(), took);
+        self.stats.invoked(error, took);
+    }
+
+    /// A plugin→host call (`invoke` false) or host→plugin call (`invoke` true) starts: it
+    /// counts in flight until the guard is dropped.
+    pub fn in_flight(&self, invoke: bool) -> InFlight {
+        InFlight::start(&self.stats, invoke)
+    }
+
+    /// The plugin's counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot()
     }
 }
 
@@ -362,36 +353,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn methods_past_the_cap_and_unknown_ones_fold_into_other() {
-        let stats = Stats::default();
-        let many: Vec<String> = (0..300).map(|i| format!("cap{i:03}")).collect();
-        stats.set_methods(&many, &["run".to_owned()]);
+    fn a_meter_counts_for_the_plugin_and_per_method() {
+        let stats = std::sync::Arc::new(Stats::default());
+        let meter = stats.meter(&["kv.get".to_owned()], &["run".to_owned()]);
         let us = Duration::from_micros(7);
-        stats.finished("cap000", None, us);
-        stats.finished("cap299", Some(ErrorCode::Timeout), us); // past the cap
-        stats.finished("doc.set_text", None, us); // not granted
-        stats.invoked("run", Some(ErrorCode::PluginError), us);
+        meter.decided("kv.get", true);
+        meter.finished("kv.get", Some(ErrorCode::Timeout), us);
+        meter.decided("doc.set_text", false); // not granted
+        meter.denied_by("allow-list");
+        meter.invoked("run", Some(ErrorCode::PluginError), us);
         let s = stats.snapshot();
-        assert_eq!(s.call_durations_by_method.len(), MAX_METHODS + 1);
-        let count = |v: &[(String, HistogramSnapshot)], m: &str| {
-            v.iter().find(|(n, _)| n == m).map(|(_, h)| h.count)
-        };
-        assert_eq!(count(&s.call_durations_by_method, "cap000"), Some(1));
-        assert_eq!(count(&s.call_durations_by_method, "cap299"), None);
-        assert_eq!(count(&s.call_durations_by_method, OTHER_METHOD), Some(2));
-        assert_eq!(count(&s.invoke_durations_by_method, "run"), Some(1));
+        assert_eq!((s.calls, s.denied, s.errors, s.invokes), (2, 1, 1, 1));
         assert!(s.call_errors_by_code.contains(&("timeout", 1)));
         assert!(s.invoke_errors_by_code.contains(&("plugin_error", 1)));
-        assert_eq!(s.errors, 1);
-        assert_eq!(s.call_durations.count, 3);
+        assert!(s.denied_by_rule.contains(&("allow-list", 1)));
+        assert_eq!(s.call_durations.count, 1);
+        let of = |v: &[(String, MethodCounts)], m: &str| {
+            let c = &v.iter().find(|(n, _)| n == m).unwrap().1;
+            (c.allowed, c.denied, c.errors, c.durations.count)
+        };
+        assert_eq!(of(&s.call_methods, "kv.get"), (1, 0, 1, 1));
+        assert_eq!(of(&s.call_methods, OTHER_METHOD), (0, 1, 0, 0));
+        assert_eq!(of(&s.invoke_methods, "run"), (0, 0, 1, 1));
     }
 
     #[test]
     fn in_flight_guards_count_until_dropped() {
         let stats = std::sync::Arc::new(Stats::default());
-        let a = InFlight::start(&stats, false);
-        let b = InFlight::start(&stats, true);
-        let c = InFlight::start(&stats, true);
+        let meter = stats.meter(&[], &[]);
+        let a = meter.in_flight(false);
+        let b = meter.in_flight(true);
+        let c = meter.in_flight(true);
         let s = stats.snapshot();
         assert_eq!((s.calls_in_flight, s.invokes_in_flight), (1, 2));
         drop((a, b, c));

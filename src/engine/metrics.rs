@@ -7,12 +7,13 @@
 //! (`plugbox_rpc_server_duration_seconds`) and the *client* of the commands it calls on a
 //! plugin (`plugbox_rpc_client_duration_seconds`). Every series is labelled with `plugin`, a
 //! manifest name (`[a-z0-9._-]{1,64}`), so cardinality is bounded by the plugins loaded.
-//! The duration histograms also carry `method`: the capability or command name, from the
-//! plugin's grants and exports (at most `broker::stats::MAX_METHODS` per plugin and direction,
-//! the rest under `_other`). Series of a plugin disappear when it is unloaded.
+//! The call counters and duration histograms also carry `method`: the capability or command
+//! name, from the plugin's grants and exports (at most `broker::methods::MAX_METHODS` per
+//! plugin and direction, the rest under `_other`; a reload that adds a name adds its label).
+//! Series of a plugin disappear when it is unloaded.
 
 use super::{Engine, PluginStats, State};
-use crate::broker::histogram::HistogramSnapshot;
+use crate::broker::methods::MethodCounts;
 use std::fmt::Write;
 
 /// The `Content-Type` of [`Engine::metrics_text`]'s output.
@@ -70,12 +71,13 @@ fn histogram(
     plugins: &[PluginStats],
     name: &str,
     help: &str,
-    of: impl Fn(&PluginStats) -> &[(String, HistogramSnapshot)],
+    of: impl Fn(&PluginStats) -> &[(String, MethodCounts)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for p in plugins {
         let plugin = label(&p.name);
-        for (method, h) in of(p) {
+        for (method, counts) in of(p) {
+            let h = &counts.durations;
             let labels = format!("plugin=\"{plugin}\",method=\"{}\"", label(method));
             for (le_us, n) in &h.buckets {
                 let le = *le_us as f64 / 1e6;
@@ -96,6 +98,21 @@ fn by_code(counts: &[(&'static str, u64)]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Two samples per method: `method` and the labels `split` gives with their counts.
+fn per_method(
+    methods: &[(String, MethodCounts)],
+    split: impl Fn(&MethodCounts) -> [(&'static str, u64); 2],
+) -> Vec<(String, f64)> {
+    let mut out = Vec::with_capacity(methods.len() * 2);
+    for (method, counts) in methods {
+        let method = label(method);
+        for (labels, n) in split(counts) {
+            out.push((format!(",method=\"{method}\",{labels}"), n as f64));
+        }
+    }
+    out
+}
+
 /// The text for `plugins`, and the audit writer's `(records, bytes)` appended.
 pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
     let mut out = String::new();
@@ -114,16 +131,14 @@ pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
         plugins,
         "plugbox_capability_calls_total",
         "counter",
-        "Plugin-to-host capability calls decided by the gate, by decision.",
+        "Plugin-to-host capability calls decided by the gate, by capability and decision.",
         |p| {
-            let c = &p.calls;
-            vec![
-                (
-                    ",decision=\"allow\"".into(),
-                    c.calls.saturating_sub(c.denied) as f64,
-                ),
-                (",decision=\"deny\"".into(), c.denied as f64),
-            ]
+            per_method(&p.calls.call_methods, |c| {
+                [
+                    ("decision=\"allow\"", c.allowed),
+                    ("decision=\"deny\"", c.denied),
+                ]
+            })
         },
     );
     family(
@@ -176,16 +191,12 @@ pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
         plugins,
         "plugbox_command_calls_total",
         "counter",
-        "Host-to-plugin command calls, by outcome.",
+        "Host-to-plugin command calls, by command and outcome.",
         |p| {
-            let c = &p.calls;
-            vec![
-                (
-                    ",outcome=\"ok\"".into(),
-                    c.invokes.saturating_sub(c.invoke_errors) as f64,
-                ),
-                (",outcome=\"error\"".into(), c.invoke_errors as f64),
-            ]
+            per_method(&p.calls.invoke_methods, |c| {
+                let ok = c.durations.count.saturating_sub(c.errors);
+                [("outcome=\"ok\"", ok), ("outcome=\"error\"", c.errors)]
+            })
         },
     );
     histogram(
@@ -193,14 +204,14 @@ pub fn render(plugins: &[PluginStats], audit: (u64, u64)) -> String {
         plugins,
         "plugbox_rpc_server_duration_seconds",
         "Duration of allowed plugin-to-host calls, decision to reply, by capability.",
-        |p| &p.calls.call_durations_by_method,
+        |p| &p.calls.call_methods,
     );
     histogram(
         &mut out,
         plugins,
         "plugbox_rpc_client_duration_seconds",
         "Duration of host-to-plugin command calls, by command.",
-        |p| &p.calls.invoke_durations_by_method,
+        |p| &p.calls.invoke_methods,
     );
     family(
         &mut out,

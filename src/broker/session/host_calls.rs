@@ -3,7 +3,6 @@
 
 use super::{EndReason, Session, CANCEL_GRACE, PING};
 use crate::audit::EventKind;
-use crate::broker::stats::InFlight;
 use crate::capability::{CallError, Reply};
 use crate::ipc::message::{Message, WireError};
 use crate::ipc::ErrorCode;
@@ -116,7 +115,7 @@ impl Session {
             )));
         }
         let started = Instant::now();
-        let in_flight = InFlight::start(&self.stats, true);
+        let in_flight = self.stats.in_flight(true);
         let (id, result) = self
             .exchange(command, args, body, (self.call_timeout, CALL_TIMEOUT_RULE))
             .await;

@@ -91,7 +91,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_id: AtomicU64,
     violations: AtomicU32,
-    stats: Arc<super::stats::Stats>,
+    stats: super::stats::Meter,
     immediate: Mutex<Vec<Outgoing>>,
     /// Host→plugin calls abandoned by their caller: a late reply to one is not a violation.
     abandoned: Mutex<std::collections::HashSet<u64>>,
@@ -121,8 +121,8 @@ impl Session {
             call_timeout,
             stats,
         } = terms;
-        // The `method` label values (the first instance's handshake sets them).
-        stats.set_methods(&gate.names(), &commands);
+        // Counted per plugin, and per method under this handshake's names.
+        let stats = stats.meter(&gate.names(), &commands);
         let subject = info.subject();
         Arc::new(Self {
             info,

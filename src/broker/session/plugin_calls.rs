@@ -4,7 +4,6 @@
 use super::*;
 use crate::broker::gate::Permit;
 use crate::broker::gate::{RATE_REASON, RATE_RULE};
-use crate::broker::stats::InFlight;
 
 impl Session {
     /// Plugin→host calls being served now (a draining instance waits for them).
@@ -46,7 +45,7 @@ impl Session {
         r.request_bytes = Some(request_bytes);
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
         let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
-            self.stats.decided(false);
+            self.stats.decided(&method, false);
             self.stats.denied_by(rule);
             r.decision = Some("deny");
             r.rule = Some(rule);
@@ -59,7 +58,7 @@ impl Session {
             Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
             Decision::Suppressed => {
                 // Counted by the gate; reported in a `calls_suppressed` record.
-                self.stats.decided(false);
+                self.stats.decided(&method, false);
                 self.stats.denied_by(RATE_RULE);
                 return self.send_now(error_frame(id, ErrorCode::RateLimited, RATE_REASON));
             }
@@ -78,7 +77,7 @@ impl Session {
         if let Err(e) = granted.handler.check(&ctx, &request) {
             return deny(&mut r, e.code, "capability.scope", &e.message);
         }
-        self.stats.decided(true);
+        self.stats.decided(&method, true);
         r.decision = Some("allow");
         r.rule = Some("allow-list");
         if !self.write_audit(&r) {
@@ -92,7 +91,7 @@ impl Session {
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let session = Arc::clone(self);
         // Dropped when the task ends or, aborted, is dropped.
-        let in_flight = InFlight::start(&self.stats, false);
+        let in_flight = self.stats.in_flight(false);
         let task = tokio::spawn(async move {
             let _in_flight = in_flight;
             let _ = start_rx.await;
