@@ -180,3 +180,20 @@ pub fn lock(data: &[u8]) {
         }
     }
 }
+
+/// Parses each line of `data` as a `plugbox serve` request, as serve's request loop does: a
+/// line is either a typed request with its `id` or a typed failure, and its answer line (built
+/// from the failure, or from the request echoed back as a result) is one JSON line that parses
+/// again with the same `id`.
+pub fn serve_request(data: &[u8]) {
+    for line in data.split(|&b| b == b'\n') {
+        let (id, result) = match crate::serve::parse(line) {
+            Ok((id, request)) => (id, Ok(serde_json::Value::String(format!("{request:?}")))),
+            Err((id, failure)) => (id, Err(failure)),
+        };
+        let text = crate::serve::answer(id.clone(), result).to_string();
+        assert!(!text.contains('\n'), "an answer is one line");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back["id"], id);
+    }
+}

@@ -17,5 +17,6 @@ pub mod probe;
 pub mod pyenv;
 pub mod sandbox;
 pub mod sdk;
+pub mod serve;
 pub mod sys;
 pub mod untrusted_file;

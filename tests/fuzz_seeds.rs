@@ -65,3 +65,13 @@ fn grant_seeds() {
 fn the_grant_targets_request_is_a_valid_policy() {
     plugbox::policy::Policy::from_toml(plugbox::fuzzing::GRANT_FUZZ_REQUEST).expect("valid");
 }
+
+#[test]
+fn serve_request_seeds_and_the_json_test_suite() {
+    let n = replay(
+        "serve_request",
+        plugbox::fuzzing::serve_request,
+        Some("tests/data/JSONTestSuite/test_parsing"),
+    );
+    assert!(n >= 318 + 5, "{n}");
+}

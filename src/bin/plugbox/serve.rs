@@ -34,10 +34,10 @@
 use crate::forwarded::{Forwarded, HostCalls};
 use crate::serve_io::{Input, Line, Output};
 use crate::serve_order::{Order, Subject, Ticket};
-use plugbox::capability::{CallError, Reply};
+use plugbox::capability::Reply;
 use plugbox::engine::{Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
-use serde::Deserialize;
+use plugbox::serve::{answer, parse, Failure, Request};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,73 +62,6 @@ pub struct ServeOptions {
     pub metrics: Option<String>,
     /// Checkpoint signing (`--audit-key` and friends).
     pub signing: crate::audit_keys::SigningArgs,
-}
-
-/// One request.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum Request {
-    Load {
-        dir: PathBuf,
-        #[serde(default)]
-        grant: Option<PathBuf>,
-    },
-    Reload {
-        plugin: String,
-        dir: PathBuf,
-        #[serde(default)]
-        grant: Option<PathBuf>,
-    },
-    Unload {
-        plugin: String,
-    },
-    Call {
-        plugin: String,
-        command: String,
-        #[serde(default = "empty_object")]
-        args: Value,
-    },
-    Stats {},
-    Shutdown {},
-    /// Not a request: the host's answer to a `host_call`.
-    HostReply {
-        call: u64,
-        #[serde(default)]
-        result: Option<Value>,
-        #[serde(default)]
-        error: Option<Value>,
-    },
-}
-
-fn empty_object() -> Value {
-    json!({})
-}
-
-/// A failed request: a stable code and a message.
-struct Failure {
-    code: &'static str,
-    message: String,
-    traceback: Option<String>,
-}
-
-impl Failure {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            traceback: None,
-        }
-    }
-}
-
-impl From<CallError> for Failure {
-    fn from(e: CallError) -> Self {
-        Self {
-            code: e.code.as_str(),
-            message: e.message,
-            traceback: e.traceback,
-        }
-    }
 }
 
 pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
@@ -228,7 +161,7 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             send(&out, answer(id, Err(refusal))).await;
             continue;
         }
-        let ticket = order.file(request.subject(&engine));
+        let ticket = order.file(subject(&request, &engine));
         running.spawn(run_request(
             engine.clone(),
             out.clone(),
@@ -295,50 +228,22 @@ async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value,
     send(&out, answer(id, result)).await;
 }
 
-impl Request {
-    /// The plugin a request is about, for its place in the order (a load's name is read
-    /// later, in its own task).
-    fn subject(&self, engine: &Engine) -> Subject {
-        let plugin = |name: &String, lifecycle: bool| Subject::Plugin {
-            name: name.clone(),
-            lifecycle,
-            loaded: engine.plugin(name).is_some(),
-        };
-        match self {
-            Request::Load { .. } => Subject::Load,
-            Request::Reload { plugin: name, .. } | Request::Unload { plugin: name } => {
-                plugin(name, true)
-            }
-            Request::Call { plugin: name, .. } => plugin(name, false),
-            Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => {
-                Subject::Nothing
-            }
-        }
-    }
-}
-
-/// The request's id (any JSON scalar the caller chose) and the typed request.
-fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| {
-        (
-            Value::Null,
-            Failure::new("invalid", format!("not JSON: {e}")),
-        )
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err((
-            Value::Null,
-            Failure::new("invalid", "a request is a JSON object"),
-        ));
+/// The plugin a request is about, for its place in the order (a load's name is read later, in
+/// its own task).
+fn subject(request: &Request, engine: &Engine) -> Subject {
+    let plugin = |name: &String, lifecycle: bool| Subject::Plugin {
+        name: name.clone(),
+        lifecycle,
+        loaded: engine.plugin(name).is_some(),
     };
-    let id = object.remove("id").unwrap_or(Value::Null);
-    let request = serde_json::from_value(Value::Object(object)).map_err(|e| {
-        (
-            id.clone(),
-            Failure::new("invalid", format!("bad request: {e}")),
-        )
-    })?;
-    Ok((id, request))
+    match request {
+        Request::Load { .. } => Subject::Load,
+        Request::Reload { plugin: name, .. } | Request::Unload { plugin: name } => {
+            plugin(name, true)
+        }
+        Request::Call { plugin: name, .. } => plugin(name, false),
+        Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => Subject::Nothing,
+    }
 }
 
 async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
@@ -427,17 +332,4 @@ fn describe(plugin: &Plugin) -> Value {
         "state": stats.state,
         "ready_instances": stats.ready_instances,
     })
-}
-
-fn answer(id: Value, result: Result<Value, Failure>) -> Value {
-    match result {
-        Ok(result) => json!({ "id": id, "ok": true, "result": result }),
-        Err(f) => {
-            let mut error = json!({ "code": f.code, "message": f.message });
-            if let Some(tb) = f.traceback {
-                error["traceback"] = Value::String(tb);
-            }
-            json!({ "id": id, "ok": false, "error": error })
-        }
-    }
 }
