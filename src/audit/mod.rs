@@ -20,6 +20,6 @@ mod written;
 
 pub use checkpoint::Checkpoint;
 pub use keys::{AuditKey, KeyError, PublicKey};
-pub use options::{DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS};
+pub use options::{OnRecord, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS};
 pub use record::{escape_text, EventKind, Record, Subject};
 pub use writer::{AuditError, AuditLog, AuditOptions, Durability};

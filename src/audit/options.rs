@@ -1,6 +1,10 @@
 //! What a host chooses about its audit log (durability, rotation) and how writing it fails.
 
 use super::anchors::OnCheckpoint;
+use super::record::Record;
+
+/// Called with every record once it is in the log, and its sequence number.
+pub type OnRecord = Arc<dyn Fn(&Record, u64) + Send + Sync>;
 use super::keys::{AuditKey, KeyError};
 use super::record::MAX_RECORD_BYTES;
 use std::path::PathBuf;
@@ -65,6 +69,11 @@ pub struct AuditOptions {
     /// thread that wrote it; for the checkpoint before a seal, after the seal). It must not
     /// block for long; it may write to the log.
     pub on_checkpoint: Option<OnCheckpoint>,
+    /// Called with every record once it is in the log (outside the writer's lock, in the
+    /// thread that wrote it; not for checkpoints, open, rotate and seal records). It must not
+    /// block; it must not write to the log. The engine uses it for its event stream
+    /// (`Engine::events`).
+    pub on_record: Option<OnRecord>,
     /// DANGER: write no records at all. Exists only so benchmarks can measure what auditing
     /// costs; never set it where the log matters.
     pub danger_disabled: bool,
@@ -82,6 +91,7 @@ impl Default for AuditOptions {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             anchors: None,
             on_checkpoint: None,
+            on_record: None,
             danger_disabled: false,
         }
     }
@@ -99,6 +109,7 @@ impl std::fmt::Debug for AuditOptions {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("anchors", &self.anchors)
             .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .field("on_record", &self.on_record.is_some())
             .field("danger_disabled", &self.danger_disabled)
             .finish()
     }

@@ -250,6 +250,9 @@ impl Core {
         let seq = self.append(&mut state, record)?;
         let head = self.signer.as_ref().and_then(|s| s.due(&mut state));
         drop(state);
+        if let Some(observe) = &self.options.on_record {
+            observe(record, seq);
+        }
         if let Some(head) = head {
             self.checkpoint(head)?;
         }

@@ -21,6 +21,7 @@ mod ceiling;
 mod code_guard;
 mod data_dir;
 mod drain;
+pub mod events;
 mod evidence;
 mod fate;
 mod handshake;
@@ -42,6 +43,7 @@ mod uids;
 mod validate;
 
 pub use data_dir::plugin_data_dir;
+pub use events::PluginEvent;
 pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
 pub use fate::signal_name;
 pub use instance::{ExitInfo, Instance, SHUTDOWN_GRACE, TERM_GRACE};
@@ -237,6 +239,8 @@ pub(crate) struct Inner {
     pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Kills every registered plugin process group if this host dies.
     pub(crate) watchdog: Arc<crate::sandbox::Watchdog>,
+    /// The plugins' events ([`Engine::events`]), fed by the audit writer.
+    pub(crate) events: tokio::sync::broadcast::Sender<events::PluginEvent>,
 }
 
 impl Drop for Inner {
@@ -270,6 +274,8 @@ impl Engine {
             let key = crate::audit::AuditKey::load(key).map_err(AuditError::from)?;
             options.key = Some(Arc::new(key));
         }
+        let (events, _) = tokio::sync::broadcast::channel(events::EVENT_BACKLOG);
+        options.on_record = Some(events::hook(events.clone(), options.on_record.take()));
         let audit = AuditLog::open_with(&config.audit_log, options)?;
         // Each live plugin holds a few descriptors (channel, pidfd, output pipes).
         let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -319,6 +325,7 @@ impl Engine {
                 shared_uids: Default::default(),
                 closing: Default::default(),
                 watchdog: Arc::new(watchdog),
+                events,
             }),
         })
     }
