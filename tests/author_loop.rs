@@ -340,3 +340,88 @@ fn new_never_follows_a_symlink() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
 }
+
+/// A plugin directory holding `manifest_extra` in `[plugin]` and `main` as its entry.
+fn plugin_with(ws: &Path, name: &str, plugin_extra: &str, main: &str) -> PathBuf {
+    let dir = ws.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "schema = 1\n[plugin]\nname = \"{name}\"\nversion = \"1.0.0\"\napi = \"^1\"\n\
+         entry = \"main.py\"\n{plugin_extra}\n"
+    );
+    std::fs::write(dir.join("plugbox.toml"), manifest).unwrap();
+    std::fs::write(dir.join("main.py"), main).unwrap();
+    dir
+}
+
+#[test]
+fn check_prints_the_description_and_the_commands_with_their_signatures() {
+    let ws = workspace();
+    let dir = new_plugin(ws.path(), "described");
+    let out = plugbox_cmd(&["check"], &[&dir]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("about     Greets people, and the application's user by name."),
+        "{text}"
+    );
+    assert!(
+        text.contains("commands  2 in the entry file (read, not run)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  greet(name: str='world') -> str  Returns a greeting for `name`."),
+        "{text}"
+    );
+    assert!(text.contains("  greet_user() -> str  Greets"), "{text}");
+}
+
+#[test]
+fn check_lists_commands_without_running_the_entry_and_escapes_them() {
+    let ws = workspace();
+    let marker = ws.path().join("ran");
+    let mut main = format!(
+        "import plugbox\nopen({:?}, 'w').write('ran')\n\n\
+         @plugbox.command(name=\"word-stats\")\ndef stats(doc_id: int) -> dict:\n    \
+         \"\"\"Counts\\x1b[2J words.\"\"\"\n    return {{}}\n\n\
+         def helper(x):\n    return x\n",
+        marker.to_str().unwrap()
+    );
+    for i in 0..300 {
+        main.push_str(&format!("\n@plugbox.command\ndef c{i}(): pass\n"));
+    }
+    let dir = plugin_with(ws.path(), "lister", "", &main);
+    let out = plugbox_cmd(&["check"], &[&dir]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!marker.exists(), "check ran the entry file");
+    assert!(text.contains("commands  301 in the entry file"), "{text}");
+    assert!(
+        text.contains("  word-stats(doc_id: int) -> dict  Counts\\u{1b}[2J words."),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape reached the terminal"
+    );
+    assert!(!text.contains("helper"), "{text}");
+    assert!(text.contains("  ... and 45 more"), "{text}");
+}
+
+#[test]
+fn a_description_over_1024_characters_is_refused_naming_the_field() {
+    let ws = workspace();
+    let long = format!("description = \"{}\"", "x".repeat(1025));
+    let dir = plugin_with(ws.path(), "wordy", &long, "import plugbox\n");
+    let out = plugbox_cmd(&["check"], &[&dir]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        stderr(&out).contains("plugin.description"),
+        "{}",
+        stderr(&out)
+    );
+    let fits = format!("description = \"{}\"", "x".repeat(1024));
+    let dir = plugin_with(ws.path(), "fits", &fits, "import plugbox\n");
+    assert!(plugbox_cmd(&["check"], &[&dir]).status.success());
+}

@@ -24,6 +24,7 @@ mod serve_io;
 mod serve_metrics;
 mod serve_order;
 mod signals;
+mod signatures;
 mod stub;
 mod syntax;
 
