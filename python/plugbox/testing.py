@@ -109,6 +109,7 @@ class FakeHost:
         self.requested: frozenset[str] | None = None  # from the manifest, once loaded
         self._commands: Registry | None = None
         self._sys_path: str | None = None
+        self._module: str | None = None  # the entry's name in sys.modules, once loaded
         self._outgoing = Outgoing(self._on_frame, self._on_control)
         self._outgoing.configure(frozenset(), MAX_IN_FLIGHT)
         self._previous = _channel.active()
@@ -163,7 +164,8 @@ class FakeHost:
             self._check_requested(capability)
         self._sys_path = str(entry.parent)
         sys.path.insert(0, self._sys_path)
-        self._commands = _execute_entry(entry, self.name)
+        self._module = f"__plugbox_test_{self.name.replace('-', '_')}__"
+        self._commands = _execute_entry(entry, self._module)
 
     def _read_manifest(self, plugin_dir: Path) -> Path:
         try:
@@ -212,6 +214,9 @@ class FakeHost:
         """Stop being the host: restore the previous channel (if any) and ``sys.path``."""
         if getattr(_channel.active(), "outgoing", None) is self._outgoing:
             _channel.activate(self._previous)
+        if self._module is not None:
+            sys.modules.pop(self._module, None)
+            self._module = None
         if self._sys_path is not None:
             try:
                 sys.path.remove(self._sys_path)
@@ -292,14 +297,16 @@ def _over_the_wire(command: str, args: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def _execute_entry(entry: Path, name: str) -> Registry:
-    """Run ``entry`` as a fresh module and return the commands it registered (the global
-    registry is left as it was, so several plugins, or one loaded twice, do not collide)."""
+def _execute_entry(entry: Path, module_name: str) -> Registry:
+    """Run ``entry`` as a fresh module ``module_name`` (in ``sys.modules``, as the runtime puts
+    it, for dataclasses and pickling) and return the commands it registered; the global
+    registry is left as it was, so several plugins, or one loaded twice, do not collide."""
     saved = dict(REGISTRY._commands)
     REGISTRY._commands.clear()
     try:
-        module = type(sys)(f"__plugbox_test_{name.replace('-', '_')}__")
+        module = type(sys)(module_name)
         module.__file__ = str(entry)
+        sys.modules[module_name] = module
         code = compile(entry.read_bytes(), str(entry), "exec")
         exec(code, module.__dict__)
         registered = Registry()

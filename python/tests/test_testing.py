@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -43,9 +44,17 @@ entry = "main.py"
 """
 
 ENTRY = '''
+from __future__ import annotations
+
+import dataclasses
 import threading
 
 import plugbox
+
+
+@dataclasses.dataclass
+class Counted:  # dataclasses look their module up in sys.modules
+    changed: int
 
 
 @plugbox.command
@@ -54,7 +63,7 @@ def apply() -> int:
     new = text.title()
     plugbox.host.call("doc.set_text", text=new)
     plugbox.log.info("rewrote", chars=len(new))
-    return sum(a != b for a, b in zip(text, new))
+    return Counted(sum(a != b for a, b in zip(text, new))).changed
 
 
 @plugbox.command
@@ -227,9 +236,11 @@ def test_close_restores_the_previous_state(tmp_path: Path) -> None:
     plugin = make_plugin(tmp_path)
     host = new_host()
     host.load(plugin)
-    assert str(plugin) in __import__("sys").path
+    assert str(plugin) in sys.path
+    assert "__plugbox_test_title_case__" in sys.modules
     host.close()
+    assert "__plugbox_test_title_case__" not in sys.modules
     assert _channel.active() is None
-    assert str(plugin) not in __import__("sys").path
+    assert str(plugin) not in sys.path
     with pytest.raises(plugbox.ProtocolError, match="not connected to a host"):
         plugbox.host.call("doc.get_text")
