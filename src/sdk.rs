@@ -36,6 +36,7 @@ pub const FILES: &[(&str, &[u8])] = sdk_files!(
     "host.py",
     "log.py",
     "py.typed",
+    "testing.py",
 );
 
 /// Where the compiled-in SDK is byte-compiled (the interpreter plugins run on by default).

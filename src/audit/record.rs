@@ -59,6 +59,9 @@ pub enum EventKind {
     State,
     /// A plugin's restart circuit opened (calls fail fast) or closed again.
     Circuit,
+    /// A development stub (`plugbox run --stub CAP=JSON`), not a host, answered an allowed
+    /// call of `capability`; `detail` holds `stub: true` and the answer's `value_sha256`.
+    Stub,
 }
 
 /// The identity of the plugin instance a record is about.

@@ -82,6 +82,10 @@ pub struct PluginSection {
     pub name: String,
     /// Semantic version of the plugin.
     pub version: String,
+    /// What the plugin does, in a sentence or two, for the people who install and grant it
+    /// (at most 1024 characters; shown escaped by `plugbox check` and `plugbox list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Semver requirement on the host API, such as `"^1"`.
     pub api: String,
     /// The entry file, relative to the plugin directory.

@@ -103,6 +103,7 @@ impl Manifest {
         let api = semver::VersionReq::parse(&p.api)
             .map_err(|e| ManifestError::invalid("plugin.api", format!("{:?}: {e}", p.api)))?;
         let entry = entry_path(&dir, &p.entry)?;
+        check_description(p.description.as_deref())?;
         check_python(&file.python)?;
         let written = file.clone();
         for (name, request) in &file.capabilities {
@@ -241,6 +242,19 @@ fn check_name(
         ));
     }
     Ok(())
+}
+
+/// Longest `plugin.description`, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+fn check_description(description: Option<&str>) -> Result<(), ManifestError> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(ManifestError::invalid(
+            "plugin.description",
+            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn entry_path(dir: &Path, entry: &str) -> Result<PathBuf, ManifestError> {

@@ -36,6 +36,9 @@ pub fn check(path: &Path, grant: Option<&Path>, store: Option<&Path>) -> Result<
         escape(&manifest.version.to_string()),
         escape(&manifest.api.to_string())
     );
+    if let Some(description) = &manifest.file.plugin.description {
+        say!("about     {}", escape(description));
+    }
     let entry = manifest.entry.display().to_string();
     say!("entry     {}", escape(&entry));
     let relative = manifest.file.plugin.entry.clone();
@@ -43,6 +46,7 @@ pub fn check(path: &Path, grant: Option<&Path>, store: Option<&Path>) -> Result<
         return Err(format!("entry {}: {}", escape(&entry), escape(&error)));
     }
     say!("syntax    the entry file compiles (not run)");
+    crate::signatures::print(&manifest.entry, &relative);
     let digest =
         plugbox::manifest::digest::code_digest(&manifest.dir).map_err(|e| e.to_string())?;
     say!("digest    {digest} (pin it with code_digest in a grant file)");

@@ -128,6 +128,10 @@ pub(crate) enum Cmd {
         /// JSON object of arguments for the preceding --call.
         #[arg(long = "args", value_name = "JSON")]
         args: Vec<String>,
+        /// Answer host capability CAP with JSON, without a host (repeatable; development).
+        /// The gate still decides each call, and each answer is audited as a `stub` record.
+        #[arg(long = "stub", value_name = "CAP=JSON", value_parser = crate::stub::parse)]
+        stubs: Vec<crate::stub::StubSpec>,
         /// Operational log format on stderr.
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -173,6 +177,15 @@ pub(crate) enum Cmd {
         metrics: Option<String>,
         #[command(flatten)]
         signing: audit_keys::SigningArgs,
+    },
+    /// Make a new plugin directory: a manifest, an entry file with two commands, a test for
+    /// the SDK's pytest fixture, a README.
+    New {
+        /// The plugin's name: 1 to 64 of a-z 0-9 - (the manifest's rule).
+        name: String,
+        /// The directory to make (default: ./NAME); it must not exist, or be empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Build the Python environment a plugin declares ([python] requirements, wheels) into the
     /// content-addressed store, running no package code unconfined; print its path.

@@ -1,5 +1,5 @@
 //! The `plugbox` command line: `exec`, `run`, `serve`, `check`, `list`, `install`, `probe`,
-//! `schema`, `audit`, `diff`.
+//! `schema`, `audit`, `diff`, `new`.
 //!
 //! Exit status: the command's own, or 128+N when it was killed by signal N; 125 when plugbox
 //! itself fails (bad policy, unenforceable layer, unreachable interpreter, exec failure), with
@@ -16,6 +16,7 @@ mod exec;
 mod forwarded;
 mod install;
 mod list;
+mod new;
 mod paths;
 mod run;
 mod serve;
@@ -23,6 +24,8 @@ mod serve_io;
 mod serve_metrics;
 mod serve_order;
 mod signals;
+mod signatures;
+mod stub;
 mod syntax;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))
         }
+        Cmd::New { name, dir } => new::new_cmd(&name, dir),
         Cmd::Install { dir, store } => match install::install(&dir, store) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
             state,
             calls,
             args,
+            stubs,
             log_format,
             durability,
             stats,
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
                 audit,
                 state,
                 calls,
+                stubs,
                 durability,
                 stats,
                 signing,

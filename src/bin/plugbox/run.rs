@@ -1,4 +1,4 @@
-//! `plugbox run PLUGIN_DIR [--grant FILE [--clamp]] [--audit FILE] [--state DIR] [--call CMD [--args JSON]]...`
+//! `plugbox run PLUGIN_DIR [--grant FILE [--clamp]] [--audit FILE] [--state DIR] [--stub CAP=JSON]... [--call CMD [--args JSON]]...`
 //!
 //! Whatever ends it (the last call, a failed load, SIGTERM or SIGINT: exit status 128+N), the
 //! plugin is unloaded and the audit log sealed before it exits.
@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub audit: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub calls: Vec<CallSpec>,
+    /// `--stub CAP=JSON`: host capabilities answered without a host (`stub.rs`).
+    pub stubs: Vec<crate::stub::StubSpec>,
     pub durability: plugbox::audit::Durability,
     pub stats: bool,
     pub signing: crate::audit_keys::SigningArgs,
@@ -57,15 +59,22 @@ async fn async_run(opts: RunOptions) -> Result<ExitCode, String> {
     }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let stop = crate::signals::Termination::install()?;
-    let outcome = tokio::select! {
-        outcome = load_and_call(&engine, &opts, &grants) => outcome,
-        sig = stop.recv() => Ok(Stopped::BySignal(sig)),
+    let stubs = crate::stub::install(&engine, &opts.dir, &opts.stubs);
+    let outcome = match &stubs {
+        Ok(_) => tokio::select! {
+            outcome = load_and_call(&engine, &opts, &grants) => outcome,
+            sig = stop.recv() => Ok(Stopped::BySignal(sig)),
+        },
+        Err(e) => Err(e.clone()),
     };
     // Every way out passes here, a failed load included: unload the plugin (drain, shutdown,
     // SIGTERM, SIGKILL) and seal the log before the process exits. (Returning early left
     // the seal to whichever thread dropped the log last, which could be cut off by the exit.)
     // A failed log makes the whole run an engine failure.
     let sealed = engine.shutdown().await.map_err(|e| e.to_string());
+    if let Ok(slot) = stubs {
+        slot.clear();
+    }
     match (outcome, sealed) {
         (Ok(Stopped::Done { all_ok: true }), Ok(())) => Ok(ExitCode::SUCCESS),
         (Ok(Stopped::Done { all_ok: false }), Ok(())) => Ok(ExitCode::from(1)),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 /// The interpreter that compiles: a fixed, trusted path.
 const PYTHON: &str = "/usr/bin/python3";
 /// Largest entry file compiled, bytes.
-const MAX_SOURCE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_SOURCE_BYTES: u64 = 16 * 1024 * 1024;
 /// Compiles stdin as `argv[1]`; prints the syntax error and exits 1 if there is one.
 const COMPILE: &str = "import sys\n\
 src = sys.stdin.buffer.read()\n\
@@ -31,7 +31,7 @@ pub fn check_entry(entry: &Path, shown_as: &str) -> Result<Option<String>, Strin
 
 /// The default (strictest) policy in a new file of the temporary directory, created with
 /// `O_EXCL` (never through a file or symlink someone put there first) and mode 0600.
-fn write_default_policy() -> Result<std::path::PathBuf, String> {
+pub(crate) fn write_default_policy() -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -48,24 +48,33 @@ fn write_default_policy() -> Result<std::path::PathBuf, String> {
     Ok(path)
 }
 
-fn compile(policy: &Path, source: &[u8], shown_as: &str) -> Result<Option<String>, String> {
-    let me = std::env::current_exe().map_err(|e| format!("syntax check: {e}"))?;
+/// Runs `script` on Debian's interpreter under `plugbox exec --policy POLICY`, with `source`
+/// on its stdin and `shown_as` as `argv[1]`.
+pub(crate) fn run_confined(
+    policy: &Path,
+    script: &str,
+    source: &[u8],
+    shown_as: &str,
+) -> std::io::Result<std::process::Output> {
+    let me = std::env::current_exe()?;
     let mut child = Command::new(me)
         .arg("exec")
         .arg("--policy")
         .arg(policy)
-        .args(["--", PYTHON, "-I", "-S", "-c", COMPILE, shown_as])
+        .args(["--", PYTHON, "-I", "-S", "-c", script, shown_as])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("syntax check: {e}"))?;
+        .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A compiler that stops reading early has already failed; its status says so.
+        // A script that stops reading early has already failed; its status says so.
         let _ = stdin.write_all(source);
     }
-    let out = child
-        .wait_with_output()
+    child.wait_with_output()
+}
+
+fn compile(policy: &Path, source: &[u8], shown_as: &str) -> Result<Option<String>, String> {
+    let out = run_confined(policy, COMPILE, source, shown_as)
         .map_err(|e| format!("syntax check: {e}"))?;
     match out.status.code() {
         Some(0) => Ok(None),
