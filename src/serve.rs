@@ -6,12 +6,20 @@
 //! or `{"id": ..., "ok": false, "error": {"code": ..., "message": ...}}`.
 
 use crate::capability::CallError;
-use serde::Deserialize;
+use crate::engine::PluginEvent;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
+/// The protocol version this engine speaks by default (the newest).
+pub const PROTOCOL: u32 = 1;
+
+/// Every protocol version this engine speaks; a host picks one with `serve --protocol N`.
+pub const PROTOCOLS: [u32; 1] = [1];
+
 /// One request line, without its `id`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Load the plugin in `dir` under the grant file `grant`.
@@ -47,6 +55,11 @@ pub enum Request {
         /// A JSON object (default `{}`).
         #[serde(default = "empty_object")]
         args: Value,
+    },
+    /// Plugin `plugin` described: identity, description, granted capabilities, commands.
+    Describe {
+        /// The loaded plugin's name.
+        plugin: String,
     },
     /// Every loaded plugin's counters and state.
     Stats {},
@@ -98,6 +111,118 @@ impl From<CallError> for Failure {
     }
 }
 
+/// serve's first line, before it reads any request.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ready {
+    /// Always `"ready"`.
+    pub op: &'static str,
+    /// The protocol version of every line that follows.
+    pub protocol: u32,
+    /// Every version this engine speaks.
+    pub protocols: Vec<u32>,
+    /// The engine's version.
+    pub engine: &'static str,
+}
+
+impl Ready {
+    /// The ready line for `protocol`.
+    pub fn new(protocol: u32) -> Self {
+        Self {
+            op: "ready",
+            protocol,
+            protocols: PROTOCOLS.to_vec(),
+            engine: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// An event line (`serve --events`): something happened to a plugin. It is an audit record
+/// (`seq`); events come in the log's order.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventLine {
+    /// Always `"event"`.
+    pub op: &'static str,
+    /// The event.
+    #[serde(flatten)]
+    pub event: PluginEvent,
+}
+
+/// Written instead of the events a slow host missed (serve keeps a bounded backlog).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventsLost {
+    /// Always `"event"`.
+    pub op: &'static str,
+    /// Always `"lost"`.
+    pub event: &'static str,
+    /// How many events were dropped (the audit log has them).
+    pub count: u64,
+}
+
+/// A plugin called host capability `capability`, which this host answers (`--capability`):
+/// answer with a `host_reply` request carrying the same `call`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HostCall {
+    /// Always `"host_call"`.
+    pub op: &'static str,
+    /// The call's number, unique for this serve process.
+    pub call: u64,
+    /// The calling plugin's name.
+    pub plugin: String,
+    /// Its instance.
+    pub instance: String,
+    /// The capability called.
+    pub capability: String,
+    /// Its keyword arguments, as the gate allowed them.
+    pub args: serde_json::Map<String, Value>,
+}
+
+/// An answer line: to request `id`, `ok` with `result`, or not with `error`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Answer {
+    /// The request's `id`, or `null` when it could not be read.
+    pub id: Value,
+    /// Did it succeed?
+    pub ok: bool,
+    /// Its result (when `ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it failed (unless `ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<AnswerError>,
+}
+
+/// A failed request's error.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AnswerError {
+    /// A stable code: a protocol error code (`denied`, `invalid`, `too_large`, `timeout`,
+    /// `plugin_error`, `plugin_crashed`, `unavailable`, ...) or one of serve's own
+    /// (`load_failed`, `not_loaded`).
+    pub code: String,
+    /// What happened, in words.
+    pub message: String,
+    /// The plugin's traceback, for a `plugin_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// The JSON Schema of every line of protocol [`PROTOCOL`], by kind (`docs/serve.schema.json`).
+pub fn json_schema() -> Value {
+    let schema = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
+    json!({
+        "title": format!("plugbox serve protocol {PROTOCOL}"),
+        "host_to_serve": {
+            "request": schema(schemars::schema_for!(Request)),
+        },
+        "serve_to_host": {
+            "ready": schema(schemars::schema_for!(Ready)),
+            "answer": schema(schemars::schema_for!(Answer)),
+            "event": schema(schemars::schema_for!(EventLine)),
+            "events_lost": schema(schemars::schema_for!(EventsLost)),
+            "host_call": schema(schemars::schema_for!(HostCall)),
+        },
+    })
+}
+
 /// The request's id (any JSON scalar the caller chose) and the typed request.
 pub fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
     let value: Value = serde_json::from_slice(line).map_err(|e| {
@@ -124,16 +249,25 @@ pub fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
 
 /// The answer line to request `id`.
 pub fn answer(id: Value, result: Result<Value, Failure>) -> Value {
-    match result {
-        Ok(result) => json!({ "id": id, "ok": true, "result": result }),
-        Err(f) => {
-            let mut error = json!({ "code": f.code, "message": f.message });
-            if let Some(tb) = f.traceback {
-                error["traceback"] = Value::String(tb);
-            }
-            json!({ "id": id, "ok": false, "error": error })
-        }
-    }
+    let line = match result {
+        Ok(result) => Answer {
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        },
+        Err(f) => Answer {
+            id,
+            ok: false,
+            result: None,
+            error: Some(AnswerError {
+                code: f.code.to_owned(),
+                message: f.message,
+                traceback: f.traceback,
+            }),
+        },
+    };
+    serde_json::to_value(line).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -425,6 +425,9 @@ fn plugbox_serve_stopped_by_sigterm_unloads_and_seals() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert!(ready.contains(r#""op":"ready""#), "{ready}");
     let load = serde_json::json!({"id": 1, "op": "load", "dir": plugin.path()});
     writeln!(stdin, "{load}").unwrap();
     let mut answer = String::new();

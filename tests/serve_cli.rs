@@ -67,6 +67,11 @@ fn a_pipelined_session_loads_calls_unloads_and_seals_the_log() {
         .lines()
         .map(|l| serde_json::from_str(&l.unwrap()).expect("an answer is JSON"))
         .collect();
+    assert_eq!(
+        answers[0]["op"], "ready",
+        "the first line says serve is ready"
+    );
+    let answers = answers[1..].to_vec();
     let status = serve.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let by_id: HashMap<String, &Value> = answers.iter().map(|a| (a["id"].to_string(), a)).collect();
@@ -134,6 +139,7 @@ fn a_serve_host_answers_its_own_capabilities_over_the_pipes() {
         rx.recv_timeout(std::time::Duration::from_secs(20))
             .expect("a line")
     };
+    assert_eq!(next()["op"], "ready");
     writeln!(
         stdin,
         "{}",

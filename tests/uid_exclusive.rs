@@ -25,7 +25,10 @@ fn spawn_serve(work: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("plugbox serve");
-    let out = BufReader::new(serve.stdout.take().unwrap());
+    let mut out = BufReader::new(serve.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert!(ready.contains(r#""op":"ready""#), "{ready}");
     (serve, out)
 }
 

@@ -20,6 +20,7 @@
 mod ceiling;
 mod code_guard;
 mod data_dir;
+mod describe;
 mod drain;
 pub mod events;
 mod evidence;
@@ -43,6 +44,7 @@ mod uids;
 mod validate;
 
 pub use data_dir::plugin_data_dir;
+pub use describe::PluginDescription;
 pub use events::PluginEvent;
 pub use evidence::{Evidence, TAIL_BYTES, TAIL_LINES};
 pub use fate::signal_name;

@@ -145,7 +145,8 @@ pub(crate) enum Cmd {
         signing: audit_keys::SigningArgs,
     },
     /// Run the managed engine for a host in any language: JSON-line requests on stdin (load,
-    /// call, reload, unload, stats, shutdown), one JSON-line answer each on stdout.
+    /// call, describe, reload, unload, stats, shutdown), one JSON-line answer each on stdout,
+    /// after a first `ready` line (docs/serve.md).
     Serve {
         /// Audit log (JSON Lines; a sealed log is appended to). Default: audit.jsonl in
         /// /var/lib/plugbox as root, else in $XDG_STATE_HOME/plugbox or ~/.local/state/plugbox.
@@ -175,6 +176,14 @@ pub(crate) enum Cmd {
         /// loopback IP:PORT such as 127.0.0.1:9464 (port 0: any free port, printed on stderr).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// The protocol version the host speaks (default: the newest; refused if this engine
+        /// does not speak it).
+        #[arg(long, value_name = "N", default_value_t = plugbox::serve::PROTOCOL)]
+        protocol: u32,
+        /// Write an `event` line for each plugin event (state changes, exits, restarts,
+        /// circuit, health failures, refused loads).
+        #[arg(long)]
+        events: bool,
         #[command(flatten)]
         signing: audit_keys::SigningArgs,
     },
@@ -243,11 +252,11 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a JSON Schema: of the policy file (default), the plugin manifest, a grant file, or
-    /// an audit record.
+    /// Print a JSON Schema: of the policy file (default), the plugin manifest, a grant file, an
+    /// audit record, or the lines of `plugbox serve`.
     Schema {
         /// Which schema.
-        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit", "grant"])]
+        #[arg(default_value = "policy", value_parser = ["policy", "manifest", "audit", "grant", "serve"])]
         which: String,
     },
 }

@@ -9,7 +9,7 @@
 use crate::serve_io::Line;
 use plugbox::capability::{BoxFuture, CallContext, CallError, CallRequest, Capability, Reply};
 use plugbox::ipc::ErrorCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,14 +85,15 @@ impl Capability for Forwarded {
             let (tx, rx) = oneshot::channel();
             calls.waiting().insert(call, tx);
             let _forget = Forget(&calls, call);
-            let line = json!({
-                "op": "host_call",
-                "call": call,
-                "plugin": ctx.plugin.name,
-                "instance": ctx.plugin.instance,
-                "capability": name,
-                "args": request.args,
-            });
+            let line = plugbox::serve::HostCall {
+                op: "host_call",
+                call,
+                plugin: ctx.plugin.name.clone(),
+                instance: ctx.plugin.instance.clone(),
+                capability: name,
+                args: request.args,
+            };
+            let line = serde_json::to_value(line).unwrap_or_default();
             // Waits for room in the bounded output queue (within the call's timeout); once the
             // call has ended, the line is dropped instead of written.
             if out.send(Line::HostCall { call, line }).await.is_err() {

@@ -20,6 +20,7 @@ mod new;
 mod paths;
 mod run;
 mod serve;
+mod serve_events;
 mod serve_io;
 mod serve_metrics;
 mod serve_order;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                 "manifest" => plugbox::manifest::file::json_schema(),
                 "audit" => plugbox::audit::record::json_schema(),
                 "grant" => plugbox::manifest::grant_file::json_schema(),
+                "serve" => plugbox::serve::json_schema(),
                 _ => file::json_schema(),
             };
             println!(
@@ -126,6 +128,8 @@ fn main() -> ExitCode {
             allow_ungranted,
             clamp,
             metrics,
+            protocol,
+            events,
             signing,
         } => {
             init_logging(&log_format);
@@ -137,6 +141,8 @@ fn main() -> ExitCode {
                 allow_ungranted,
                 clamp,
                 metrics,
+                protocol,
+                events,
                 signing,
             };
             serve::serve(opts).unwrap_or_else(|e| fail(&e))

@@ -37,7 +37,7 @@ use crate::serve_order::{Order, Subject, Ticket};
 use plugbox::capability::Reply;
 use plugbox::engine::{Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
-use plugbox::serve::{answer, parse, Failure, Request};
+use plugbox::serve::{answer, parse, Failure, Ready, Request};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,10 @@ pub struct ServeOptions {
     pub clamp: bool,
     /// Serve `GET /metrics` on this loopback `IP:PORT` (`--metrics`).
     pub metrics: Option<String>,
+    /// The protocol version the host speaks (`--protocol`).
+    pub protocol: u32,
+    /// Write `event` lines (`--events`).
+    pub events: bool,
     /// Checkpoint signing (`--audit-key` and friends).
     pub signing: crate::audit_keys::SigningArgs,
 }
@@ -74,6 +78,13 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
 }
 
 async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
+    if !plugbox::serve::PROTOCOLS.contains(&opts.protocol) {
+        return Err(format!(
+            "cli: --protocol {}: this engine speaks protocol {:?}",
+            opts.protocol,
+            plugbox::serve::PROTOCOLS
+        ));
+    }
     let (audit, state) = crate::paths::resolve(opts.audit.clone(), opts.state.clone())?;
     let mut config = EngineConfig::new(&audit, &state);
     config.audit.durability = opts.durability;
@@ -98,6 +109,11 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             .register(&name, Arc::new(forwarded))
             .map_err(|e| e.to_string())?;
     }
+    let ready = serde_json::to_value(Ready::new(opts.protocol)).unwrap_or_default();
+    send(&out, ready).await;
+    let events = opts
+        .events
+        .then(|| crate::serve_events::forward(&engine, out.clone()));
     let mut input = crate::serve_io::spawn_reader(MAX_REQUEST_BYTES);
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
@@ -187,6 +203,10 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         }
     };
     let sealed = sealed.map_err(|e| e.to_string());
+    // Every record of the shutdown is written: its events are queued; write them, then end.
+    if let Some(events) = events {
+        events.finish().await;
+    }
     let _ = out.send(Line::End).await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     match failed {
@@ -241,7 +261,9 @@ fn subject(request: &Request, engine: &Engine) -> Subject {
         Request::Reload { plugin: name, .. } | Request::Unload { plugin: name } => {
             plugin(name, true)
         }
-        Request::Call { plugin: name, .. } => plugin(name, false),
+        Request::Call { plugin: name, .. } | Request::Describe { plugin: name } => {
+            plugin(name, false)
+        }
         Request::Stats {} | Request::Shutdown {} | Request::HostReply { .. } => Subject::Nothing,
     }
 }
@@ -292,6 +314,16 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                     Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
                 }),
             }
+        }
+        Request::Describe { plugin } => {
+            let Some(p) = engine.plugin(&plugin) else {
+                return Err(Failure::new(
+                    "not_loaded",
+                    format!("{plugin} is not loaded"),
+                ));
+            };
+            let description = p.describe().await?;
+            Ok(serde_json::to_value(description).unwrap_or_default())
         }
         Request::Stats {} => Ok(serde_json::to_value(engine.plugins()).unwrap_or(Value::Null)),
         Request::Shutdown {} | Request::HostReply { .. } => Ok(Value::Null),

@@ -19,7 +19,8 @@ const INPUT_LINES: usize = 16;
 
 /// One line for stdout.
 pub enum Line {
-    /// An answer (or an error about a line of input).
+    /// A line written as it is: an answer (or an error about a line of input), the ready
+    /// line, an event.
     Answer(Value),
     /// A host call: written only if call `call` is still waiting for its reply.
     HostCall {
