@@ -205,13 +205,29 @@ pub struct AnswerError {
     pub traceback: Option<String>,
 }
 
+/// The request schema with the `id` member every request line may carry (it is taken off the
+/// line before the rest is parsed as a [`Request`]).
+fn with_id(mut schema: Value) -> Value {
+    let id = json!({
+        "description": "Any JSON value the host chooses, echoed in the answer (default null)."
+    });
+    if let Some(variants) = schema["oneOf"].as_array_mut() {
+        for v in variants {
+            if let Some(props) = v["properties"].as_object_mut() {
+                props.insert("id".to_owned(), id.clone());
+            }
+        }
+    }
+    schema
+}
+
 /// The JSON Schema of every line of protocol [`PROTOCOL`], by kind (`docs/serve.schema.json`).
 pub fn json_schema() -> Value {
     let schema = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
     json!({
         "title": format!("plugbox serve protocol {PROTOCOL}"),
         "host_to_serve": {
-            "request": schema(schemars::schema_for!(Request)),
+            "request": with_id(schema(schemars::schema_for!(Request))),
         },
         "serve_to_host": {
             "ready": schema(schemars::schema_for!(Ready)),

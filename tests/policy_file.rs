@@ -166,13 +166,14 @@ fn the_committed_manifest_and_audit_schemas_are_the_generated_ones() {
             "docs/grant.schema.json",
             plugbox::manifest::grant_file::json_schema(),
         ),
+        ("docs/serve.schema.json", plugbox::serve::json_schema()),
     ] {
         let committed: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(root.join(file)).expect("read"))
                 .expect("json");
         assert_eq!(
             committed, generated,
-            "regenerate {file} with: cargo run -- schema manifest|audit|grant"
+            "regenerate {file} with: cargo run -- schema manifest|audit|grant|serve"
         );
     }
 }
