@@ -165,6 +165,8 @@ impl Record {
 /// Makes plugin-controlled text safe to store and to print: truncated to [`MAX_TEXT_CHARS`],
 /// and every control, line-separator or bidirectional-override character written as a
 /// visible `\u{..}` escape (JSON escaping alone leaves C1 controls and bidi overrides raw).
+/// A backslash is written `\\`, so the escaping is unambiguous: a plugin that sends the six
+/// characters `\u{1b}` is recorded as `\\u{1b}`, never as what an ESC becomes.
 pub fn escape_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_TEXT_CHARS * 2));
     for (i, c) in text.chars().enumerate() {
@@ -172,7 +174,9 @@ pub fn escape_text(text: &str) -> String {
             out.push_str("…[truncated]");
             break;
         }
-        if crate::display::is_unsafe(c) {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if crate::display::is_unsafe(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);
@@ -195,6 +199,9 @@ mod tests {
         assert_eq!(escape_text("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert_eq!(escape_text("x\u{202e}y\u{85}"), "x\\u{202e}y\\u{85}");
         assert_eq!(escape_text("line\nnext"), "line\\u{a}next");
+        // Unambiguous: the text of an escape is not the escape of a control character.
+        assert_eq!(escape_text("a\\u{1b}b"), "a\\\\u{1b}b");
+        assert_ne!(escape_text("\\u{1b}"), escape_text("\u{1b}"));
         let long = "é".repeat(1000);
         let cut = escape_text(&long);
         assert_eq!(cut.chars().filter(|&c| c == 'é').count(), MAX_TEXT_CHARS);
