@@ -118,9 +118,10 @@ async fn attempts_the_sdk_cannot_send_as_written_are_recorded_all_the_same() {
     assert_eq!(got, json!(vec!["CapabilityDenied:denied"; 2]));
     let denied = calls(&te, "odd");
     assert_eq!(denied.len(), 2, "{denied:#?}");
-    // A lone surrogate travels as its escape (text no grant can hold); arguments JSON cannot
-    // hold are left out, and the name alone is decided.
-    assert_eq!(denied[0]["capability"], "doc\\udc80.set_text");
+    // A lone surrogate travels as its escape, the text `\udc80` (no grant can hold it); the
+    // record writes that text's backslash as two. Arguments JSON cannot hold are left out,
+    // and the name alone is decided.
+    assert_eq!(denied[0]["capability"], "doc\\\\udc80.set_text");
     assert_eq!(denied[1]["capability"], "doc.set_text");
     for r in &denied {
         assert_eq!(
