@@ -204,7 +204,7 @@ impl Stats {
         }
     }
 
-    /// A plugin→host call was denied by `rule` (counted in [`Stats::decided`] too).
+    /// A plugin→host call was denied by `rule` (counted in [`Meter::decided`] too).
     pub fn denied_by(&self, rule: &str) {
         let last = DENY_RULES.len() - 1;
         let i = DENY_RULES[..last]
