@@ -58,6 +58,12 @@ impl Prepared {
         search_path: Option<&OsStr>,
     ) -> Result<Self, PrepareError> {
         let command = ResolvedCommand::resolve(program, search_path)?;
+        Self::for_command(policy, command)
+    }
+
+    /// Prepares `policy` to run `command`, already resolved (by a caller that needed it
+    /// first, such as `plugbox exec` looking for a virtual environment).
+    pub fn for_command(policy: Policy, command: ResolvedCommand) -> Result<Self, PrepareError> {
         let root = sys::geteuid() == 0;
         let (uid, gid) = if root {
             (policy.process().uid, policy.process().gid)
