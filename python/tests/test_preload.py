@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from fakehost import PYTHON, SDK_DIR
 
@@ -40,10 +41,12 @@ def _copy_sdk(tmp_path: Path) -> Path:
     return root
 
 
-def _report(sdk: Path, *flags: str) -> dict[str, object]:
+def _report(sdk: Path, *flags: str) -> dict[str, Any]:
     code = REPORT.format(sdk=str(sdk))
-    result = subprocess.run([PYTHON, "-I", "-S", *flags, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(result.stdout)
+    argv = [PYTHON, "-I", "-S", *flags, "-c", code]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def test_preloaded_modules_look_imported(tmp_path: Path) -> None:
