@@ -7,7 +7,7 @@
 use super::child::ChildPlan;
 use super::command::{CommandError, ResolvedCommand};
 use super::landlock::{self, LandlockError, PreparedRuleset};
-use super::private_view::{self, PrivateView, ViewFds};
+use super::private_view::{self, PrivateView, ViewFds, ViewGrant};
 use super::report::{CapabilityReport, EnforcementReport, RlimitReport, SeccompReport};
 use super::rlimits;
 use super::seccomp::{self, SeccompBuildError, SeccompProgram};
@@ -42,12 +42,12 @@ pub struct Prepared {
     // Owns the ruleset fd that `plan.ruleset_fd` refers to.
     ruleset: PreparedRuleset,
     plan: Arc<ChildPlan>,
-    seccomp: SeccompProgram,
+    seccomp: Arc<SeccompProgram>,
     rlimits: Vec<RlimitReport>,
     capabilities: CapabilityReport,
     ids: (u32, u32),
     // Own /proc and user database (root hosts only), and why not otherwise.
-    view: Result<PrivateView, String>,
+    view: Result<ViewGrant, String>,
 }
 
 impl Prepared {
@@ -58,6 +58,12 @@ impl Prepared {
         search_path: Option<&OsStr>,
     ) -> Result<Self, PrepareError> {
         let command = ResolvedCommand::resolve(program, search_path)?;
+        Self::for_command(policy, command)
+    }
+
+    /// Prepares `policy` to run `command`, already resolved (by a caller that needed it
+    /// first, such as `plugbox exec` looking for a virtual environment).
+    pub fn for_command(policy: Policy, command: ResolvedCommand) -> Result<Self, PrepareError> {
         let root = sys::geteuid() == 0;
         let (uid, gid) = if root {
             (policy.process().uid, policy.process().gid)
@@ -70,7 +76,7 @@ impl Prepared {
         }
         let mut ruleset = landlock::prepare(&policy, &command)?;
         let view = private_view_for(root, &mut ruleset);
-        let program = seccomp::build(&policy)?;
+        let program = seccomp::build_cached(&policy)?;
         let (rlimit_settings, rlimit_report) = rlimits::plan(&policy);
         let setpcap = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
             .map_err(|e| PrepareError::Capabilities(e.to_string()))?;
@@ -152,7 +158,7 @@ impl Prepared {
     /// The private view's fds for a spawn as `uid`:`gid`, if this preparation has one.
     pub(crate) fn view_for(&self, uid: u32, gid: u32) -> std::io::Result<Option<ViewFds>> {
         match &self.view {
-            Ok(view) => view
+            Ok(grant) => grant
                 .for_identity(self.ruleset.fd.as_raw_fd(), uid, gid)
                 .map(Some),
             Err(_) => Ok(None),
@@ -171,12 +177,14 @@ impl Prepared {
 
 /// The private view when the host is root and the kernel can build it; the rules it adds
 /// are listed in the report.
-fn private_view_for(root: bool, ruleset: &mut PreparedRuleset) -> Result<PrivateView, String> {
+fn private_view_for(root: bool, ruleset: &mut PreparedRuleset) -> Result<ViewGrant, String> {
     if !root {
         return Err("unavailable: the host is not root (no mount namespace)".to_owned());
     }
-    let view = PrivateView::new(ruleset.fd.as_raw_fd())
+    let view = PrivateView::shared()
         .map_err(|e| format!("unavailable: the kernel refused the detached mounts: {e}"))?;
+    let grant = ViewGrant::new(view, ruleset.fd.as_raw_fd())
+        .map_err(|e| format!("unavailable: landlock refused a rule on the private /proc: {e}"))?;
     for (path, what, rights) in private_view::REPORTED {
         let rights = rights.iter().map(|r| (*r).to_owned()).collect();
         ruleset
@@ -184,14 +192,20 @@ fn private_view_for(root: bool, ruleset: &mut PreparedRuleset) -> Result<Private
             .rules
             .push((std::path::PathBuf::from(format!("{path} ({what})")), rights));
     }
-    Ok(view)
+    Ok(grant)
 }
 
+/// The highest capability number the kernel knows, read once per process (it is fixed when
+/// the kernel is built).
 fn last_capability() -> Result<u32, String> {
-    caps::runtime::procfs_all_supported(None)
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|c| u32::from(c.index()))
-        .max()
-        .ok_or_else(|| "the kernel lists no capabilities".to_owned())
+    static LAST: std::sync::OnceLock<Result<u32, String>> = std::sync::OnceLock::new();
+    LAST.get_or_init(|| {
+        caps::runtime::procfs_all_supported(None)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|c| u32::from(c.index()))
+            .max()
+            .ok_or_else(|| "the kernel lists no capabilities".to_owned())
+    })
+    .clone()
 }

@@ -10,10 +10,11 @@
 //!   `/proc/sys`, `/proc/kcore`, other processes or other sandboxes of the same uid);
 //! - `/etc/passwd` and `/etc/group` are the generated files of [`super::userdb`].
 //!
-//! Everything costly happens here, once per preparation: the procfs and a tmpfs for the
-//! generated files are *detached* mounts (no host path reaches them), and the Landlock rules
-//! granting read on them are added to the prepared ruleset. The files of one identity are
-//! made the first time it spawns. The child clones the mounts (`open_tree`), calls
+//! Everything costly happens here, once per host process ([`PrivateView::shared`]): the procfs
+//! and a tmpfs for the generated files are *detached* mounts (no host path reaches them). The
+//! files of one identity are made the first time it spawns; they depend on nothing but the
+//! uid and gid, so every preparation shares them. Each preparation adds the Landlock rules
+//! granting read on them to its own ruleset ([`ViewGrant`]). The child clones the mounts (`open_tree`), calls
 //! `unshare(CLONE_NEWNS)` and attaches them ([`attach`]). Mounts propagate one way only
 //! (slave), so nothing reaches the host, and mounting stays refused to the program (seccomp, no
 //! capabilities).
@@ -22,11 +23,12 @@ use super::userdb;
 use crate::sys;
 use landlock::{AccessFs, BitFlags};
 use std::collections::btree_map::{BTreeMap, Entry};
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// The raw fds a child attaches: its `/proc`, and the generated user database files.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +41,7 @@ pub struct ViewFds {
     pub group: Option<RawFd>,
 }
 
-/// The detached mounts of one preparation, and the user database files made so far.
+/// The detached mounts of this host process, and the user database files made so far.
 #[derive(Debug)]
 pub struct PrivateView {
     proc: OwnedFd,
@@ -73,10 +75,19 @@ fn read_dir_access() -> BitFlags<AccessFs> {
 }
 
 impl PrivateView {
-    /// Builds the detached mounts and grants read on the procfs in `ruleset`. Fails (and the
-    /// caller runs without a private view) when the kernel lacks the new mount API or cannot
-    /// clone a detached mount.
-    pub fn new(ruleset: RawFd) -> io::Result<Self> {
+    /// The view every preparation of this process shares, built the first time (an error, if
+    /// the kernel refused it then, stays the answer: the kernel does not change).
+    pub fn shared() -> Result<&'static PrivateView, &'static str> {
+        static SHARED: OnceLock<Result<PrivateView, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| PrivateView::new().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Builds the detached mounts. Fails (and the caller runs without a private view) when
+    /// the kernel lacks the new mount API or cannot clone a detached mount.
+    fn new() -> io::Result<Self> {
         let proc = sys::detached_mount(
             c"proc",
             &[(c"hidepid", c"invisible"), (c"subset", c"pid")],
@@ -88,12 +99,13 @@ impl PrivateView {
             c"tmpfs",
             &[
                 (c"mode", c"0700"),
-                (c"size", c"1m"),
-                (c"nr_inodes", c"4096"),
+                // Two files (a page each) per identity, for every identity the process
+                // spawns: 8192 identities. tmpfs uses memory only for the pages written.
+                (c"size", c"64m"),
+                (c"nr_inodes", c"16384"),
             ],
             sys::MOUNT_ATTR_NO_SPECIAL,
         )?;
-        sys::landlock_add_path_rule(ruleset, proc.as_raw_fd(), read_dir_access().bits())?;
         Ok(Self {
             proc,
             files,
@@ -103,9 +115,8 @@ impl PrivateView {
         })
     }
 
-    /// The fds for a spawn as `uid`:`gid`, making that identity's files (and the Landlock
-    /// rules granting read on them, in `ruleset`) the first time.
-    pub fn for_identity(&self, ruleset: RawFd, uid: u32, gid: u32) -> io::Result<ViewFds> {
+    /// The fds for a spawn as `uid`:`gid`, making that identity's files the first time.
+    fn for_identity(&self, uid: u32, gid: u32) -> io::Result<ViewFds> {
         let mut made = self
             .made
             .lock()
@@ -116,9 +127,6 @@ impl PrivateView {
                 let passwd =
                     self.make(&format!("passwd-{uid}-{gid}"), &userdb::passwd(uid, gid))?;
                 let group = self.make(&format!("group-{uid}-{gid}"), &userdb::group(gid))?;
-                let read = BitFlags::from(AccessFs::ReadFile).bits();
-                sys::landlock_add_path_rule(ruleset, passwd.as_raw_fd(), read)?;
-                sys::landlock_add_path_rule(ruleset, group.as_raw_fd(), read)?;
                 entry.insert((passwd, group))
             }
         };
@@ -132,6 +140,44 @@ impl PrivateView {
     fn make(&self, name: &str, contents: &str) -> io::Result<OwnedFd> {
         let name = CString::new(name).map_err(io::Error::other)?;
         sys::create_file_at(self.files.as_fd(), &name, 0o444, contents.as_bytes())
+    }
+}
+
+/// One preparation's use of the shared view: the Landlock rules granting read on it, added to
+/// that preparation's ruleset (on `/proc` at once, on an identity's files before its first
+/// spawn).
+#[derive(Debug)]
+pub struct ViewGrant {
+    view: &'static PrivateView,
+    granted: Mutex<BTreeSet<(u32, u32)>>,
+}
+
+impl ViewGrant {
+    /// Grants read on the shared view's `/proc` in `ruleset`.
+    pub fn new(view: &'static PrivateView, ruleset: RawFd) -> io::Result<Self> {
+        sys::landlock_add_path_rule(ruleset, view.proc.as_raw_fd(), read_dir_access().bits())?;
+        Ok(Self {
+            view,
+            granted: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// The fds for a spawn as `uid`:`gid`; the first time, read on that identity's files is
+    /// granted in `ruleset` (this preparation's).
+    pub fn for_identity(&self, ruleset: RawFd, uid: u32, gid: u32) -> io::Result<ViewFds> {
+        let fds = self.view.for_identity(uid, gid)?;
+        let mut granted = self
+            .granted
+            .lock()
+            .map_err(|_| io::Error::other("private view: a previous spawn panicked"))?;
+        if !granted.contains(&(uid, gid)) {
+            let read = BitFlags::from(AccessFs::ReadFile).bits();
+            for fd in [fds.passwd, fds.group].into_iter().flatten() {
+                sys::landlock_add_path_rule(ruleset, fd, read)?;
+            }
+            granted.insert((uid, gid));
+        }
+        Ok(fds)
     }
 }
 

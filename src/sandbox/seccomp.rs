@@ -23,6 +23,7 @@ use seccompiler::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 /// Kernel limit on classic-BPF program length.
 const BPF_MAXINSNS: usize = 4096;
@@ -63,6 +64,30 @@ pub enum SeccompBuildError {
     /// The program exceeds the kernel's 4096-instruction limit.
     #[error("seccomp: program has {0} instructions, over the kernel's limit of 4096")]
     TooLarge(usize),
+}
+
+/// Programs compiled so far in this process, by policy. A policy's `Debug` form names every
+/// field it has, so two policies with one key compile to the same program whatever fields
+/// [`build`] reads, now or later.
+static COMPILED: Mutex<BTreeMap<String, Arc<SeccompProgram>>> = Mutex::new(BTreeMap::new());
+/// Policies remembered at most; past this the cache starts over.
+const COMPILED_MAX: usize = 64;
+
+/// The program for `policy`, compiled once per policy in this process (an engine prepares a
+/// plugin again at each load and restart of its activation; many plugins share a policy).
+pub fn build_cached(policy: &Policy) -> Result<Arc<SeccompProgram>, SeccompBuildError> {
+    let key = format!("{policy:?}");
+    if let Some(program) = COMPILED.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(program);
+    }
+    let program = Arc::new(build(policy)?);
+    if let Ok(mut compiled) = COMPILED.lock() {
+        if compiled.len() >= COMPILED_MAX {
+            compiled.clear();
+        }
+        compiled.insert(key, Arc::clone(&program));
+    }
+    Ok(program)
 }
 
 /// Compiles the program for `policy`.

@@ -10,9 +10,9 @@ use super::fail;
 use plugbox::launcher;
 use plugbox::policy::Policy;
 use plugbox::pyenv::Venv;
-use plugbox::sandbox::command::{CommandError, ResolvedCommand};
+use plugbox::sandbox::command::ResolvedCommand;
 use plugbox::sandbox::{Environment, Prepared};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,11 +35,16 @@ pub(crate) fn exec(
     }
     let program = argv.remove(0);
     let search = std::env::var_os("PATH");
-    let (policy, venv) = match with_venv(policy, &program, search.as_deref()) {
+    let command = match ResolvedCommand::resolve(&program, search.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let (policy, venv) = match with_venv(policy, &command) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let prepared = match Prepared::new(policy, &program, search.as_deref()) {
+    // Resolved once: the environment is looked for beside the very file that is prepared.
+    let prepared = match Prepared::for_command(policy, command) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
@@ -57,15 +62,9 @@ pub(crate) fn exec(
     }
 }
 
-/// The virtual environment `program` is the interpreter of, if any, and `policy` with read
+/// The virtual environment `command` is the interpreter of, if any, and `policy` with read
 /// granted on it and its base standard library.
-fn with_venv(
-    policy: Policy,
-    program: &OsStr,
-    search: Option<&OsStr>,
-) -> Result<(Policy, Option<Venv>), String> {
-    let command =
-        ResolvedCommand::resolve(program, search).map_err(|e: CommandError| e.to_string())?;
+fn with_venv(policy: Policy, command: &ResolvedCommand) -> Result<(Policy, Option<Venv>), String> {
     match Venv::of_interpreter(command.path()).map_err(|e| e.to_string())? {
         Some(venv) => Ok((policy.with_read_paths(venv.read_paths()), Some(venv))),
         None => Ok((policy, None)),
