@@ -3,11 +3,17 @@
 
 #![allow(dead_code, clippy::expect_used)]
 
+pub mod blocking;
+pub mod blocks;
+
 use plugbox::capability::{typed, CallContext, CallError};
 use plugbox::engine::{Engine, EngineConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
+
+/// The interpreter plugins run on.
+pub const PYTHON: &str = "/usr/bin/python3";
 
 /// An engine logging to `work`, with `bench.echo` (returns its argument `x`) registered.
 pub fn echo_engine(work: &Path) -> Engine {
