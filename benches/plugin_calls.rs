@@ -36,24 +36,30 @@ use tokio::runtime::Runtime;
 const TARGETS: Targets = Targets { p50: 1.3, p99: 2.0 };
 const BASELINE: &str = "blocking Rust <-> Python echo, socketpair";
 
-/// Blocks per side and calls per block.
+/// Blocks per side, calls per block, and the rows to run.
 struct Sizes {
     blocks: usize,
     calls: usize,
+    /// Run only rows whose label contains this (`cargo bench --bench plugin_calls -- TEXT`).
+    only: Option<String>,
+}
+
+impl Sizes {
+    fn runs(&self, label: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| label.contains(o.as_str()))
+    }
 }
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let sizes = if benching {
-        Sizes {
-            blocks: 10,
-            calls: 500,
-        }
-    } else {
-        Sizes {
-            blocks: 2,
-            calls: 20,
-        }
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let (blocks, calls) = if benching { (10, 500) } else { (2, 20) };
+    let sizes = Sizes {
+        blocks,
+        calls,
+        only,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,8 +104,12 @@ fn main() {
     drop(peer);
 
     let starts = if benching { 20 } else { 2 };
-    cold_start(&rt, &engine, &plugin_dir, &grants, starts);
-    rt.block_on(bulk(&instance));
+    if sizes.runs("cold start") {
+        cold_start(&rt, &engine, &plugin_dir, &grants, starts);
+    }
+    if sizes.runs("bulk") {
+        rt.block_on(bulk(&instance));
+    }
     rt.block_on(instance.shutdown());
     rt.block_on(engine.unload("bench-echo"));
 }
@@ -115,37 +125,66 @@ fn warm_rows(
     note: &str,
 ) {
     let n = sizes.calls;
-    if note.is_empty() {
-        let (mut a, mut b) = interleave(
-            sizes.blocks,
-            || rt.block_on(calls_from_task(instance, n, payload)),
-            || peer.rust_calls(n, payload),
-        );
-        let label = format!("host->plugin warm call, Instance::call from a tokio task, 80 B{note}");
+    let mut row = |label: String, plugbox: &mut dyn FnMut() -> Vec<u64>, to_plugin: bool| {
+        if !sizes.runs(&label) {
+            return;
+        }
+        let (mut a, mut b) = interleave(sizes.blocks, plugbox, || match to_plugin {
+            true => peer.rust_calls(n, payload),
+            false => peer.python_calls(n, payload),
+        });
         report(&label, BASELINE, &mut a, &mut b, &TARGETS);
-        let (mut a, mut b) = interleave(
-            sizes.blocks,
-            || calls_from_outside(rt, instance, n, payload),
-            || peer.rust_calls(n, payload),
+    };
+    let h2p = "host->plugin warm call, 80 B,";
+    row(
+        format!("{h2p} Instance::call from a tokio task{note}"),
+        &mut || rt.block_on(calls_from_task(instance, n, payload)),
+        true,
+    );
+    row(
+        format!("{h2p} Instance::call from outside the runtime (block_on){note}"),
+        &mut || calls_from_outside(rt, instance, n, payload),
+        true,
+    );
+    row(
+        format!("{h2p} Plugin::call from a tokio task{note}"),
+        &mut || rt.block_on(managed_calls_from_task(managed, n, payload)),
+        true,
+    );
+    if sizes
+        .only
+        .as_deref()
+        .is_some_and(|o| o.contains("tokio alone"))
+    {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/raw_echo.py");
+        let mut echo = Some(rt.block_on(async { common::blocking::AsyncPeer::spawn(&script) }));
+        row(
+            format!("diagnosis: tokio alone, the same echo from a tokio task{note}"),
+            &mut || {
+                let (mut peer, owned) = (echo.take().expect("peer"), payload.to_owned());
+                let task = tokio_task(rt, async move {
+                    let v = peer.calls(n, &owned).await;
+                    (peer, v)
+                });
+                echo = Some(task.0);
+                task.1
+            },
+            true,
         );
-        let label = format!("host->plugin warm call, Instance::call from outside the runtime (block_on), 80 B{note}");
-        report(&label, BASELINE, &mut a, &mut b, &TARGETS);
     }
-    let (mut a, mut b) = interleave(
-        sizes.blocks,
-        || rt.block_on(managed_calls_from_task(managed, n, payload)),
-        || peer.rust_calls(n, payload),
+    row(
+        format!("plugin->host capability call, 80 B, SDK plugbox.host.call, gate + audit{note}"),
+        &mut || rt.block_on(host_loop(instance, n, payload)),
+        false,
     );
-    let label = format!("host->plugin warm call, Plugin::call from a tokio task, 80 B{note}");
-    report(&label, BASELINE, &mut a, &mut b, &TARGETS);
-    let (mut a, mut b) = interleave(
-        sizes.blocks,
-        || rt.block_on(host_loop(instance, n, payload)),
-        || peer.python_calls(n, payload),
-    );
-    let label =
-        format!("plugin->host capability call, SDK plugbox.host.call, 80 B, gate + audit{note}");
-    report(&label, BASELINE, &mut a, &mut b, &TARGETS);
+}
+
+/// Runs `f` as a task on `rt` and waits for it.
+fn tokio_task<T: Send + 'static>(
+    rt: &Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    rt.block_on(async { tokio::spawn(f).await.expect("task") })
 }
 
 /// `n` calls of `echo` from a task on the runtime (the usual host: a server's handler).

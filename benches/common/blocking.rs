@@ -92,6 +92,63 @@ impl BlockingPeer {
     }
 }
 
+/// The same echo peer, its Rust end driven by tokio instead of a blocking thread: what the
+/// runtime alone costs (diagnosis rows, `cargo bench --bench plugin_calls -- tokio`).
+pub struct AsyncPeer {
+    _child: Child,
+    reader: tokio::net::unix::OwnedReadHalf,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl AsyncPeer {
+    /// Starts `raw_echo.py`; call inside the runtime.
+    pub fn spawn(script: &Path) -> Self {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let child = Command::new(super::PYTHON)
+            .args(["-I", "-S"])
+            .arg(script)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("raw_echo.py");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let (reader, writer) = tokio::net::UnixStream::from_std(ours)
+            .expect("tokio")
+            .into_split();
+        Self {
+            _child: child,
+            reader,
+            writer,
+        }
+    }
+
+    /// `n` calls from this task, each writing then reading the socket itself.
+    pub async fn calls(&mut self, n: usize, payload: &str) -> Vec<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 1 << 16];
+        let mut out = Vec::with_capacity(n);
+        for id in 1..=n {
+            let t = Instant::now();
+            let body = serde_json::to_vec(&json!({"id": id, "x": payload})).expect("json");
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            self.writer.write_all(&frame).await.expect("send");
+            let mut have = 0;
+            loop {
+                have += self.reader.read(&mut buf[have..]).await.expect("recv");
+                if have >= 4
+                    && have >= 4 + u32::from_be_bytes(buf[..4].try_into().expect("4")) as usize
+                {
+                    break;
+                }
+            }
+            let _: Value = serde_json::from_slice(&buf[4..have]).expect("json");
+            out.push(t.elapsed().as_nanos() as u64);
+        }
+        out
+    }
+}
+
 impl Drop for BlockingPeer {
     fn drop(&mut self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);

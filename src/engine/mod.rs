@@ -35,6 +35,7 @@ mod pth_scan;
 mod python_env;
 mod registry;
 mod restart;
+mod start;
 mod supervisor;
 mod teardown;
 mod uid_locks;
