@@ -14,6 +14,10 @@
 //! Then, for reference, cold start to ready and 64 MiB of bulk bytes.
 //!
 //! Run: `cargo bench --bench plugin_calls` (`cargo test` runs it as a short smoke test).
+//! `cargo bench --bench plugin_calls -- TEXT` runs only the rows whose label contains TEXT.
+//! Diagnosis: `-- "tokio alone"` adds a row of the same echo driven by a tokio task without
+//! plugbox (what the runtime alone costs), and `PLUGBOX_BENCH_AUDIT=fsync|group|os|off` sets
+//! the engine's audit durability (`off`: no records at all, to see what they cost).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
