@@ -1,46 +1,263 @@
-//! Plugin benchmarks, one interleaved run, medians and ratios against baselines measured in
-//! the same run:
-//! - cold start to ready (sandbox + interpreter + SDK import + handshake) vs bare
-//!   `python3 -I -S -c pass`;
-//! - plugin→host capability round trip (80-byte echo through the gate, audit on) vs a raw
-//!   Rust↔Python echo over the same socket and framing (same sandbox, no SDK, broker or audit);
-//! - host→plugin call round trip, the same way;
-//! - bulk: 64 MiB of bytes host→plugin→host in frame-sized chunks, and host peak RSS.
+//! Warm-call benchmarks against the honest baseline, in one run, interleaved in blocks.
+//!
+//! The baseline is the simplest blocking peer: a blocking Rust thread and a Python child doing
+//! a length-prefixed JSON echo on a socketpair (`common::blocking`, `benches/raw_echo.py`; no
+//! sandbox, no SDK, no async runtime). Each row alternates blocks of plugbox and baseline
+//! calls (A B B A ...), prints p50 and p99 of each side and the ratios against the targets
+//! (issue 13: p50 <= 1.3x, p99 <= 2x):
+//! - host→plugin warm call through the Rust API (80 B), from a tokio task (`Instance::call`,
+//!   `Plugin::call`) and from a thread outside the runtime (`block_on`);
+//! - plugin→host capability call (SDK `plugbox.host.call` of an echo capability, timed inside
+//!   the plugin) against the same echo in the other direction (timed by the Python side);
+//! - both again while another thread keeps one CPU busy.
+//!
+//! Then, for reference, cold start to ready and 64 MiB of bulk bytes.
 //!
 //! Run: `cargo bench --bench plugin_calls` (`cargo test` runs it as a short smoke test).
+//! `cargo bench --bench plugin_calls -- TEXT` runs only the rows whose label contains TEXT.
+//! Diagnosis: `-- "tokio alone"` adds a row of the same echo driven by a tokio task without
+//! plugbox (what the runtime alone costs), and `PLUGBOX_BENCH_AUDIT=fsync|group|os|off` sets
+//! the engine's audit durability (`off`: no records at all, to see what they cost).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
-use common::{median, ms, pct, status_kib};
+use common::blocking::BlockingPeer;
+use common::blocks::{interleave, load, report, Spinner, Targets};
+use common::{median, ms, status_kib, PYTHON};
 
 use plugbox::capability::Reply;
-use plugbox::ipc::frame::{FrameLimits, FrameReader, MAX_FRAME_BYTES};
-use plugbox::ipc::Message;
+use plugbox::engine::{Instance, Plugin};
+use plugbox::ipc::frame::MAX_FRAME_BYTES;
 use plugbox::manifest::Grants;
-use plugbox::policy::Policy;
-use plugbox::sandbox::{spawn, Environment, Prepared, SpawnRequest};
 use serde_json::json;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
+use tokio::runtime::Runtime;
 
-const PYTHON: &str = "/usr/bin/python3";
+const TARGETS: Targets = Targets { p50: 1.3, p99: 2.0 };
+const BASELINE: &str = "blocking Rust <-> Python echo, socketpair";
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// Blocks per side, calls per block, and the rows to run.
+struct Sizes {
+    blocks: usize,
+    calls: usize,
+    /// Run only rows whose label contains this (`cargo bench --bench plugin_calls -- TEXT`).
+    only: Option<String>,
+}
+
+impl Sizes {
+    fn runs(&self, label: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| label.contains(o.as_str()))
+    }
+}
+
+fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let (starts, calls) = if benching { (30, 3000) } else { (3, 50) };
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let (blocks, calls) = if benching { (10, 500) } else { (2, 20) };
+    let sizes = Sizes {
+        blocks,
+        calls,
+        only,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("tmp");
     let engine = common::echo_engine(work.path());
     let plugin_dir = root.join("benches/plugins/echo");
     let grants = Grants::all_requested();
+    let instance = Arc::new(
+        rt.block_on(engine.spawn_instance(&plugin_dir, &grants))
+            .expect("load"),
+    );
+    let managed = rt
+        .block_on(engine.load(&plugin_dir, &grants))
+        .expect("load");
+    let mut peer = BlockingPeer::spawn(&root.join("benches/raw_echo.py"));
     let payload = "x".repeat(80);
 
-    // Cold start, interleaved with bare interpreter start-up.
+    println!(
+        "warm calls, {} blocks x {} calls per side, interleaved A B B A; {}",
+        sizes.blocks,
+        sizes.calls,
+        load()
+    );
+    warm_rows(&rt, &instance, &managed, &mut peer, &sizes, &payload, "");
+    {
+        let _busy = Spinner::start();
+        warm_rows(
+            &rt,
+            &instance,
+            &managed,
+            &mut peer,
+            &sizes,
+            &payload,
+            ", one CPU busy",
+        );
+    }
+    println!("after the warm rows: {}", load());
+    drop(peer);
+
+    let starts = if benching { 20 } else { 2 };
+    if sizes.runs("cold start") {
+        cold_start(&rt, &engine, &plugin_dir, &grants, starts);
+    }
+    if sizes.runs("bulk") {
+        rt.block_on(bulk(&instance));
+    }
+    rt.block_on(instance.shutdown());
+    rt.block_on(engine.unload("bench-echo"));
+}
+
+/// Every warm row, each against the blocking baseline in the same blocks.
+fn warm_rows(
+    rt: &Runtime,
+    instance: &Arc<Instance>,
+    managed: &Plugin,
+    peer: &mut BlockingPeer,
+    sizes: &Sizes,
+    payload: &str,
+    note: &str,
+) {
+    let n = sizes.calls;
+    let mut row = |label: String, plugbox: &mut dyn FnMut() -> Vec<u64>, to_plugin: bool| {
+        if !sizes.runs(&label) {
+            return;
+        }
+        let (mut a, mut b) = interleave(sizes.blocks, plugbox, || match to_plugin {
+            true => peer.rust_calls(n, payload),
+            false => peer.python_calls(n, payload),
+        });
+        report(&label, BASELINE, &mut a, &mut b, &TARGETS);
+    };
+    let h2p = "host->plugin warm call, 80 B,";
+    row(
+        format!("{h2p} Instance::call from a tokio task{note}"),
+        &mut || rt.block_on(calls_from_task(instance, n, payload)),
+        true,
+    );
+    row(
+        format!("{h2p} Instance::call from outside the runtime (block_on){note}"),
+        &mut || calls_from_outside(rt, instance, n, payload),
+        true,
+    );
+    row(
+        format!("{h2p} Plugin::call from a tokio task{note}"),
+        &mut || rt.block_on(managed_calls_from_task(managed, n, payload)),
+        true,
+    );
+    if sizes
+        .only
+        .as_deref()
+        .is_some_and(|o| o.contains("tokio alone"))
+    {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/raw_echo.py");
+        let mut echo = Some(rt.block_on(async { common::blocking::AsyncPeer::spawn(&script) }));
+        row(
+            format!("diagnosis: tokio alone, the same echo from a tokio task{note}"),
+            &mut || {
+                let (mut peer, owned) = (echo.take().expect("peer"), payload.to_owned());
+                let task = tokio_task(rt, async move {
+                    let v = peer.calls(n, &owned).await;
+                    (peer, v)
+                });
+                echo = Some(task.0);
+                task.1
+            },
+            true,
+        );
+    }
+    row(
+        format!("plugin->host capability call, 80 B, SDK plugbox.host.call, gate + audit{note}"),
+        &mut || rt.block_on(host_loop(instance, n, payload)),
+        false,
+    );
+}
+
+/// Runs `f` as a task on `rt` and waits for it.
+fn tokio_task<T: Send + 'static>(
+    rt: &Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    rt.block_on(async { tokio::spawn(f).await.expect("task") })
+}
+
+/// `n` calls of `echo` from a task on the runtime (the usual host: a server's handler).
+async fn calls_from_task(instance: &Arc<Instance>, n: usize, payload: &str) -> Vec<u64> {
+    let instance = Arc::clone(instance);
+    let args = json!({ "x": payload });
+    tokio::spawn(async move {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            instance.call("echo", args.clone()).await.expect("echo");
+            out.push(t.elapsed().as_nanos() as u64);
+        }
+        out
+    })
+    .await
+    .expect("task")
+}
+
+/// The same through the managed plugin's pool.
+async fn managed_calls_from_task(plugin: &Plugin, n: usize, payload: &str) -> Vec<u64> {
+    let plugin = plugin.clone();
+    let args = json!({ "x": payload });
+    tokio::spawn(async move {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            plugin.call("echo", args.clone()).await.expect("echo");
+            out.push(t.elapsed().as_nanos() as u64);
+        }
+        out
+    })
+    .await
+    .expect("task")
+}
+
+/// `n` calls of `echo`, each from this thread with `block_on` (a host outside the runtime).
+fn calls_from_outside(rt: &Runtime, instance: &Instance, n: usize, payload: &str) -> Vec<u64> {
+    let args = json!({ "x": payload });
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            rt.block_on(instance.call("echo", args.clone()))
+                .expect("echo");
+            t.elapsed().as_nanos() as u64
+        })
+        .collect()
+}
+
+/// `n` plugin→host calls of `bench.echo`, timed inside the plugin.
+async fn host_loop(instance: &Instance, n: usize, payload: &str) -> Vec<u64> {
+    let Reply::Json(v) = instance
+        .call("host_loop", json!({"n": n, "payload": payload}))
+        .await
+        .expect("host_loop")
+    else {
+        panic!("bytes")
+    };
+    serde_json::from_value(v).expect("latencies")
+}
+
+/// Cold start to ready, interleaved with a bare interpreter start.
+fn cold_start(
+    rt: &Runtime,
+    engine: &plugbox::engine::Engine,
+    dir: &Path,
+    grants: &Grants,
+    starts: usize,
+) {
     let (mut bare, mut ready) = (Vec::new(), Vec::new());
     for _ in 0..starts {
         let t = Instant::now();
@@ -51,68 +268,24 @@ async fn main() {
             .success());
         bare.push(t.elapsed());
         let t = Instant::now();
-        let p = engine
-            .spawn_instance(&plugin_dir, &grants)
-            .await
+        let p = rt
+            .block_on(engine.spawn_instance(dir, grants))
             .expect("load");
         ready.push(t.elapsed());
-        p.shutdown().await;
+        rt.block_on(p.shutdown());
     }
     let (b, r) = (median(&mut bare), median(&mut ready));
-    println!("cold start to ready ({starts} interleaved):");
+    println!("cold start to ready ({starts} interleaved, medians):");
     println!("  bare python3 -I -S -c pass  {:>8.3} ms", ms(b));
     println!(
-        "  load to ready (handshake)   {:>8.3} ms   {:+.3} ms over bare (target <= +3 ms)",
+        "  load to ready (handshake)   {:>8.3} ms   {:+.3} ms over bare",
         ms(r),
         ms(r) - ms(b)
     );
+}
 
-    let plugin = engine
-        .spawn_instance(&plugin_dir, &grants)
-        .await
-        .expect("load");
-    let raw_prepared = Prepared::new(
-        Policy::strictest().with_read_paths([root.join("benches")]),
-        PYTHON.as_ref(),
-        None,
-    )
-    .expect("prepare raw");
-
-    // Plugin→host, interleaved in blocks.
-    let (mut gated, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let Reply::Json(v) = plugin
-            .call("host_loop", json!({"n": calls, "payload": payload}))
-            .await
-            .expect("host_loop")
-        else {
-            panic!("bytes")
-        };
-        gated.extend(v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()));
-        raw.extend(raw_plugin_to_host(&raw_prepared, root, calls, &payload).await);
-    }
-    report(
-        "plugin->host capability round trip (80 B, gate + audit)",
-        &mut gated,
-        &mut raw,
-    );
-
-    // Host→plugin.
-    let (mut gated, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        for _ in 0..calls {
-            let t = Instant::now();
-            plugin
-                .call("echo", json!({"x": payload}))
-                .await
-                .expect("echo");
-            gated.push(t.elapsed().as_nanos() as u64);
-        }
-        raw.extend(raw_host_to_plugin(&raw_prepared, root, calls, &payload).await);
-    }
-    report("host->plugin call round trip (80 B)", &mut gated, &mut raw);
-
-    // Bulk.
+/// 64 MiB host→plugin→host in frame-sized chunks, and the host's peak RSS.
+async fn bulk(plugin: &Instance) {
     let chunk = MAX_FRAME_BYTES as usize - 64 * 1024;
     let total = 64 << 20;
     let data = vec![7u8; chunk];
@@ -134,116 +307,10 @@ async fn main() {
     let secs = t.elapsed().as_secs_f64();
     let rss_after = status_kib("VmHWM");
     println!(
-        "bulk: 64 MiB host->plugin->host in {} frames: {:.3} s, {:.2} GB/s (target >= 1 GB/s)",
+        "bulk: 64 MiB host->plugin->host in {} frames: {:.3} s, {:.2} GB/s; host peak RSS +{:.1} MiB",
         total.div_ceil(chunk),
         secs,
-        total as f64 / secs / 1e9
-    );
-    println!(
-        "  host peak RSS {} -> {} KiB (+{:.1} MiB = {:.1}x the frame cap; target <= 10x)",
-        rss_before,
-        rss_after,
+        total as f64 / secs / 1e9,
         (rss_after.saturating_sub(rss_before)) as f64 / 1024.0,
-        (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / f64::from(MAX_FRAME_BYTES)
     );
-    plugin.shutdown().await;
-}
-
-fn report(label: &str, gated: &mut [u64], raw: &mut [u64]) {
-    let (g50, g99, r50) = (pct(gated, 0.5), pct(gated, 0.99), pct(raw, 0.5));
-    let mean = gated.iter().sum::<u64>() as f64 / gated.len() as f64;
-    println!("{label}:");
-    println!(
-        "  plugbox  p50 {g50:>7.1} us  p99 {g99:>7.1} us  ({:.0} calls/s)",
-        1e9 / mean
-    );
-    println!(
-        "  raw      p50 {r50:>7.1} us   ratio {:.2}x (target <= 1.3x)",
-        g50 / r50
-    );
-}
-
-/// Spawns `raw_echo.py MODE...` in the same sandbox with one end of a socketpair.
-fn spawn_raw(
-    prepared: &Prepared,
-    root: &Path,
-    args: &[&str],
-) -> (plugbox::sandbox::Sandboxed, tokio::net::UnixStream) {
-    let (host, child) = plugbox::sys::socketpair_stream().expect("socketpair");
-    let mut env = Environment::clean();
-    env.set(
-        "PLUGBOX_FD".as_ref(),
-        child.as_raw_fd().to_string().as_ref(),
-    );
-    let script: PathBuf = root.join("benches/raw_echo.py");
-    let mut argv = vec!["-I".into(), "-S".into(), script.into_os_string()];
-    argv.extend(args.iter().map(Into::into));
-    let child_proc = spawn(
-        prepared,
-        SpawnRequest {
-            args: argv,
-            env,
-            stdin: Stdio::null(),
-            stdout: Stdio::piped(),
-            stderr: Stdio::inherit(),
-            keep_fd: Some(child.as_raw_fd()),
-            ids: None,
-        },
-    )
-    .expect("spawn raw");
-    drop(child);
-    let std_stream = std::os::unix::net::UnixStream::from(host);
-    std_stream.set_nonblocking(true).expect("nonblocking");
-    (
-        child_proc,
-        tokio::net::UnixStream::from_std(std_stream).expect("tokio"),
-    )
-}
-
-/// Raw Python client → raw Rust server (decode, reply; nothing else).
-async fn raw_plugin_to_host(prepared: &Prepared, root: &Path, n: usize, payload: &str) -> Vec<u64> {
-    let (child, stream) = spawn_raw(prepared, root, &["client", &n.to_string(), payload]);
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, FrameLimits::default());
-    while let Ok(Some(frame)) = reader.next().await {
-        let Ok(Message::Call { id, args, .. }) = Message::decode(&frame.header) else {
-            break;
-        };
-        let reply = Message::Result {
-            id,
-            result: Some(args["x"].clone()),
-            body: false,
-        };
-        wr.write_all(&reply.encode(&[])).await.expect("reply");
-    }
-    drop(wr);
-    let out = child.child.wait_with_output().expect("raw client");
-    serde_json::from_slice(&out.stdout).expect("latencies")
-}
-
-/// Raw Rust client → raw Python server.
-async fn raw_host_to_plugin(prepared: &Prepared, root: &Path, n: usize, payload: &str) -> Vec<u64> {
-    let (mut child, stream) = spawn_raw(prepared, root, &["server"]);
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, FrameLimits::default());
-    let mut out = Vec::with_capacity(n);
-    for id in 1..=n as u64 {
-        let t = Instant::now();
-        let mut args = serde_json::Map::new();
-        args.insert("x".into(), json!(payload));
-        let call = Message::Call {
-            id,
-            method: "echo".into(),
-            args,
-            body: None,
-        };
-        wr.write_all(&call.encode(&[])).await.expect("call");
-        let frame = reader.next().await.expect("reply").expect("frame");
-        let _ = Message::decode(&frame.header).expect("decode");
-        out.push(t.elapsed().as_nanos() as u64);
-    }
-    drop(wr);
-    drop(reader);
-    let _ = child.child.wait();
-    out
 }

@@ -1,52 +1,61 @@
-"""The baseline: a raw Python peer speaking the same framing over the same kind of socket,
-with no SDK, no broker, no gate and no audit. Modes:
-  client N PAYLOAD  -- sends N calls, prints each round trip in ns as JSON
-  server            -- answers every call with its args' "x" until EOF
+"""The honest baseline peer: the simplest blocking Python end of a length-prefixed JSON echo.
+
+It reads and writes fd 0, one end of a socketpair, with plain ``socket.recv_into`` and
+``sendall``: no sandbox, no SDK, no threads. Frames are a 4-byte big-endian length and a JSON
+object. A message ``{"id": N, "x": ...}`` is echoed as ``{"id": N, "x": ...}``; a message
+``{"loop": N, "x": ...}`` makes this side the caller for N round trips, each timed with
+``perf_counter_ns``, and ends with ``{"lat": [...]}``.
 """
 import json
-import os
-import struct
-import sys
+import socket
 import time
 
-FD = int(os.environ["PLUGBOX_FD"])
-
-
-def read_exact(n):
-    out = b""
-    while len(out) < n:
-        chunk = os.read(FD, n - len(out))
-        if not chunk:
-            raise EOFError
-        out += chunk
-    return out
-
-
-def send(header, body=b""):
-    h = json.dumps(header, separators=(",", ":")).encode()
-    os.write(FD, struct.pack(">II", 4 + len(h) + len(body), len(h)) + h + body)
+sock = socket.socket(fileno=0)
+buf = bytearray(1 << 16)
+view = memoryview(buf)
+have = 0
 
 
 def recv():
-    length, hl = struct.unpack(">II", read_exact(8))
-    payload = read_exact(length - 4)
-    return json.loads(payload[:hl]), payload[hl:]
+    global have
+    while True:
+        if have >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if have >= 4 + n:
+                msg = json.loads(buf[4 : 4 + n])
+                rest = have - 4 - n
+                if rest:
+                    buf[:rest] = buf[4 + n : have]
+                have = rest
+                return msg
+        got = sock.recv_into(view[have:])
+        if not got:
+            raise EOFError
+        have += got
 
 
-if sys.argv[1] == "client":
-    n, payload = int(sys.argv[2]), sys.argv[3]
+def send(obj):
+    out = json.dumps(obj, separators=(",", ":")).encode()
+    sock.sendall(len(out).to_bytes(4, "big") + out)
+
+
+def call_loop(n, x):
     clock = time.perf_counter_ns
-    out = []
+    lat = []
     for i in range(1, n + 1):
         t = clock()
-        send({"type": "call", "id": i, "method": "bench.echo", "args": {"x": payload}})
+        send({"id": i, "x": x})
         recv()
-        out.append(clock() - t)
-    print(json.dumps(out))
-else:
-    try:
-        while True:
-            h, body = recv()
-            send({"type": "result", "id": h["id"], "result": h["args"]["x"]})
-    except EOFError:
-        pass
+        lat.append(clock() - t)
+    send({"lat": lat})
+
+
+try:
+    while True:
+        msg = recv()
+        if "loop" in msg:
+            call_loop(msg["loop"], msg["x"])
+        else:
+            send({"id": msg["id"], "x": msg["x"]})
+except EOFError:
+    pass

@@ -3,19 +3,28 @@
 
 #![allow(dead_code, clippy::expect_used)]
 
+pub mod blocking;
+pub mod blocks;
+
 use plugbox::capability::{typed, CallContext, CallError};
 use plugbox::engine::{Engine, EngineConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
+/// The interpreter plugins run on.
+pub const PYTHON: &str = "/usr/bin/python3";
+
 /// An engine logging to `work`, with `bench.echo` (returns its argument `x`) registered.
 pub fn echo_engine(work: &Path) -> Engine {
-    let engine = Engine::new(EngineConfig::new(
-        work.join("audit.jsonl"),
-        work.join("state"),
-    ))
-    .expect("engine");
+    let mut config = EngineConfig::new(work.join("audit.jsonl"), work.join("state"));
+    // Diagnosis only: `PLUGBOX_BENCH_AUDIT=fsync|group|os|off` (default: the engine's).
+    match std::env::var("PLUGBOX_BENCH_AUDIT").as_deref() {
+        Ok("off") => config.audit.danger_disabled = true,
+        Ok(d) => config.audit.durability = d.parse().expect("durability"),
+        Err(_) => {}
+    }
+    let engine = Engine::new(config).expect("engine");
     engine
         .register(
             "bench.echo",

@@ -3,13 +3,15 @@
 //! Checks, in order: the per-plugin rate (every call takes a token, granted or not, so a
 //! plugin cannot flood the audit log with calls it was never granted), exact capability-name
 //! match against the effective allow-list (no case folding, trimming or normalisation), the
-//! request size against the capability's limit, the per-plugin in-flight limit, and the per-plugin
-//! budget of bytes held for pending replies. The decision names the rule that made it. Rate-limited refusals are coalesced
-//! ([`super::coalesce`]): the first in an interval is recorded, the rest are counted.
+//! request size against the capability's limit, the per-plugin in-flight limit, the per-plugin
+//! budget of bytes held for pending replies, and last the capability's own scope check
+//! ([`Capability::check`]: a path outside the grant, say). The decision names the rule that
+//! made it. Rate-limited refusals are coalesced ([`super::coalesce`]): the first in an interval
+//! is recorded, the rest are counted.
 
 use super::coalesce::{Coalescer, SUPPRESS_INTERVAL};
 use super::rate::TokenBucket;
-use crate::capability::Capability;
+use crate::capability::{CallContext, CallRequest, Capability, PluginInfo};
 use crate::ipc::ErrorCode;
 use crate::manifest::EffectiveCapability;
 use std::collections::HashMap;
@@ -28,10 +30,20 @@ pub struct Granted {
     pub max_bytes: u64,
 }
 
+/// An allowed call: what its dispatch needs.
+pub struct Admitted {
+    /// The capability.
+    pub granted: Granted,
+    /// What its handler is given.
+    pub ctx: CallContext,
+    /// The call's in-flight slot and reply bytes; dropping it gives them back.
+    pub permit: Permit,
+}
+
 /// What the gate decided.
 pub enum Decision {
-    /// Dispatch it. Dropping the permit ends the call's in-flight slot.
-    Allow(Granted, Permit),
+    /// Dispatch it.
+    Allow(Admitted),
     /// Refuse it.
     Deny {
         /// The error code sent back.
@@ -50,6 +62,8 @@ pub enum Decision {
 pub const RATE_REASON: &str = "call rate exceeded";
 /// The rule that refuses rate-limited calls.
 pub const RATE_RULE: &str = "limits.calls_per_second";
+/// The rule that refuses a call outside its capability's scope.
+pub const SCOPE_RULE: &str = "capability.scope";
 
 /// One in-flight slot, and the reply bytes reserved for the call: the capability's
 /// `max_bytes` until the reply is built, then the reply's size until it is written.
@@ -152,8 +166,14 @@ impl Gate {
         names
     }
 
-    /// Decides one call.
-    pub fn decide(&self, method: &str, request_bytes: u64) -> Decision {
+    /// Decides one call of `method` by `plugin` with `request` (`request_bytes` on the wire).
+    pub fn decide(
+        &self,
+        plugin: &Arc<PluginInfo>,
+        method: &str,
+        request: &CallRequest,
+        request_bytes: u64,
+    ) -> Decision {
         if let Some(refused) = self.rate(Instant::now()) {
             return refused;
         }
@@ -200,7 +220,25 @@ impl Gate {
             };
         }
         permit.reserved = granted.max_bytes;
-        Decision::Allow(granted.clone(), permit)
+        let ctx = CallContext {
+            plugin: Arc::clone(plugin),
+            grant: Arc::clone(&granted.grant),
+            max_bytes: granted.max_bytes,
+        };
+        // Last: the capability's own check of the arguments (a path outside the grant). A
+        // refusal drops the permit, giving its slot back; the call is never dispatched.
+        if let Err(e) = granted.handler.check(&ctx, request) {
+            return Decision::Deny {
+                code: e.code,
+                rule: SCOPE_RULE,
+                reason: e.message,
+            };
+        }
+        Decision::Allow(Admitted {
+            granted: granted.clone(),
+            ctx,
+            permit,
+        })
     }
 
     /// Takes a token for a call at `now`; if there is none, the refusal (recorded or counted).

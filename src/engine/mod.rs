@@ -37,6 +37,7 @@ mod pth_scan;
 mod python_env;
 mod registry;
 mod restart;
+mod start;
 mod supervisor;
 mod teardown;
 mod uid_locks;

@@ -9,7 +9,7 @@ use super::channel::{is_fd_passing, ChannelReader};
 use super::coalesce::SUPPRESS_INTERVAL;
 use super::gate::{Decision, Gate, RATE_RULE};
 use crate::audit::{escape_text, AuditLog, EventKind, Record, Subject};
-use crate::capability::{CallContext, CallError, CallRequest, PluginInfo, Reply};
+use crate::capability::{CallError, CallRequest, PluginInfo, Reply};
 use crate::ipc::message::{Message, Outgoing, WireError};
 use crate::ipc::{ErrorCode, Frame, FrameError, FrameReader, MessageError};
 use serde_json::{json, Map, Value};
@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod host_calls;
 mod plugin_calls;
+mod reader;
+
+pub use reader::{plugin_reader, PluginReader, READ_BUFFER_BYTES};
 
 /// Recoverable protocol violations tolerated before the plugin is cut off.
 pub const MAX_VIOLATIONS: u32 = 16;
@@ -222,40 +225,6 @@ impl Session {
         self.write_audit(&r)
     }
 
-    /// Resolves once the reader loop has returned (no call is decided after that).
-    pub async fn reader_finished(&self) {
-        let mut rx = self.reader_done.subscribe();
-        let _ = rx.wait_for(|done| *done).await;
-    }
-
-    /// Reads frames until the channel closes or the session must end.
-    pub async fn run_reader(self: Arc<Self>, reader: FrameReader<ChannelReader>) {
-        self.read_frames(reader).await;
-        self.reader_done.send_replace(true);
-    }
-
-    async fn read_frames(self: &Arc<Self>, mut reader: FrameReader<ChannelReader>) {
-        loop {
-            let frame = tokio::select! {
-                frame = reader.next() => frame,
-                _ = self.ended() => return,
-            };
-            match frame {
-                Ok(Some(frame)) => {
-                    self.on_frame(frame);
-                    if !self.flush_immediate().await {
-                        return;
-                    }
-                }
-                Ok(None) => return self.terminate(EndReason::Closed),
-                Err(FrameError::Io(e)) if is_fd_passing(&e) => {
-                    return self.fatal("passed file descriptors (SCM_RIGHTS)")
-                }
-                Err(e) => return self.fatal(&e.to_string()),
-            }
-        }
-    }
-
     fn fatal(&self, why: &str) {
         let mut r = self.record(EventKind::ProtocolViolation);
         r.reason = Some(escape_text(why));
@@ -304,80 +273,6 @@ impl Session {
             }
         }
         true
-    }
-
-    fn on_frame(self: &Arc<Self>, frame: Frame) {
-        match Message::decode(&frame.header) {
-            Ok(Message::Call {
-                id,
-                method,
-                args,
-                body,
-            }) => self.on_call(id, method, args, body, frame),
-            Ok(Message::Result { id, result, body }) => {
-                let reply = if body {
-                    Reply::Bytes(frame.body)
-                } else {
-                    Reply::Json(result.unwrap_or(Value::Null))
-                };
-                self.on_reply(id, Ok(reply));
-            }
-            Ok(Message::Error { id, error }) => {
-                let e = self.plugin_error(id, error);
-                self.on_reply(id, Err(e));
-            }
-            Ok(Message::Cancel { id }) => self.on_cancel(id),
-            Ok(other) => self.violation(
-                None,
-                ErrorCode::Protocol,
-                &format!("unexpected {} message", kind(&other)),
-            ),
-            Err(MessageError::Shape { reason, id }) => {
-                self.violation(id, ErrorCode::Invalid, &reason)
-            }
-            Err(e @ MessageError::Json(_)) => {
-                self.violation(None, ErrorCode::Protocol, &e.to_string())
-            }
-        }
-    }
-
-    fn on_reply(&self, id: u64, reply: Result<Reply, CallError>) {
-        let waiter = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        match waiter {
-            Some(tx) => {
-                let _ = tx.send(reply);
-            }
-            None if self
-                .abandoned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id) => {}
-            None => self.violation(
-                None,
-                ErrorCode::Protocol,
-                &format!("reply to unknown or already answered call {id}"),
-            ),
-        }
-    }
-
-    fn on_cancel(&self, id: u64) {
-        let task = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Some(task) = task {
-            task.abort();
-            self.send_now(error_frame(
-                id,
-                ErrorCode::Cancelled,
-                "cancelled by the plugin",
-            ));
-        }
     }
 
     /// Writes one frame now. A plugin that does not read for a whole call timeout is cut off.
@@ -443,19 +338,6 @@ impl Session {
     /// Queues a frame for the plugin, waiting if its outbox is full.
     pub async fn send_frame(&self, frame: Vec<u8>) {
         self.write(frame.into()).await;
-    }
-}
-
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Hello { .. } => "hello",
-        Message::Welcome { .. } => "welcome",
-        Message::Refuse { .. } => "refuse",
-        Message::Call { .. } => "call",
-        Message::Result { .. } => "result",
-        Message::Error { .. } => "error",
-        Message::Cancel { .. } => "cancel",
-        Message::Shutdown {} => "shutdown",
     }
 }
 

@@ -2,8 +2,9 @@
 //! runs, dispatch to the capability with a deadline, the reply, and the outcome record.
 
 use super::*;
-use crate::broker::gate::Permit;
-use crate::broker::gate::{RATE_REASON, RATE_RULE};
+use crate::broker::gate::{Admitted, Permit, RATE_REASON, RATE_RULE};
+use crate::broker::stats::InFlight;
+use std::task::{Context, Poll, Waker};
 
 impl Session {
     /// Plugin→host calls being served now (a draining instance waits for them).
@@ -14,6 +15,11 @@ impl Session {
             .len()
     }
 
+    /// Decides a plugin→host call, records the decision, and starts the allowed call. The
+    /// handler is polled once right here, on the reader: a handler that is ready at once (most
+    /// are) is answered by the reader itself ([`Finished::answer`]), with no task, no timer and
+    /// no thread in between; one that must wait goes on in a task of its own, under the call's
+    /// deadline, and the reader reads on.
     pub(super) fn on_call(
         self: &Arc<Self>,
         id: u64,
@@ -21,11 +27,11 @@ impl Session {
         args: Map<String, Value>,
         body_arg: Option<String>,
         frame: Frame,
-    ) {
+    ) -> Option<Finished> {
         let request_bytes = (frame.header.len() + frame.body.len()) as u64;
         // A count of refusals whose interval has ended is reported before the next decision.
         if !self.report_suppressed(false) {
-            return;
+            return None;
         }
         if self
             .in_flight
@@ -33,93 +39,105 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&id)
         {
-            return self.violation(
+            self.violation(
                 Some(id),
                 ErrorCode::Invalid,
                 &format!("call id {id} is already in flight"),
             );
+            return None;
         }
         let mut r = self.record(EventKind::Call);
         r.call_id = Some(id);
         r.capability = Some(escape_text(&method));
         r.request_bytes = Some(request_bytes);
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
-        let deny = |r: &mut Record, code: ErrorCode, rule: &'static str, reason: &str| {
-            self.stats.decided(&method, false);
-            self.stats.denied_by(rule);
-            r.decision = Some("deny");
-            r.rule = Some(rule);
-            r.reason = Some(escape_text(reason));
-            if self.write_audit(r) {
-                self.send_now(error_frame(id, code, reason));
-            }
-        };
-        let (granted, mut permit) = match self.gate.decide(&method, request_bytes) {
-            Decision::Deny { code, rule, reason } => return deny(&mut r, code, rule, &reason),
-            Decision::Suppressed => {
-                // Counted by the gate; reported in a `calls_suppressed` record.
-                self.stats.decided(&method, false);
-                self.stats.denied_by(RATE_RULE);
-                return self.send_now(error_frame(id, ErrorCode::RateLimited, RATE_REASON));
-            }
-            Decision::Allow(granted, permit) => (granted, permit),
-        };
-        let ctx = CallContext {
-            plugin: Arc::clone(&self.info),
-            grant: Arc::clone(&granted.grant),
-            max_bytes: granted.max_bytes,
-        };
         let request = CallRequest {
             args,
             body: body_arg.map(|name| (name, frame.body)),
         };
-        // Scope checks belong to the gate: a refused path is a denied call, never dispatched.
-        if let Err(e) = granted.handler.check(&ctx, &request) {
-            return deny(&mut r, e.code, "capability.scope", &e.message);
-        }
+        let admitted = match self
+            .gate
+            .decide(&self.info, &method, &request, request_bytes)
+        {
+            Decision::Allow(admitted) => admitted,
+            Decision::Deny { code, rule, reason } => {
+                self.stats.decided(&method, false);
+                self.stats.denied_by(rule);
+                r.decision = Some("deny");
+                r.rule = Some(rule);
+                r.reason = Some(escape_text(&reason));
+                if self.write_audit(&r) {
+                    self.send_now(error_frame(id, code, &reason));
+                }
+                return None;
+            }
+            Decision::Suppressed => {
+                // Counted by the gate; reported in a `calls_suppressed` record.
+                self.stats.decided(&method, false);
+                self.stats.denied_by(RATE_RULE);
+                self.send_now(error_frame(id, ErrorCode::RateLimited, RATE_REASON));
+                return None;
+            }
+        };
         self.stats.decided(&method, true);
         r.decision = Some("allow");
         r.rule = Some("allow-list");
         if !self.write_audit(&r) {
             // Fail closed: without its record the call never runs.
-            return self.send_now(error_frame(
+            self.send_now(error_frame(
                 id,
                 ErrorCode::HostError,
                 "audit log unavailable",
             ));
+            return None;
+        }
+        self.dispatch(id, method, admitted, request)
+    }
+
+    /// Runs an allowed call: polled once here; if it is not done, in a task (see `on_call`).
+    fn dispatch(
+        self: &Arc<Self>,
+        id: u64,
+        method: String,
+        admitted: Admitted,
+        request: CallRequest,
+    ) -> Option<Finished> {
+        let Admitted {
+            granted,
+            ctx,
+            permit,
+        } = admitted;
+        let max_bytes = granted.max_bytes;
+        let mut call = Finished {
+            id,
+            method,
+            started: Instant::now(),
+            outcome: Ok(Reply::Json(Value::Null)),
+            permit,
+            _in_flight: self.stats.in_flight(false),
+        };
+        let mut running = granted.handler.call(ctx, request);
+        // A waker that does nothing: a handler that is not ready is polled again, with the
+        // task's own waker, before anything could be missed (a future registers the waker of
+        // its latest poll).
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(outcome) = running.as_mut().poll(&mut cx) {
+            call.outcome = within(outcome, max_bytes);
+            return Some(call);
         }
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let session = Arc::clone(self);
-        // Dropped when the task ends or, aborted, is dropped.
-        let in_flight = self.stats.in_flight(false);
+        let deadline = self.call_timeout;
         let task = tokio::spawn(async move {
-            let _in_flight = in_flight;
             let _ = start_rx.await;
-            let started = Instant::now();
-            let outcome = match tokio::time::timeout(
-                session.call_timeout,
-                granted.handler.call(ctx, request),
-            )
-            .await
-            {
-                Ok(Ok(reply)) if reply.size() as u64 > granted.max_bytes => {
-                    Err(CallError::too_large(format!(
-                        "reply of {} bytes exceeds {}",
-                        reply.size(),
-                        granted.max_bytes
-                    )))
-                }
-                Ok(result) => result,
+            call.outcome = match tokio::time::timeout(deadline, running).await {
+                Ok(outcome) => within(outcome, max_bytes),
                 Err(_) => Err(CallError::new(
                     ErrorCode::Timeout,
-                    format!("no reply within {:?}", session.call_timeout),
+                    format!("no reply within {deadline:?}"),
                 )),
             };
-            session
-                .finish_call(id, &method, started, outcome, &mut permit)
-                .await;
-            // The reply is written (or the session is over): its bytes are no longer held.
-            drop(permit);
+            call.answer(&session).await;
             session
                 .in_flight
                 .lock()
@@ -131,8 +149,51 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, task.abort_handle());
         let _ = start_tx.send(());
+        None
     }
+}
 
+/// A reply within the capability's `max_bytes`, or `too_large`.
+fn within(outcome: Result<Reply, CallError>, max_bytes: u64) -> Result<Reply, CallError> {
+    match outcome {
+        Ok(reply) if reply.size() as u64 > max_bytes => Err(CallError::too_large(format!(
+            "reply of {} bytes exceeds {max_bytes}",
+            reply.size()
+        ))),
+        other => other,
+    }
+}
+
+/// A plugin→host call whose handler has finished: what its answer needs.
+pub(super) struct Finished {
+    id: u64,
+    method: String,
+    /// When the handler started.
+    started: Instant,
+    outcome: Result<Reply, CallError>,
+    /// Its in-flight slot and reply bytes, given back as the reply goes out.
+    permit: Permit,
+    /// Counted in flight (metrics) until answered.
+    _in_flight: InFlight,
+}
+
+impl Finished {
+    /// Sends the reply, then writes the outcome record.
+    pub(super) async fn answer(mut self, session: &Session) {
+        let outcome = std::mem::replace(&mut self.outcome, Ok(Reply::Json(Value::Null)));
+        session
+            .finish_call(
+                self.id,
+                &self.method,
+                self.started,
+                outcome,
+                &mut self.permit,
+            )
+            .await;
+    }
+}
+
+impl Session {
     async fn finish_call(
         &self,
         id: u64,
