@@ -213,6 +213,7 @@ async fn raw_plugin_to_host(prepared: &Prepared, root: &Path, n: usize, payload:
             id,
             result: Some(args["x"].clone()),
             body: false,
+            bulk: None,
         };
         wr.write_all(&reply.encode(&[])).await.expect("reply");
     }
@@ -236,6 +237,7 @@ async fn raw_host_to_plugin(prepared: &Prepared, root: &Path, n: usize, payload:
             method: "echo".into(),
             args,
             body: None,
+            bulk: None,
         };
         wr.write_all(&call.encode(&[])).await.expect("call");
         let frame = reader.next().await.expect("reply").expect("frame");

@@ -283,6 +283,7 @@ impl Engine {
                 commands,
                 call_timeout: manifest.policy.limits().call_timeout,
                 stats,
+                max_body_bytes: crate::ipc::bulk::body_limit(manifest.policy.limits().memory_bytes),
             },
         );
         let span = tracing::info_span!("plugin", name = %info.name, version = %info.version, instance = %info.instance);

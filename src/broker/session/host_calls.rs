@@ -182,17 +182,17 @@ impl Session {
                 .remove(&id);
             return (id, Err(fate));
         }
-        let (body_name, bytes) = match body {
-            Some((name, bytes)) => (Some(name), bytes),
-            None => (None, Vec::new()),
+        let frame = match super::bulk::call_frame(id, command, args, body, self.bulk.limit) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Refused before anything was sent: the instance serves on.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return (id, Err(e));
+            }
         };
-        let frame = Message::Call {
-            id,
-            method: command.to_owned(),
-            args,
-            body: body_name,
-        }
-        .encode_outgoing(bytes);
         let mut guard = CancelOnDrop {
             session: self,
             id,
@@ -204,6 +204,7 @@ impl Session {
             let _ = self.write(frame).await;
         }
         let result = self.await_reply(id, rx, deadline).await;
+        self.bulk.forget(id);
         guard.armed = false;
         (id, result)
     }

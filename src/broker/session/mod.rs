@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod bulk;
 mod host_calls;
 mod plugin_calls;
 
@@ -73,6 +74,8 @@ pub struct Terms {
     pub call_timeout: Duration,
     /// Where calls are counted (shared by every instance of a managed plugin).
     pub stats: Arc<super::stats::Stats>,
+    /// Largest body of a host→plugin call or of its result ([`crate::ipc::bulk::body_limit`]).
+    pub max_body_bytes: u64,
 }
 
 type Pending = oneshot::Sender<Result<Reply, CallError>>;
@@ -100,6 +103,8 @@ pub struct Session {
     end: watch::Sender<Option<EndReason>>,
     /// Set once the reader loop has returned: no frame is decided after it.
     reader_done: watch::Sender<bool>,
+    /// Bulk bodies: the limit and the result buffers handed out.
+    bulk: bulk::BulkState,
 }
 
 /// The channel's write half, shared by the session (which writes replies and calls directly,
@@ -120,6 +125,7 @@ impl Session {
             commands,
             call_timeout,
             stats,
+            max_body_bytes,
         } = terms;
         // The `method` label values (the first instance's handshake sets them).
         stats.set_methods(&gate.names(), &commands);
@@ -143,6 +149,7 @@ impl Session {
             fate: Mutex::new(None),
             end: watch::channel(None).0,
             reader_done: watch::channel(false).0,
+            bulk: bulk::BulkState::new(max_body_bytes),
         })
     }
 
@@ -288,7 +295,7 @@ impl Session {
 
     /// Queues an immediate reply; the reader loop sends it (waiting for room) before it reads
     /// the next frame, so a plugin that does not drain its replies only stalls itself.
-    fn send_now(&self, frame: Vec<u8>) {
+    fn send_now(&self, frame: impl Into<Outgoing>) {
         self.immediate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -309,18 +316,30 @@ impl Session {
     fn on_frame(self: &Arc<Self>, frame: Frame) {
         match Message::decode(&frame.header) {
             Ok(Message::Call {
+                id, bulk: Some(_), ..
+            }) => {
+                let why = "a plugin passes no bulk body (it passes no descriptors)";
+                self.violation(Some(id), ErrorCode::Protocol, why)
+            }
+            Ok(Message::Call {
                 id,
                 method,
                 args,
                 body,
+                bulk: None,
             }) => self.on_call(id, method, args, body, frame),
-            Ok(Message::Result { id, result, body }) => {
-                let reply = if body {
-                    Reply::Bytes(frame.body)
-                } else {
-                    Reply::Json(result.unwrap_or(Value::Null))
+            Ok(Message::Result {
+                id,
+                result,
+                body,
+                bulk,
+            }) => {
+                let reply = match bulk {
+                    Some(len) => self.take_bulk_result(id, len),
+                    None if body => Ok(Reply::Bytes(frame.body)),
+                    None => Ok(Reply::Json(result.unwrap_or(Value::Null))),
                 };
-                self.on_reply(id, Ok(reply));
+                self.on_reply(id, reply);
             }
             Ok(Message::Error { id, error }) => {
                 let e = self.plugin_error(id, error);
@@ -391,7 +410,10 @@ impl Session {
         let mut half = self.writer.lock().await;
         before();
         let io = async {
-            half.write_all(&frame.head).await?;
+            match &frame.fd {
+                Some(fd) => bulk::send_head_with_fd(&mut half, &frame.head, fd).await?,
+                None => half.write_all(&frame.head).await?,
+            }
             if !frame.body.is_empty() {
                 half.write_all(&frame.body).await?;
             }

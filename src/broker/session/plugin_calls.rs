@@ -23,6 +23,9 @@ impl Session {
         body_arg: Option<String>,
         frame: Frame,
     ) {
+        if method == crate::ipc::bulk::BUFFER_METHOD {
+            return self.on_buffer_request(id, &args);
+        }
         let request_bytes = (frame.header.len() + frame.body.len()) as u64;
         // A count of refusals whose interval has ended is reported before the next decision.
         if !self.report_suppressed(false) {
@@ -150,6 +153,7 @@ impl Session {
                     id,
                     result: Some(value),
                     body: false,
+                    bulk: None,
                 }
                 .encode_outgoing(Vec::new()),
                 "ok",
@@ -159,6 +163,7 @@ impl Session {
                     id,
                     result: None,
                     body: true,
+                    bulk: None,
                 }
                 .encode_outgoing(bytes),
                 "ok",
