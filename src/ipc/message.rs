@@ -362,6 +362,28 @@ mod tests {
     }
 
     #[test]
+    fn bulk_goes_with_a_body_and_within_the_protocol_cap() {
+        let ok =
+            br#"{"type":"call","id":1,"method":"m","args":{},"body":"data","bulk":1073741824}"#;
+        assert!(matches!(
+            Message::decode(ok),
+            Ok(Message::Call { bulk: Some(n), .. }) if n == 1 << 30
+        ));
+        for bad in [
+            &br#"{"type":"call","id":2,"method":"m","args":{},"bulk":5}"#[..],
+            br#"{"type":"call","id":2,"method":"m","args":{},"body":"d","bulk":1073741825}"#,
+            br#"{"type":"result","id":2,"result":1,"bulk":5}"#,
+            br#"{"type":"result","id":2,"body":true,"bulk":-1}"#,
+        ] {
+            let e = Message::decode(bad).expect_err("refused");
+            assert!(
+                matches!(e, MessageError::Shape { id: Some(2), .. }),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn round_trips() {
         let m = Message::Result {
             id: 3,

@@ -21,13 +21,23 @@ use tokio::net::unix::OwnedWriteHalf;
 
 /// The rule that bounds bulk bodies of host→plugin calls and their results.
 pub const BODY_RULE: &str = "limits.memory_mib";
+/// The largest result buffer a session keeps for its next result once the host has copied
+/// the last one out: its pages are then already there, and filling it again costs one copy
+/// and no page allocation or zeroing. Larger buffers are dropped after use, so an instance
+/// holds at most this much between results.
+pub const POOLED_BUFFER_MAX: u64 = 64 << 20;
 
-/// A session's bulk state: its limit and the result buffers handed out, by host call id.
+/// A result buffer: the memfd and its sealed size.
+type Buffer = (Arc<File>, u64);
+
+/// A session's bulk state: its limit, the result buffers handed out (by host call id), and
+/// the one kept for reuse.
 #[derive(Debug, Default)]
 pub struct BulkState {
     /// Largest body of a host→plugin call or of its result, bytes.
     pub limit: u64,
-    buffers: Mutex<HashMap<u64, Arc<File>>>,
+    buffers: Mutex<HashMap<u64, Buffer>>,
+    spare: Mutex<Option<Buffer>>,
 }
 
 impl BulkState {
@@ -36,11 +46,32 @@ impl BulkState {
         Self {
             limit,
             buffers: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
         }
     }
 
-    fn buffers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<File>>> {
+    fn buffers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Buffer>> {
         self.buffers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer of at least `len` bytes: the spare if it is large enough, else a new one of
+    /// exactly `len`.
+    fn buffer_for(&self, len: u64) -> Result<Buffer, BulkError> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.as_ref().is_some_and(|(_, size)| *size >= len) {
+            if let Some(buffer) = spare.take() {
+                return Ok(buffer);
+            }
+        }
+        drop(spare);
+        Ok((Arc::new(bulk::result_buffer(len)?), len))
+    }
+
+    /// Keeps `buffer` for the next result, unless it is larger than [`POOLED_BUFFER_MAX`].
+    fn recycle(&self, buffer: Buffer) {
+        if buffer.1 <= POOLED_BUFFER_MAX {
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(buffer);
+        }
     }
 
     /// Forgets the buffer of host call `id` (the call is over).
@@ -114,8 +145,8 @@ pub async fn send_head_with_fd(
 }
 
 impl Session {
-    /// `plugbox.buffer {"call": id, "len": N}`: a result buffer of `N` bytes for host call
-    /// `id`, still waiting for its reply. `too_large` past the limit (a `limit` record); a
+    /// `plugbox.buffer {"call": id, "len": N}`: a result buffer of at least `N` bytes (its
+    /// size in the reply's `bulk`) for host call `id`, still waiting for its reply. `too_large` past the limit (a `limit` record); a
     /// call that is not waiting, a second buffer for it, or malformed arguments are
     /// violations. Answered at once by the reader loop.
     pub(super) fn on_buffer_request(&self, id: u64, args: &Map<String, Value>) {
@@ -149,16 +180,18 @@ impl Session {
             }
             return;
         }
-        let buffer = match bulk::result_buffer(len) {
-            Ok(buffer) => Arc::new(buffer),
+        let (buffer, size) = match self.bulk.buffer_for(len) {
+            Ok(buffer) => buffer,
             Err(e) => return self.send_now(error_frame(id, ErrorCode::HostError, &e.to_string())),
         };
-        self.bulk.buffers().insert(call, Arc::clone(&buffer));
+        self.bulk
+            .buffers()
+            .insert(call, (Arc::clone(&buffer), size));
         let mut reply = Message::Result {
             id,
             result: None,
             body: true,
-            bulk: Some(len),
+            bulk: Some(size),
         }
         .encode_outgoing(Vec::new());
         reply.fd = Some(buffer);
@@ -170,11 +203,15 @@ impl Session {
     /// fails the call with `protocol`.
     pub(super) fn take_bulk_result(&self, id: u64, len: u64) -> Result<Reply, CallError> {
         let buffer = self.bulk.buffers().remove(&id);
-        let outcome = match &buffer {
+        let outcome = match buffer {
             None => Err(BulkError::Protocol(format!(
                 "a bulk result for call {id}, which was given no buffer"
             ))),
-            Some(buffer) => bulk::take_result(buffer, len),
+            Some(buffer) => {
+                let taken = bulk::take_result(&buffer.0, len);
+                self.bulk.recycle(buffer);
+                taken
+            }
         };
         outcome.map(Reply::Bytes).map_err(|e| {
             let why = e.to_string();
