@@ -192,9 +192,9 @@ async fn a_1_gib_call_when_granted_holds_one_copy_in_the_host() {
     let peak = peak_rss();
     assert_eq!(back.len(), gib);
     assert!(is_pattern(&back));
-    // The body is dropped once sealed in its memfd (which is not resident in this process),
-    // before the result is read into a vector of its own: the peak stays near the one body
-    // held before the call. A copy through frames would add a GiB or two.
+    // The body is sealed in its memfd (not resident in this process) and the result read
+    // back into the body's own vector: the peak stays near the one body held before the
+    // call. A copy through frames, or a result vector of its own, would add a GiB or more.
     let grew = peak.saturating_sub(before);
     assert!(grew < (gib as u64) / 4, "peak grew by {grew} bytes");
     // One more byte than the protocol carries: too_large, nothing sent.

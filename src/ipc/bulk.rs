@@ -79,8 +79,9 @@ pub fn result_buffer(len: u64) -> Result<File, BulkError> {
 }
 
 /// The first `len` bytes a plugin wrote into `buffer` (which this host created with
-/// [`result_buffer`]): a `protocol` error if the plugin claims more than the buffer holds.
-pub fn take_result(buffer: &File, len: u64) -> Result<Vec<u8>, BulkError> {
+/// [`result_buffer`]), read into `into` (reused if large enough): a `protocol` error if the
+/// plugin claims more than the buffer holds.
+pub fn take_result(buffer: &File, len: u64, into: Vec<u8>) -> Result<Vec<u8>, BulkError> {
     let size = buffer.metadata()?.len();
     if len > size {
         return Err(BulkError::Protocol(format!(
@@ -91,7 +92,7 @@ pub fn take_result(buffer: &File, len: u64) -> Result<Vec<u8>, BulkError> {
         len,
         limit: MAX_BULK_BYTES,
     })?;
-    Ok(sys::read_to_vec(buffer, len)?)
+    Ok(sys::read_into_vec(buffer, len, into)?)
 }
 
 #[cfg(test)]
@@ -134,9 +135,13 @@ mod tests {
             file.write_at(b"x", 8).unwrap_err().raw_os_error(),
             Some(libc::EPERM)
         );
-        assert_eq!(take_result(&file, 3).unwrap(), b"abc");
-        assert_eq!(take_result(&file, 8).unwrap(), b"abc\0\0\0\0\0");
-        assert!(matches!(take_result(&file, 9), Err(BulkError::Protocol(_))));
+        assert_eq!(take_result(&file, 3, Vec::new()).unwrap(), b"abc");
+        let reused = take_result(&file, 8, vec![9; 20]).unwrap();
+        assert_eq!(reused, b"abc\0\0\0\0\0");
+        assert!(matches!(
+            take_result(&file, 9, Vec::new()),
+            Err(BulkError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct BulkState {
     pub limit: u64,
     buffers: Mutex<HashMap<u64, Buffer>>,
     spare: Mutex<Option<Buffer>>,
+    /// The body vectors of calls in flight whose body went by memfd: already faulted in, a
+    /// result read into one costs no page fault (an echo's result reuses its argument's).
+    bodies: Mutex<HashMap<u64, Vec<u8>>>,
 }
 
 impl BulkState {
@@ -47,6 +50,7 @@ impl BulkState {
             limit,
             buffers: Mutex::new(HashMap::new()),
             spare: Mutex::new(None),
+            bodies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -74,21 +78,37 @@ impl BulkState {
         }
     }
 
-    /// Forgets the buffer of host call `id` (the call is over).
+    /// Keeps the body vector of host call `id` for its result.
+    pub fn keep_body(&self, id: u64, body: Vec<u8>) {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, body);
+    }
+
+    fn take_body(&self, id: u64) -> Vec<u8> {
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        bodies.remove(&id).unwrap_or_default()
+    }
+
+    /// Forgets the buffer and body of host call `id` (the call is over).
     pub fn forget(&self, id: u64) {
         self.buffers().remove(&id);
+        self.take_body(id);
     }
 }
 
-/// The frame of host→plugin call `id`: its body inline, or in a sealed memfd when large.
-/// `too_large` before anything is created when the body exceeds `limit`.
-pub fn call_frame(
+/// The frame of host→plugin call `id`: its body inline, or in a sealed memfd when large
+/// (written on a blocking-pool thread: a GiB takes a while, and no plugin can make it block),
+/// then also the body's vector, free for the result. `too_large` before anything is created
+/// when the body exceeds `limit`.
+pub async fn call_frame(
     id: u64,
     method: &str,
     args: Map<String, Value>,
     body: Option<(String, Vec<u8>)>,
     limit: u64,
-) -> Result<Outgoing, CallError> {
+) -> Result<(Outgoing, Option<Vec<u8>>), CallError> {
     let Some((name, bytes)) = body else {
         let call = Message::Call {
             id,
@@ -97,7 +117,7 @@ pub fn call_frame(
             body: None,
             bulk: None,
         };
-        return Ok(call.encode_outgoing(Vec::new()));
+        return Ok((call.encode_outgoing(Vec::new()), None));
     };
     let len = bytes.len() as u64;
     bulk::check_len(len, limit).map_err(|e| too_large(&e))?;
@@ -109,14 +129,18 @@ pub fn call_frame(
         bulk: None,
     };
     if bytes.len() <= BULK_THRESHOLD {
-        return Ok(call.encode_outgoing(bytes));
+        return Ok((call.encode_outgoing(bytes), None));
     }
-    let file = bulk::seal_body(&bytes).map_err(|e| CallError::host(e.to_string()))?;
-    drop(bytes);
+    let sealed = tokio::task::spawn_blocking(move || bulk::seal_body(&bytes).map(|f| (f, bytes)));
+    let (file, bytes) = match sealed.await {
+        Ok(Ok(sealed)) => sealed,
+        Ok(Err(e)) => return Err(CallError::host(e.to_string())),
+        Err(e) => return Err(CallError::host(format!("sealing the body: {e}"))),
+    };
     if let Message::Call { bulk, .. } = &mut call {
         *bulk = Some(len);
     }
-    Ok(call.encode_with_fd(file))
+    Ok((call.encode_with_fd(file), Some(bytes)))
 }
 
 fn too_large(e: &BulkError) -> CallError {
@@ -208,7 +232,7 @@ impl Session {
                 "a bulk result for call {id}, which was given no buffer"
             ))),
             Some(buffer) => {
-                let taken = bulk::take_result(&buffer.0, len);
+                let taken = bulk::take_result(&buffer.0, len, self.bulk.take_body(id));
                 self.bulk.recycle(buffer);
                 taken
             }

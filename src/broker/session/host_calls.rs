@@ -169,6 +169,16 @@ impl Session {
         deadline: Deadline,
     ) -> (u64, Result<Reply, CallError>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        // Built before the call is registered: a body refused (or a caller gone while it is
+        // sealed) leaves nothing behind, and nothing was sent.
+        let frame = match super::bulk::call_frame(id, command, args, body, self.bulk.limit).await {
+            Ok((frame, None)) => frame,
+            Ok((frame, Some(spent))) => {
+                self.bulk.keep_body(id, spent);
+                frame
+            }
+            Err(e) => return (id, Err(e)),
+        };
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -180,19 +190,9 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            self.bulk.forget(id);
             return (id, Err(fate));
         }
-        let frame = match super::bulk::call_frame(id, command, args, body, self.bulk.limit) {
-            Ok(frame) => frame,
-            Err(e) => {
-                // Refused before anything was sent: the instance serves on.
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                return (id, Err(e));
-            }
-        };
         let mut guard = CancelOnDrop {
             session: self,
             id,
