@@ -46,6 +46,7 @@ _JOIN_WRITE: Final = 16 * 1024  # bodies up to this size are joined to the heade
 BULK_THRESHOLD: Final = 1 << 20  # larger results go by a host buffer (_bulk); as the host's
 _ANC_BYTES: Final = _socket.CMSG_SPACE(8 * 4)  # room for 8 descriptors (the host passes 1)
 _FD_BYTES: Final = 4
+_CLOEXEC: Final = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)  # a subprocess inherits no memfd
 
 
 def frame_prefix(
@@ -170,7 +171,7 @@ class FdReader:
         sock = self._sock
         if sock is None:
             return _os_read(self._fd, size)
-        data, ancillary, flags, _ = sock.recvmsg(size, _ANC_BYTES)
+        data, ancillary, flags, _ = sock.recvmsg(size, _ANC_BYTES, _CLOEXEC)
         if ancillary or flags & _socket.MSG_CTRUNC:
             self._keep_fds(ancillary, flags)
         return data
@@ -180,7 +181,7 @@ class FdReader:
         sock = self._sock
         if sock is None:
             return _os_readv(self._fd, [view])
-        got, ancillary, flags, _ = sock.recvmsg_into([view], _ANC_BYTES)
+        got, ancillary, flags, _ = sock.recvmsg_into([view], _ANC_BYTES, _CLOEXEC)
         if ancillary or flags & _socket.MSG_CTRUNC:
             self._keep_fds(ancillary, flags)
         return got
