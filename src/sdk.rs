@@ -23,6 +23,7 @@ macro_rules! sdk_files {
 /// the directory's contents.
 pub const FILES: &[(&str, &[u8])] = sdk_files!(
     "__init__.py",
+    "_bulk.py",
     "_calls.py",
     "_channel.py",
     "_commands.py",

@@ -101,6 +101,7 @@ def command(  # noqa: F811 (`overload` is typing.overload, or its runtime stand-
 # Error texts sent to the host are clipped so that an error reply always fits in a header.
 MAX_ERROR_MESSAGE_CHARS: Final = 8 * 1024
 MAX_TRACEBACK_CHARS: Final = 64 * 1024
+_NO_COPY: Final = 1 << 20  # a memoryview result larger than this is sent as is, not copied
 
 
 def run_command(method: str, func: Callable[..., object], args: dict[str, object]) -> Reply:
@@ -117,6 +118,8 @@ def run_command(method: str, func: Callable[..., object], args: dict[str, object
     except BaseException as exc:  # a worker reports everything, SystemExit included
         return _plugin_error(exc)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if type(value) is memoryview and value.c_contiguous and value.nbytes > _NO_COPY:
+            return ("result", {"body": True}, value.cast("B"))  # a bulk argument: no copy
         return ("result", {"body": True}, bytes(value))
     return ("result", {"result": value}, b"")
 

@@ -1,7 +1,9 @@
 """Frames on the wire (protocol.md §2): ``length | header_len | header JSON | body``.
 
 Both integers are unsigned 32-bit big-endian. Every length read from the peer is checked against
-its cap before the bytes it announces are read or allocated.
+its cap before the bytes it announces are read or allocated. A frame whose header says
+``"bulk": N`` has no body of its own: it is the memfd the host passed with it (§2.1,
+:mod:`plugbox._bulk`), so the channel is read with ``recvmsg``, which receives descriptors.
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ from __future__ import annotations
 from ._errors import LimitExceeded, ProtocolError
 from ._strict_json import StrictJSONError, dumps, loads
 
+import _socket
+from sys import byteorder as _BYTEORDER
+
 try:  # `posix` is built in; `os` would add about 1 ms of imports to every cold start
+    from posix import dup as _os_dup
     from posix import read as _os_read
     from posix import readv as _os_readv
     from posix import write as _os_write
     from posix import writev as _os_writev
 except ImportError:  # not a POSIX system (an editor or type checker on another OS)
+    from os import dup as _os_dup
     from os import read as _os_read
     from os import readv as _os_readv
     from os import write as _os_write
@@ -36,6 +43,10 @@ _READ_CHUNK: Final = 64 * 1024  # the least FdReader asks the fd for when its bu
 # rather than through FdReader's buffer. Below it, buffering saves system calls.
 _DIRECT_READ: Final = 256 * 1024
 _JOIN_WRITE: Final = 16 * 1024  # bodies up to this size are joined to the header: one write
+BULK_THRESHOLD: Final = 1 << 20  # larger results go by a host buffer (_bulk); as the host's
+_ANC_BYTES: Final = _socket.CMSG_SPACE(8 * 4)  # room for 8 descriptors (the host passes 1)
+_FD_BYTES: Final = 4
+_CLOEXEC: Final = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)  # a subprocess inherits no memfd
 
 
 def frame_prefix(
@@ -141,13 +152,57 @@ class FdReader:
     reusable buffer, then copied once into the ``bytes`` returned.
     """
 
-    __slots__ = ("_buf", "_fd", "_pos", "_scratch")
+    __slots__ = ("_buf", "_fd", "_fds", "_pos", "_scratch", "_sock")
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buf = b""  # bytes read but not consumed yet start at _pos
         self._pos = 0
         self._scratch = bytearray()  # for large reads; as large as the largest so far
+        self._fds: list[int] = []  # descriptors received and not yet claimed by a bulk frame
+        self._sock: _socket.socket | None = None  # a socket on a dup of fd, to use recvmsg
+        try:
+            self._sock = _socket.socket(fileno=_os_dup(fd))
+        except OSError:  # not a socket (a pipe in a test): no descriptor can come
+            pass
+
+    def _recv(self, size: int) -> bytes:
+        """One read of up to ``size`` bytes, keeping any descriptors passed with them."""
+        sock = self._sock
+        if sock is None:
+            return _os_read(self._fd, size)
+        data, ancillary, flags, _ = sock.recvmsg(size, _ANC_BYTES, _CLOEXEC)
+        if ancillary or flags & _socket.MSG_CTRUNC:
+            self._keep_fds(ancillary, flags)
+        return data
+
+    def _recv_into(self, view: memoryview) -> int:
+        """One read into ``view``, keeping any descriptors passed with the bytes."""
+        sock = self._sock
+        if sock is None:
+            return _os_readv(self._fd, [view])
+        got, ancillary, flags, _ = sock.recvmsg_into([view], _ANC_BYTES, _CLOEXEC)
+        if ancillary or flags & _socket.MSG_CTRUNC:
+            self._keep_fds(ancillary, flags)
+        return got
+
+    def _keep_fds(self, ancillary: list[tuple[int, int, bytes]], flags: int) -> None:
+        for level, kind, data in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                whole = len(data) - len(data) % _FD_BYTES
+                for at in range(0, whole, _FD_BYTES):
+                    self._fds.append(int.from_bytes(data[at : at + _FD_BYTES], _BYTEORDER))
+        if flags & _socket.MSG_CTRUNC:
+            raise ProtocolError("the host passed more descriptors than a frame carries")
+
+    def _bulk(self, header: dict[str, object], body: bytes) -> object:
+        """The body of a ``bulk`` frame: the memfd passed with it (see :mod:`plugbox._bulk`)."""
+        size = header.pop("bulk")
+        if body or not self._fds:
+            raise ProtocolError("a bulk frame must have no body and come with a descriptor")
+        from ._bulk import incoming
+
+        return incoming(self._fds.pop(0), size, header.get("type"))
 
     def _fill(self, need: int) -> int:
         """Read until at least ``need`` bytes are buffered or the stream ends; returns how many
@@ -155,7 +210,7 @@ class FdReader:
         buf, pos = self._buf, self._pos
         have = len(buf) - pos
         while have < need:
-            chunk = _os_read(self._fd, max(need - have, _READ_CHUNK))
+            chunk = self._recv(max(need - have, _READ_CHUNK))
             if not chunk:
                 break
             buf = buf[pos:] + chunk if have else chunk
@@ -188,7 +243,7 @@ class FdReader:
             if got:
                 view[:got] = memoryview(buf)[pos:]
             while got < size:
-                n = _os_readv(self._fd, [view[got:size]])
+                n = self._recv_into(view[got:size])
                 if not n:
                     break
                 got += n
@@ -226,7 +281,7 @@ class FdReader:
         buf, pos = self._buf, self._pos
         if len(buf) - pos < 8:
             if pos == len(buf):  # between frames, nothing buffered: the usual case
-                buf = self._buf = _os_read(self._fd, _READ_CHUNK)
+                buf = self._buf = self._recv(_READ_CHUNK)
                 pos = self._pos = 0
                 if not buf:
                     return None
@@ -251,12 +306,17 @@ class FdReader:
                 self._buf, self._pos = b"", 0
             else:
                 self._pos = end
-            return decode_header(buf[start:stop]), buf[stop:end] if end > stop else b""
-        self._pos = pos + 8
-        raw = _exactly(self.read(header_len), header_len, "header")
-        body_len = length - _PREFIX_BYTES - header_len
-        body = _exactly(self.read(body_len), body_len, "body") if body_len else b""
-        return decode_header(raw), body
+            header = decode_header(buf[start:stop])
+            body = buf[stop:end] if end > stop else b""
+        else:
+            self._pos = pos + 8
+            raw = _exactly(self.read(header_len), header_len, "header")
+            body_len = length - _PREFIX_BYTES - header_len
+            body = _exactly(self.read(body_len), body_len, "body") if body_len else b""
+            header = decode_header(raw)
+        if "bulk" in header:
+            return header, self._bulk(header, body)  # type: ignore[return-value]
+        return header, body
 
 
 def write_all(fd: int, data: bytes) -> None:

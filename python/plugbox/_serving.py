@@ -35,7 +35,7 @@ from . import _messages as msg
 from ._calls import warn
 from ._commands import BUILTIN_PREFIX, error_reply, run_command
 from ._errors import LimitExceeded, PlugboxError, ProtocolError
-from ._frames import frame_prefix
+from ._frames import BULK_THRESHOLD, frame_prefix
 from ._strict_json import encode_value, to_utf8
 
 TYPE_CHECKING = False
@@ -437,6 +437,10 @@ class Server:
                 if "result" in fields:
                     value = encode_value(fields["result"], 2)
                     raw = to_utf8(f'{{"type":"result","id":{call_id},"result":{value}}}')
+                elif len(body) > BULK_THRESHOLD:  # by a buffer of the host's (_bulk)
+                    from ._bulk import ship_result
+
+                    raw, body = ship_result(self._outgoing, call_id, body), b""
                 else:
                     raw = f'{{"type":"result","id":{call_id},"body":true}}'.encode()
                 head = frame_prefix(raw, len(body), channel.max_frame_bytes, channel.max_header_bytes)

@@ -238,4 +238,5 @@ def test_sdk_import_stays_light() -> None:
         "enum",
     }
     assert loaded & heavy == set()
-    assert {m for m in loaded if not m.startswith("plugbox")} <= {"__future__", "_json"}
+    # _socket: recvmsg, to receive the memfds of bulk bodies (protocol.md §2.1).
+    assert {m for m in loaded if not m.startswith("plugbox")} <= {"__future__", "_json", "_socket"}

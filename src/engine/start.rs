@@ -240,6 +240,7 @@ pub(super) fn open_session(
             commands,
             call_timeout: v.manifest.policy.limits().call_timeout,
             stats,
+            max_body_bytes: crate::ipc::bulk::body_limit(v.manifest.policy.limits().memory_bytes),
         },
     );
     let span = tracing::info_span!("plugin", name = %info.name, version = %info.version, instance = %info.instance);

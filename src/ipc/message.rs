@@ -142,6 +142,10 @@ pub enum Message {
         /// Name of the argument carried as the frame body.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
+        /// The body argument is not in the frame but the `N` bytes of the memfd passed with it
+        /// (host → plugin only; `docs/protocol.md` §2.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bulk: Option<u64>,
     },
     /// A successful reply.
     Result {
@@ -153,6 +157,11 @@ pub enum Message {
         /// The result is the frame body.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         body: bool,
+        /// The bytes result is not in the frame: host → plugin, the `N` bytes of the memfd
+        /// passed with it; plugin → host, the first `N` bytes of the buffer the host gave for
+        /// this call (`docs/protocol.md` §2.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bulk: Option<u64>,
     },
     /// A failed reply.
     Error {
@@ -171,12 +180,14 @@ pub enum Message {
 }
 
 /// A frame ready to send, as its head (length words and header) and its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// Length words and JSON header.
     pub head: Vec<u8>,
     /// Raw body (may be empty).
     pub body: Vec<u8>,
+    /// A memfd the host passes with the head (`SCM_RIGHTS`): a bulk body or result buffer.
+    pub fd: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl From<Vec<u8>> for Outgoing {
@@ -184,6 +195,7 @@ impl From<Vec<u8>> for Outgoing {
         Self {
             head: frame,
             body: Vec::new(),
+            fd: None,
         }
     }
 }
@@ -218,18 +230,31 @@ impl Message {
 
     fn check(&self) -> Result<(), String> {
         let id = match self {
-            Message::Call { id, args, body, .. } => {
+            Message::Call {
+                id,
+                args,
+                body,
+                bulk,
+                ..
+            } => {
                 if let Some(name) = body {
                     if args.contains_key(name) {
                         return Err(format!("body argument {name:?} also appears in args"));
                     }
                 }
+                check_bulk(*bulk, body.is_some())?;
                 *id
             }
-            Message::Result { id, result, body } => {
+            Message::Result {
+                id,
+                result,
+                body,
+                bulk,
+            } => {
                 if *body && result.is_some() {
                     return Err("a result with a body has no \"result\" field".into());
                 }
+                check_bulk(*bulk, *body)?;
                 *id
             }
             Message::Error { id, .. } | Message::Cancel { id } => *id,
@@ -242,6 +267,14 @@ impl Message {
             return Err(format!("id {id} is outside 1..=2^53-1"));
         }
         Ok(())
+    }
+
+    /// Encodes this message as a frame without a body, passing `fd` with it: the memfd of a
+    /// `bulk` body, or a result buffer.
+    pub fn encode_with_fd(&self, fd: std::fs::File) -> Outgoing {
+        let mut out = self.encode_outgoing(Vec::new());
+        out.fd = Some(std::sync::Arc::new(fd));
+        out
     }
 
     /// Encodes this message and `body` as one frame.
@@ -259,12 +292,28 @@ impl Message {
         head.extend_from_slice(&(length as u32).to_be_bytes());
         head.extend_from_slice(&(header.len() as u32).to_be_bytes());
         head.extend_from_slice(&header);
-        Outgoing { head, body }
+        Outgoing {
+            head,
+            body,
+            fd: None,
+        }
     }
 
     /// Decodes a whole frame (header and body), for fuzzing and tests.
     pub fn from_frame(frame: &Frame) -> Result<Message, MessageError> {
         Message::decode(&frame.header)
+    }
+}
+
+/// A `bulk` length goes with a body (`body` named or true) and stays within the protocol's cap.
+fn check_bulk(bulk: Option<u64>, has_body: bool) -> Result<(), String> {
+    match bulk {
+        Some(_) if !has_body => Err("\"bulk\" without a body".into()),
+        Some(n) if n > super::bulk::MAX_BULK_BYTES => Err(format!(
+            "bulk body of {n} bytes exceeds the protocol's {} bytes",
+            super::bulk::MAX_BULK_BYTES
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -313,11 +362,34 @@ mod tests {
     }
 
     #[test]
+    fn bulk_goes_with_a_body_and_within_the_protocol_cap() {
+        let ok =
+            br#"{"type":"call","id":1,"method":"m","args":{},"body":"data","bulk":1073741824}"#;
+        assert!(matches!(
+            Message::decode(ok),
+            Ok(Message::Call { bulk: Some(n), .. }) if n == 1 << 30
+        ));
+        for bad in [
+            &br#"{"type":"call","id":2,"method":"m","args":{},"bulk":5}"#[..],
+            br#"{"type":"call","id":2,"method":"m","args":{},"body":"d","bulk":1073741825}"#,
+            br#"{"type":"result","id":2,"result":1,"bulk":5}"#,
+            br#"{"type":"result","id":2,"body":true,"bulk":-1}"#,
+        ] {
+            let e = Message::decode(bad).expect_err("refused");
+            assert!(
+                matches!(e, MessageError::Shape { id: Some(2), .. }),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn round_trips() {
         let m = Message::Result {
             id: 3,
             result: None,
             body: true,
+            bulk: None,
         };
         let bytes = m.encode(b"raw");
         let (f, _) = frame::decode(&bytes, &Default::default()).expect("frame");

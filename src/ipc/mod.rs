@@ -2,6 +2,7 @@
 //!
 //! The wire format is specified in `docs/protocol.md`.
 
+pub mod bulk;
 pub mod frame;
 pub mod message;
 pub mod strict_json;

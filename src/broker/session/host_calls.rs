@@ -168,6 +168,16 @@ impl Session {
         deadline: Deadline,
     ) -> (u64, Result<Reply, CallError>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        // Built before the call is registered: a body refused (or a caller gone while it is
+        // sealed) leaves nothing behind, and nothing was sent.
+        let frame = match super::bulk::call_frame(id, command, args, body, self.bulk.limit).await {
+            Ok((frame, None)) => frame,
+            Ok((frame, Some(spent))) => {
+                self.bulk.keep_body(id, spent);
+                frame
+            }
+            Err(e) => return (id, Err(e)),
+        };
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -179,19 +189,9 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            self.bulk.forget(id);
             return (id, Err(fate));
         }
-        let (body_name, bytes) = match body {
-            Some((name, bytes)) => (Some(name), bytes),
-            None => (None, Vec::new()),
-        };
-        let frame = Message::Call {
-            id,
-            method: command.to_owned(),
-            args,
-            body: body_name,
-        }
-        .encode_outgoing(bytes);
         let mut guard = CancelOnDrop {
             session: self,
             id,
@@ -203,6 +203,7 @@ impl Session {
             let _ = self.write(frame).await;
         }
         let result = self.await_reply(id, rx, deadline).await;
+        self.bulk.forget(id);
         guard.armed = false;
         (id, result)
     }

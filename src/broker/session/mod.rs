@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod bulk;
 mod host_calls;
 mod plugin_calls;
 mod reader;
@@ -76,6 +77,8 @@ pub struct Terms {
     pub call_timeout: Duration,
     /// Where calls are counted (shared by every instance of a managed plugin).
     pub stats: Arc<super::stats::Stats>,
+    /// Largest body of a host→plugin call or of its result ([`crate::ipc::bulk::body_limit`]).
+    pub max_body_bytes: u64,
 }
 
 type Pending = oneshot::Sender<Result<Reply, CallError>>;
@@ -103,6 +106,8 @@ pub struct Session {
     end: watch::Sender<Option<EndReason>>,
     /// Set once the reader loop has returned: no frame is decided after it.
     reader_done: watch::Sender<bool>,
+    /// Bulk bodies: the limit and the result buffers handed out.
+    bulk: bulk::BulkState,
 }
 
 /// The channel's write half, shared by the session (which writes replies and calls directly,
@@ -123,6 +128,7 @@ impl Session {
             commands,
             call_timeout,
             stats,
+            max_body_bytes,
         } = terms;
         // Counted per plugin, and per method under this handshake's names.
         let stats = stats.meter(&gate.names(), &commands);
@@ -146,6 +152,7 @@ impl Session {
             fate: Mutex::new(None),
             end: watch::channel(None).0,
             reader_done: watch::channel(false).0,
+            bulk: bulk::BulkState::new(max_body_bytes),
         })
     }
 
@@ -257,7 +264,7 @@ impl Session {
 
     /// Queues an immediate reply; the reader loop sends it (waiting for room) before it reads
     /// the next frame, so a plugin that does not drain its replies only stalls itself.
-    fn send_now(&self, frame: Vec<u8>) {
+    fn send_now(&self, frame: impl Into<Outgoing>) {
         self.immediate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -286,7 +293,10 @@ impl Session {
         let mut half = self.writer.lock().await;
         before();
         let io = async {
-            half.write_all(&frame.head).await?;
+            match &frame.fd {
+                Some(fd) => bulk::send_head_with_fd(&mut half, &frame.head, fd).await?,
+                None => half.write_all(&frame.head).await?,
+            }
             if !frame.body.is_empty() {
                 half.write_all(&frame.body).await?;
             }

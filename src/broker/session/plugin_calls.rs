@@ -28,6 +28,10 @@ impl Session {
         body_arg: Option<String>,
         frame: Frame,
     ) -> Option<Finished> {
+        if method == crate::ipc::bulk::BUFFER_METHOD {
+            self.on_buffer_request(id, &args);
+            return None;
+        }
         let request_bytes = (frame.header.len() + frame.body.len()) as u64;
         // A count of refusals whose interval has ended is reported before the next decision.
         if !self.report_suppressed(false) {
@@ -210,6 +214,7 @@ impl Session {
                     id,
                     result: Some(value),
                     body: false,
+                    bulk: None,
                 }
                 .encode_outgoing(Vec::new()),
                 "ok",
@@ -219,6 +224,7 @@ impl Session {
                     id,
                     result: None,
                     body: true,
+                    bulk: None,
                 }
                 .encode_outgoing(bytes),
                 "ok",

@@ -61,18 +61,30 @@ impl Session {
     fn on_frame(self: &Arc<Self>, frame: Frame) -> Option<Finished> {
         match Message::decode(&frame.header) {
             Ok(Message::Call {
+                id, bulk: Some(_), ..
+            }) => {
+                let why = "a plugin passes no bulk body (it passes no descriptors)";
+                self.violation(Some(id), ErrorCode::Protocol, why)
+            }
+            Ok(Message::Call {
                 id,
                 method,
                 args,
                 body,
+                bulk: None,
             }) => return self.on_call(id, method, args, body, frame),
-            Ok(Message::Result { id, result, body }) => {
-                let reply = if body {
-                    Reply::Bytes(frame.body)
-                } else {
-                    Reply::Json(result.unwrap_or(Value::Null))
+            Ok(Message::Result {
+                id,
+                result,
+                body,
+                bulk,
+            }) => {
+                let reply = match bulk {
+                    Some(len) => self.take_bulk_result(id, len),
+                    None if body => Ok(Reply::Bytes(frame.body)),
+                    None => Ok(Reply::Json(result.unwrap_or(Value::Null))),
                 };
-                self.on_reply(id, Ok(reply));
+                self.on_reply(id, reply);
             }
             Ok(Message::Error { id, error }) => {
                 let e = self.plugin_error(id, error);
