@@ -28,6 +28,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, S
 from ._errors import PlugboxError, ProtocolError
 from ._hosting_async import AsyncEngine
 from ._hosting_caps import answer_host_call
+from ._hosting_lines import LineRouter, Slot
 from ._hosting_types import (
     Discovered,
     Event,
@@ -97,6 +98,7 @@ class Engine:
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._closed = False
         self._dead: Optional[PlugboxError] = None
+        self._eof_seen = False
         self.ready: Dict[str, Any] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -111,7 +113,7 @@ class Engine:
         assert proc.stdout is not None
         self._out = proc.stdout
         self._in_fd = proc.stdin.fileno() if proc.stdin else -1
-        line = self._out.readline()
+        line = _first_line(self._out.fileno())
         try:
             ready = json.loads(line) if line else None
         except ValueError:
@@ -123,7 +125,8 @@ class Engine:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="plugbox-capability")
         self._event_queue: List[Optional[Event]] = []
         self._event_cv = threading.Condition()
-        self._reader = threading.Thread(target=self._read_loop, name="plugbox-serve-reader", daemon=True)
+        self._router = LineRouter(self._out.fileno(), self._route, self._on_eof)
+        self._reader = threading.Thread(target=self._router.run_background, name="plugbox-serve-reader", daemon=True)
         self._dispatcher = threading.Thread(target=self._dispatch_events, name="plugbox-events", daemon=True)
         self._reader.start()
         self._dispatcher.start()
@@ -255,17 +258,10 @@ class Engine:
     # -- the line machinery (shared with AsyncEngine) -----------------------------------------
 
     def _request(self, request: Dict[str, Any], method: Optional[str] = None, closing: bool = False) -> Any:
-        lock = threading.Lock()
-        lock.acquire()
-        slot: List[Answer] = []
-
-        def settle(answer: Answer) -> None:
-            slot.append(answer)
-            lock.release()
-
-        self.submit(request, settle, closing=closing)
-        lock.acquire()
-        return self.result(slot[0], method)
+        slot = Slot()
+        router = self._router
+        self.submit(request, lambda answer: router.settle(slot, answer), closing=closing)
+        return self.result(router.wait(slot), method)
 
     @staticmethod
     def result(answer: Answer, method: Optional[str]) -> Any:
@@ -297,15 +293,17 @@ class Engine:
             except OSError as exc:
                 _log.debug("writing to serve: %s", exc)  # the reader sees EOF and fails callers
 
-    def _read_loop(self) -> None:
-        try:
-            for line in self._out:
-                self._route(line)
-        finally:
-            self._fail_all(ProtocolError("plugbox serve exited"))
-            self._push_event(None)
+    def _on_eof(self) -> None:
+        with self._lock:
+            if self._eof_seen:
+                return
+            self._eof_seen = True
+        self._fail_all(ProtocolError("plugbox serve exited"))
+        self._push_event(None)
 
     def _route(self, line: bytes) -> None:
+        if not line.strip():
+            return
         try:
             msg = json.loads(line)
         except ValueError:
@@ -359,6 +357,19 @@ class Engine:
                     callback(event)
                 except Exception:
                     _log.exception("an on_event callback raised")
+
+
+def _first_line(fd: int) -> bytes:
+    """serve's first line, read a byte at a time so that nothing after it is consumed."""
+    out = bytearray()
+    while len(out) < 1 << 16:
+        b = os.read(fd, 1)
+        if not b:
+            break
+        out += b
+        if b == b"\n":
+            break
+    return bytes(out)
 
 
 def discover(

@@ -237,3 +237,86 @@ def test_the_asyncio_api(world: Path) -> None:
 def test_serve_that_cannot_start_is_an_error(world: Path) -> None:
     with pytest.raises(PlugboxError):
         Engine(audit=world / "a.jsonl", state=world / "s", plugbox=PLUGBOX, extra_args=["--no-such-flag"]).start()
+
+
+MARKER_PLUGIN = '''
+import os
+import plugbox
+
+MARKER = {marker!r}
+try:  # import time: a host that imports this module leaves the marker behind
+    with open(MARKER, "w") as f:
+        f.write("imported by pid %d uid %d" % (os.getpid(), os.getuid()))
+    WROTE = "written"
+except OSError as e:
+    WROTE = type(e).__name__
+
+@plugbox.command
+def probe():
+    return {{"uid": os.getuid(), "marker": WROTE}}
+'''
+
+
+def build_site(world: Path, marker: Path) -> Path:
+    """A site directory: a distribution declaring `[myapp.plugins]` entry points (and a decoy
+    in plugbox's own group), and a namespace package myapp/plugins/<name>/. Every module,
+    the entries and each package's __init__.py, writes the marker when imported."""
+    site = world / "site"
+    code = MARKER_PLUGIN.format(marker=str(marker))
+    for pkg, name in [("ep_plugin", "ep-plugin"), ("decoy_plugin", "decoy")]:
+        write_plugin(site / pkg, name, code)
+        (site / pkg / "__init__.py").write_text(code)
+    dist = site / "myapp_ep-1.0.dist-info"
+    dist.mkdir()
+    (dist / "entry_points.txt").write_text("[myapp.plugins]\nep = ep_plugin.main:probe\n")
+    decoy = site / "decoy-1.0.dist-info"
+    decoy.mkdir()
+    (decoy / "entry_points.txt").write_text("[plugbox.plugins]\ndecoy = decoy_plugin\n")
+    ns = site / "myapp" / "plugins" / "ns_plugin"
+    write_plugin(ns, "ns-plugin", code)
+    (ns / "__init__.py").write_text(code)
+    (site / "myapp" / "__init__.py").write_text(code)
+    chmod_world(world)
+    return site
+
+
+def test_app_specific_discovery_never_imports_plugin_code(world: Path) -> None:
+    markers = world / "markers"
+    markers.mkdir()
+    marker = markers / "imported"
+    site = build_site(world, marker)
+    chmod_world(world)
+    with engine(world) as e:
+        found = e.discover(group="myapp.plugins", namespace="myapp.plugins", sites=[site])
+        by_name = {f.name: f for f in found}
+        assert set(by_name) == {"ep-plugin", "ns-plugin"}, found
+        assert by_name["ep-plugin"].route == "entry-point"
+        assert by_name["ep-plugin"].location == str(site / "ep_plugin")
+        assert by_name["ns-plugin"].route == "namespace"
+        assert by_name["ns-plugin"].location == str(site / "myapp" / "plugins" / "ns_plugin")
+        assert all(f.error is None for f in found)
+        # plugbox's own group and namespace do not see the application's plugins.
+        own = e.discover(sites=[site])
+        assert [f.name for f in own] == ["decoy"], own
+        # Discovery imported nothing: not in this process, not in any other.
+        assert not marker.exists()
+        assert not {"ep_plugin", "decoy_plugin", "myapp", "ns_plugin"} & set(sys.modules)
+        # Loading a found plugin runs its code only in the sandbox: as the sandbox uid, whose
+        # import-time write of the marker is refused there, so the marker still never exists.
+        e.load(by_name["ns-plugin"].location)
+        probe = e.call("ns-plugin", "probe")
+        assert probe["uid"] != 0 and probe["marker"] == "PermissionError", probe
+        e.load(by_name["ep-plugin"].location)
+        assert e.call("ep-plugin", "probe")["marker"] == "PermissionError"
+    assert not marker.exists()
+    assert os.listdir(markers) == []
+
+
+def test_discovery_refuses_names_that_are_not_dotted_identifiers(world: Path) -> None:
+    with engine(world) as e:
+        for bad in ["../etc", "myapp/plugins", "my-app", "a..b", ""]:
+            with pytest.raises(PlugboxError) as raised:
+                e.discover(group="ok", namespace=bad, sites=[world])
+            assert "dotted identifier" in raised.value.message, bad
+        with pytest.raises(PlugboxError):
+            e.discover(group="[x]", namespace="ok", sites=[world])
