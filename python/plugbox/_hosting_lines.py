@@ -2,10 +2,13 @@
 
 A caller blocked on its answer takes the *reading role* and reads serve's lines itself,
 routing the answers of other callers, events and host calls as they come; when its own answer
-arrives it hands the role on. While no caller waits, a background thread watches the pipe
-(without the role) and, when lines come between requests (events, host calls, answers of
-asyncio callers), takes the role to read what is there. A synchronous call therefore costs no
-thread hand-off: the caller reads its own answer.
+arrives it hands the role on. Once no caller has read for ``IDLE_AFTER`` (2 ms), a background
+thread watches the pipe (without the role) and, when lines come between requests (events,
+host calls, answers of asyncio callers), takes the role to read what is there. A synchronous
+call therefore costs no thread hand-off (the caller reads its own answer), and back-to-back
+calls do not wake the background thread on every answer; while callers are active it wakes
+every 2 ms at most (a timed wait, no spinning), and a line that comes right after a caller
+finished waits at most that long.
 """
 
 from __future__ import annotations
@@ -13,9 +16,15 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 Answer = Dict[str, Any]
+
+#: After a caller last held the reading role, the background reader waits this long (seconds)
+#: before it watches the pipe again, so that back-to-back calls do not wake it on every answer.
+#: Lines that come meanwhile wait in the pipe at most this long.
+IDLE_AFTER = 0.002
 
 
 class Slot:
@@ -36,7 +45,10 @@ class LineRouter:
         self._route = route
         self._on_eof = on_eof
         self._buf = b""
-        self._cv = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)  # callers wait here
+        self._bg_cv = threading.Condition(lock)  # the background reader waits here
+        self._last_release = 0.0
         self._busy = False  # someone holds the reading role
         self._want = 0  # callers waiting for the role
         self.eof = False
@@ -70,8 +82,14 @@ class LineRouter:
         EOF. It waits for data without the role, so a caller never has to evict it."""
         while True:
             with self._cv:
-                while not self.eof and (self._busy or self._want):
-                    self._cv.wait()
+                while not self.eof:
+                    if self._busy or self._want:
+                        self._bg_cv.wait(IDLE_AFTER)
+                        continue
+                    quiet = time.monotonic() - self._last_release
+                    if quiet >= IDLE_AFTER:
+                        break
+                    self._bg_cv.wait(IDLE_AFTER - quiet)
                 if self.eof:
                     return
             select.select([self._fd], [], [])
@@ -84,11 +102,13 @@ class LineRouter:
                 if select.select([self._fd], [], [], 0)[0]:
                     self._read_once()
             finally:
-                self._release()
+                self._release(caller=False)
 
-    def _release(self) -> None:
+    def _release(self, caller: bool = True) -> None:
         with self._cv:
             self._busy = False
+            if caller:
+                self._last_release = time.monotonic()
             self._cv.notify_all()
 
     def _read_once(self) -> bool:
@@ -98,6 +118,7 @@ class LineRouter:
             with self._cv:
                 self.eof = True
                 self._cv.notify_all()
+                self._bg_cv.notify_all()
             self._on_eof()
             return False
         lines: List[bytes] = (self._buf + data).split(b"\n")
