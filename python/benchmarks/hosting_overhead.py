@@ -3,8 +3,9 @@
 Two serve processes, each with the same trivial plugin loaded: one driven by
 ``plugbox.hosting.Engine.call``, one by writing the same ``call`` line to its stdin and reading
 the answer line from its stdout directly (no thread, no routing). Blocks of calls alternate
-between the two so that a shared machine's noise falls on both; prints p50 and p99 of each and
-the ratio of the medians.
+between the two so that a shared machine's noise falls on both; prints p50 and p99 of each, the ratio
+of the medians, and the client's CPU time per call (less sensitive to a busy machine's
+scheduling than latency is).
 
 Usage (as root): /usr/bin/python3 python/benchmarks/hosting_overhead.py [PLUGBOX] [BLOCKS] [CALLS]
 """
@@ -49,7 +50,7 @@ class Raw:
         self.proc = subprocess.Popen(
             [plugbox, "serve", "--events", "--protocol", "1", "--allow-ungranted",
              "--audit", str(work / "raw.jsonl"), "--state", str(work / "raw-state")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # stdout buffered: readline is one read
         )
         assert self.proc.stdin and self.proc.stdout
         self.fd = self.proc.stdin.fileno()
@@ -107,13 +108,16 @@ def main() -> None:
             raw_t: List[int] = []
             lib_t: List[int] = []
             ratios = []
+            cpu = {"raw": 0.0, "lib": 0.0}
             for block in range(blocks):
                 order = [("raw", raw.call, raw_t), ("lib", lib_call, lib_t)]
                 if block % 2:
                     order.reverse()
                 got = {}
                 for which, fn, sink in order:
+                    c = time.process_time()
                     xs = timed(fn, calls)
+                    cpu[which] += time.process_time() - c
                     sink.extend(xs)
                     got[which] = statistics.median(xs)
                 ratios.append(got["lib"] / got["raw"])
@@ -125,6 +129,9 @@ def main() -> None:
     print(f"plugbox.hosting : p50 {pct(lib_t, 0.5):8.1f} us  p99 {pct(lib_t, 0.99):8.1f} us")
     print(f"p50 ratio library/raw: {pct(lib_t, 0.5) / pct(raw_t, 0.5):.3f}; "
           f"median of per-block median ratios: {statistics.median(ratios):.3f}")
+    per_call = {k: v / (blocks * calls) * 1e6 for k, v in cpu.items()}
+    print(f"this process's CPU per call (client side, all threads): raw {per_call['raw']:.1f} us, "
+          f"library {per_call['lib']:.1f} us (+{per_call['lib'] - per_call['raw']:.1f} us)")
 
 
 if __name__ == "__main__":
