@@ -112,16 +112,21 @@ class AsyncEngine:
         """See :meth:`Engine.on_event`."""
         self.engine.on_event(callback)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, on this loop, until the engine closes."""
+    def events(self) -> AsyncIterator[Event]:
+        """Every event from this call on, on the running loop, until the engine closes:
+        ``async for event in engine.events()``."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Optional[Event]] = asyncio.Queue()
         self.engine.subscribe(lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
-        while True:
-            event = await queue.get()
-            if event is None:
-                return
-            yield event
+        return _drain(queue)
+
+
+async def _drain(queue: asyncio.Queue[Optional[Event]]) -> AsyncIterator[Event]:
+    while True:
+        event = await queue.get()
+        if event is None:
+            return
+        yield event
 
 
 def _set(future: asyncio.Future[Dict[str, Any]], answer: Dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ def answer_host_call(
     try:
         result = _run(capabilities, msg)
         reply: Dict[str, Any] = {"op": "host_reply", "call": number, "result": result}
-        json.dumps(result)  # not JSON: a host_error, not a reply serve cannot read
+        json.dumps(result, allow_nan=False)  # not JSON: a host_error, not a reply serve cannot read
     except PlugboxError as exc:
         code = exc.code if exc.code in EXCEPTION_BY_CODE else "host_error"
         reply = {"op": "host_reply", "call": number, "error": {"code": code, "message": exc.message}}

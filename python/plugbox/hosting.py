@@ -227,7 +227,7 @@ class Engine:
             self._callbacks.append(callback)
 
     def events(self) -> Iterator[Event]:
-        """Every event from now on, until the engine closes (keep up: they queue)."""
+        """Every event from this call on, until the engine closes (keep up: they queue)."""
         cv = threading.Condition()
         queue: List[Optional[Event]] = []
 
@@ -236,14 +236,8 @@ class Engine:
                 queue.append(event)
                 cv.notify()
 
-        self.subscribe(push)
-        while True:
-            with cv:
-                cv.wait_for(lambda: bool(queue))
-                event = queue.pop(0)
-            if event is None:
-                return
-            yield event
+        self.subscribe(push)  # now, not at the first next()
+        return _drain(cv, queue)
 
     def subscribe(self, push: Callable[[Optional[Event]], Any]) -> None:
         """Calls ``push(event)`` on the reader thread for each event, then ``push(None)`` when
@@ -284,7 +278,7 @@ class Engine:
         self._write(request)
 
     def _write(self, message: Dict[str, Any]) -> None:
-        data = (json.dumps(message, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        data = (json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
         with self._write_lock:
             try:
                 view = memoryview(data)
@@ -357,6 +351,16 @@ class Engine:
                     callback(event)
                 except Exception:
                     _log.exception("an on_event callback raised")
+
+
+def _drain(cv: threading.Condition, queue: List[Optional[Event]]) -> Iterator[Event]:
+    while True:
+        with cv:
+            cv.wait_for(lambda: bool(queue))
+            event = queue.pop(0)
+        if event is None:
+            return
+        yield event
 
 
 def _first_line(fd: int) -> bytes:

@@ -98,6 +98,10 @@ def boom(call: HostCall) -> None:
     raise RuntimeError("secret-frame-detail is not sent as a traceback")
 
 
+def not_json(call: HostCall, part: str) -> float:
+    return float("nan")
+
+
 def deny(call: HostCall) -> None:
     raise CapabilityDenied("not today")
 
@@ -128,6 +132,13 @@ def test_load_call_describe_unload_and_typed_errors(world: Path) -> None:
 def test_host_capabilities_answered_by_python_callables(world: Path) -> None:
     plugin = write_plugin(world / "p", "caps", PLUGIN, CAPS)
     chmod_world(world)
+    caps = {"doc.get_text": not_json, "doc.boom": boom, "doc.who": deny}
+    with engine(world, capabilities=caps) as e:
+        e.load(plugin)
+        # A result that is not JSON is a host_error, not a line serve cannot read.
+        with pytest.raises(PlugboxError) as nan:
+            e.call("caps", "text")
+        assert "HostError" in nan.value.message and "JSON" in nan.value.message, nan.value
     caps = {"doc.get_text": get_text, "doc.boom": boom, "doc.who": deny}
     with engine(world, capabilities=caps) as e:
         e.load(plugin)
@@ -157,9 +168,16 @@ def test_events_see_a_crash_and_the_restart(world: Path) -> None:
 
     with engine(world, on_event=on_event) as e:
         e.load(plugin)
+        stream = e.events()  # subscribed here, before the crash
         with pytest.raises(PluginCrashed):
             e.call("crasher", "crash")
         assert restarted.wait(60), [ev.event for ev in seen]
+        streamed = []
+        for ev in stream:
+            streamed.append(ev.event)
+            if ev.event == "restarted":
+                break
+        assert "exited" in streamed, streamed
         assert e.call("crasher", "add", a=1, b=1) == 2
     exited = [ev for ev in seen if ev.event == "exited" and ev.plugin == "crasher"]
     assert exited and exited[0].detail.get("exit_code") == 3, seen
@@ -225,6 +243,20 @@ def test_the_asyncio_api(world: Path) -> None:
             text = await e.call("aio", "text")
             with pytest.raises(NotLoaded):
                 await e.describe("nope")
+            stream = e.events()
+            with pytest.raises(PluginCrashed):
+                await e.call("aio", "crash")
+
+            async def until_restarted() -> List[str]:
+                names = []
+                async for ev in stream:
+                    names.append(ev.event)
+                    if ev.event == "restarted":
+                        return names
+                return names
+
+            seen = await asyncio.wait_for(until_restarted(), 60)
+            assert "exited" in seen and seen[-1] == "restarted", seen
             return [sums, text]
 
     sums, text = asyncio.run(main())
