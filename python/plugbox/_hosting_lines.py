@@ -57,7 +57,8 @@ class LineRouter:
         """Delivers ``answer`` to the caller waiting on ``slot``."""
         with self._cv:
             slot.answer = answer
-            self._cv.notify_all()
+            if self._want:
+                self._cv.notify_all()
 
     def wait(self, slot: Slot) -> Answer:
         """Waits for ``slot``'s answer, reading serve's lines meanwhile when nobody else is."""
@@ -109,7 +110,8 @@ class LineRouter:
             self._busy = False
             if caller:
                 self._last_release = time.monotonic()
-            self._cv.notify_all()
+            if self._want:  # callers waiting for the role or their answer (never the background)
+                self._cv.notify_all()
 
     def _read_once(self) -> bool:
         """Reads what serve has (blocking), routes the complete lines. False at EOF."""

@@ -58,6 +58,8 @@ Answer = Dict[str, Any]
 Capability = Callable[..., Any]
 #: The protocol this library speaks.
 PROTOCOL = 1
+#: Compact JSON; NaN and infinities are not JSON, so they are refused here, not by serve.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class Engine:
@@ -278,7 +280,7 @@ class Engine:
         self._write(request)
 
     def _write(self, message: Dict[str, Any]) -> None:
-        data = (json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
+        data = (_ENCODER.encode(message) + "\n").encode()
         with self._write_lock:
             try:
                 view = memoryview(data)
