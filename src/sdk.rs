@@ -30,6 +30,7 @@ pub const FILES: &[(&str, &[u8])] = sdk_files!(
     "_frames.py",
     "_hosting_async.py",
     "_hosting_caps.py",
+    "_hosting_discover.py",
     "_hosting_lines.py",
     "_hosting_types.py",
     "_messages.py",
