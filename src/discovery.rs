@@ -3,13 +3,19 @@
 //! Three routes, all by reading files only:
 //! - plugin directories: `DIR/*/plugbox.toml`;
 //! - installed Python distributions whose `*.dist-info/entry_points.txt` declares the group
-//!   `[plugbox.plugins]`; the entry's top-level package must ship a `plugbox.toml`;
-//! - namespace packages `plugbox_plugins.<name>` (`SITE/plugbox_plugins/<name>/plugbox.toml`).
+//!   (default `[plugbox.plugins]`, or an application's own, [`Names`]); the entry's top-level
+//!   package must ship a `plugbox.toml`;
+//! - namespace packages (default `plugbox_plugins.<name>`: `SITE/plugbox_plugins/<name>/
+//!   plugbox.toml`; an application's `myapp.plugins` is `SITE/myapp/plugins/<name>/`).
 //!
 //! Site directories come from the interpreter run with `-I -S` (no `site` processing, so no
 //! `.pth` file of an installed package executes; a virtual environment is recognised by its
 //! `pyvenv.cfg`, as `site` would), or are given explicitly. One invalid plugin never hides the
 //! others.
+
+mod names;
+
+pub use names::{InvalidName, Names};
 
 use crate::manifest::{Manifest, MANIFEST_NAME};
 use crate::untrusted_file::UntrustedFileError;
@@ -99,8 +105,15 @@ pub fn in_directories(dirs: &[PathBuf]) -> Vec<Found> {
     out
 }
 
-/// Plugins installed in Python site directories (entry points and namespace packages).
+/// Plugins installed in Python site directories under plugbox's own entry-point group and
+/// namespace package ([`Names::default`]).
 pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
+    in_site_dirs_named(sites, &Names::default())
+}
+
+/// Plugins installed in Python site directories under `names`' entry-point group and
+/// namespace package.
+pub fn in_site_dirs_named(sites: &[PathBuf], names: &Names) -> Vec<Found> {
     let mut out = Vec::new();
     for site in sites {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(site)
@@ -114,7 +127,8 @@ pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
             .iter()
             .filter(|p| p.extension().is_some_and(|x| x == "dist-info"))
         {
-            let packages = match entry_point_packages(&dist.join("entry_points.txt")) {
+            let entry_points = dist.join("entry_points.txt");
+            let packages = match entry_point_packages(&entry_points, names.group()) {
                 Ok(packages) => packages,
                 Err(e) => {
                     out.push(invalid("entry-point", dist.clone(), e.to_string()));
@@ -127,14 +141,15 @@ pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
                     out.push(found("entry-point", dir));
                 } else {
                     let error = format!(
-                        "{} declares plugbox.plugins but ships no {MANIFEST_NAME}",
-                        crate::audit::escape_text(&dist.display().to_string())
+                        "{} declares {} but ships no {MANIFEST_NAME}",
+                        crate::audit::escape_text(&dist.display().to_string()),
+                        names.group()
                     );
                     out.push(invalid("entry-point", dir, error));
                 }
             }
         }
-        let ns = site.join("plugbox_plugins");
+        let ns = names.namespace_dir(site);
         out.extend(in_directories(&[ns]).into_iter().map(|f| Found {
             route: "namespace",
             ..f
@@ -143,10 +158,11 @@ pub fn in_site_dirs(sites: &[PathBuf]) -> Vec<Found> {
     out
 }
 
-/// Top-level package names of the `[plugbox.plugins]` entries of one `entry_points.txt`
-/// (none when there is no such file). A special file, a symlink, an oversized or non-UTF-8
-/// file is an error, read through the untrusted-file reader so it cannot block or flood.
-fn entry_point_packages(path: &Path) -> Result<Vec<String>, UntrustedFileError> {
+/// Top-level package names of the `[group]` entries of one `entry_points.txt` (none when
+/// there is no such file). A special file, a symlink, an oversized or non-UTF-8 file is an
+/// error, read through the untrusted-file reader so it cannot block or flood.
+fn entry_point_packages(path: &Path, group: &str) -> Result<Vec<String>, UntrustedFileError> {
+    let header = format!("[{group}]");
     let text = match crate::untrusted_file::read_to_string(path, MAX_ENTRY_POINTS_BYTES) {
         Ok(text) => text,
         Err(UntrustedFileError::Open { source, .. })
@@ -160,7 +176,7 @@ fn entry_point_packages(path: &Path) -> Result<Vec<String>, UntrustedFileError> 
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_group = line == "[plugbox.plugins]";
+            in_group = line == header;
             continue;
         }
         if !in_group || line.is_empty() || line.starts_with('#') {

@@ -222,8 +222,8 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "ROOT")]
         store: Option<PathBuf>,
     },
-    /// List plugins (directories, installed Python distributions, plugbox_plugins.*) without
-    /// running any plugin code.
+    /// List plugins (directories, installed Python distributions, plugbox_plugins.* or an
+    /// application's own group and namespace) without running any plugin code.
     List {
         /// Directories holding plugin directories (DIR/*/plugbox.toml); repeatable.
         #[arg(long = "path", value_name = "DIR")]
@@ -240,6 +240,14 @@ pub(crate) enum Cmd {
         /// The environment store `plugbox install` fills (default: its default).
         #[arg(long, value_name = "ROOT")]
         store: Option<PathBuf>,
+        /// The entry-point group searched in site directories (an application's own, e.g.
+        /// `myapp.plugins`); a dotted identifier.
+        #[arg(long, value_name = "GROUP", default_value = "plugbox.plugins")]
+        group: String,
+        /// The namespace package searched in site directories (`myapp.plugins` is
+        /// SITE/myapp/plugins/NAME/plugbox.toml); a dotted identifier.
+        #[arg(long, value_name = "PACKAGE", default_value = "plugbox_plugins")]
+        namespace: String,
     },
     /// What a new version of a plugin asks for beyond the old one. Exit 0 if it escalates
     /// nothing, 1 if it does.

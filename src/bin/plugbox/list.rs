@@ -1,5 +1,6 @@
-//! `plugbox list`: plugins found in directories and Python site directories, without running
-//! any plugin code, with the Python environment each runs in and whether it is installed.
+//! `plugbox list`: plugins found in directories and Python site directories (plugbox's
+//! entry-point group and namespace, or an application's own), without running any plugin
+//! code, with the Python environment each runs in and whether it is installed.
 
 use std::path::PathBuf;
 
@@ -10,13 +11,14 @@ pub fn list(
     mut sites: Vec<PathBuf>,
     json: bool,
     store: Option<PathBuf>,
+    names: &plugbox::discovery::Names,
 ) -> Result<(), String> {
     if let Some(py) = python {
         let dirs = plugbox::discovery::site_dirs(&py).map_err(|e| format!("discovery: {e}"))?;
         sites.extend(dirs);
     }
     let mut all = plugbox::discovery::in_directories(paths);
-    all.extend(plugbox::discovery::in_site_dirs(&sites));
+    all.extend(plugbox::discovery::in_site_dirs_named(&sites, names));
     let store = store.unwrap_or_else(plugbox::pyenv::store::default_root);
     plugbox::discovery::describe_environments(&mut all, &store);
     if json {

@@ -111,9 +111,14 @@ fn main() -> ExitCode {
             sites,
             json,
             store,
-        } => match list::list(&paths, python, sites, json, store) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
+            group,
+            namespace,
+        } => match plugbox::discovery::Names::new(&group, &namespace) {
+            Ok(names) => match list::list(&paths, python, sites, json, store, &names) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            },
+            Err(e) => fail(&e.to_string()),
         },
         Cmd::Diff { old, new, json } => match diff_cmd(&old, &new, json) {
             Ok(code) => code,
