@@ -2,8 +2,10 @@
 
 Any thread may write; a write lock keeps each frame whole on the wire. Serving the host's calls
 (a pool of threads, which the channel's reader is one of) is :mod:`plugbox._serving`, which
-:meth:`Channel.serve` imports only when the first frame after the handshake needs it. Only
-``os.read``/``os.write`` (and ``readv``/``writev``) touch the fd: no ``socket`` module.
+the package preloads from its byte code with the rest of the SDK (``plugbox/__init__.py``), so
+the first health probe finds it ready. Frames are read with ``recvmsg`` on a dup of the fd (a
+frame may carry a bulk body's memfd, :mod:`plugbox._bulk`) and written with
+``os.write``/``os.writev``.
 """
 
 from __future__ import annotations
@@ -156,8 +158,7 @@ class Channel:
         or :class:`LimitExceeded` for an over-cap frame). Call once, after the handshake. Returns
         at once when serving ends, even while commands still run.
         """
-        # The serving machinery is a module of its own, imported only when the first frame
-        # needs it: a plugin that is started and shut down (a cold start) does without.
+        # The serving machinery is a module of its own (preloaded with the package).
         try:
             first = self._read()
             if first is None:
