@@ -209,7 +209,8 @@ pub struct AnswerError {
 /// line before the rest is parsed as a [`Request`]).
 fn with_id(mut schema: Value) -> Value {
     let id = json!({
-        "description": "Any JSON value the host chooses, echoed in the answer (default null)."
+        "description": "A string, an integer (64-bit) or null, chosen by the host and echoed in the answer (default null); any other id is refused with id null.",
+        "type": ["string", "integer", "null"]
     });
     if let Some(variants) = schema["oneOf"].as_array_mut() {
         for v in variants {
@@ -239,7 +240,7 @@ pub fn json_schema() -> Value {
     })
 }
 
-/// The request's id (any JSON scalar the caller chose) and the typed request.
+/// The request's id (a string, a 64-bit integer or null, as the host chose) and the typed request.
 pub fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
     let value: Value = serde_json::from_slice(line).map_err(|e| {
         (
@@ -254,6 +255,17 @@ pub fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
         ));
     };
     let id = object.remove("id").unwrap_or(Value::Null);
+    let exact = match &id {
+        Value::Null | Value::String(_) => true,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
+    };
+    if !exact {
+        // Echoed, a float or a huge number could come back as other digits (and an object or
+        // array could hold them): the host could not match its answer.
+        let why = "an id is a string, an integer (64-bit) or null";
+        return Err((Value::Null, Failure::new("invalid", why)));
+    }
     let request = serde_json::from_value(Value::Object(object)).map_err(|e| {
         (
             id.clone(),
@@ -308,6 +320,18 @@ mod tests {
         assert!(why.contains("unknown field `x`"), "{why}");
         assert_eq!(failure("[1]").0, Value::Null);
         assert!(failure("{").1.starts_with("not JSON"));
+        // Ids that could not come back as the same digits are refused (the fuzzer's find:
+        // an integer past 64 bits came back as a float).
+        for id in ["1.5", "22222222222222222222222222", "{\"a\": 1}", "[1]", "true"] {
+            let line = format!("{{\"id\": {id}, \"op\": \"stats\"}}");
+            let (got, why) = failure(&line);
+            assert_eq!(got, Value::Null, "{id}");
+            assert!(why.contains("an id is a string"), "{why}");
+        }
+        for id in ["\"x\"", "18446744073709551615", "-9223372036854775808", "null"] {
+            let line = format!("{{\"id\": {id}, \"op\": \"stats\"}}");
+            assert!(parse(line.as_bytes()).is_ok(), "{id}");
+        }
     }
 
     #[test]
