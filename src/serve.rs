@@ -322,13 +322,24 @@ mod tests {
         assert!(failure("{").1.starts_with("not JSON"));
         // Ids that could not come back as the same digits are refused (the fuzzer's find:
         // an integer past 64 bits came back as a float).
-        for id in ["1.5", "22222222222222222222222222", "{\"a\": 1}", "[1]", "true"] {
+        for id in [
+            "1.5",
+            "22222222222222222222222222",
+            "{\"a\": 1}",
+            "[1]",
+            "true",
+        ] {
             let line = format!("{{\"id\": {id}, \"op\": \"stats\"}}");
             let (got, why) = failure(&line);
             assert_eq!(got, Value::Null, "{id}");
             assert!(why.contains("an id is a string"), "{why}");
         }
-        for id in ["\"x\"", "18446744073709551615", "-9223372036854775808", "null"] {
+        for id in [
+            "\"x\"",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "null",
+        ] {
             let line = format!("{{\"id\": {id}, \"op\": \"stats\"}}");
             assert!(parse(line.as_bytes()).is_ok(), "{id}");
         }
