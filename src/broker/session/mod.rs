@@ -94,7 +94,9 @@ pub struct Session {
     commands: Vec<String>,
     call_timeout: Duration,
     pending: Mutex<HashMap<u64, Pending>>,
-    in_flight: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    /// Plugin→host calls being served, by id: reserved (`None`) before the handler first
+    /// runs, given the task's abort handle if it goes on in a task.
+    in_flight: Mutex<HashMap<u64, Option<tokio::task::AbortHandle>>>,
     next_id: AtomicU64,
     violations: AtomicU32,
     stats: super::stats::Meter,
@@ -334,7 +336,9 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
         {
-            task.abort();
+            if let Some(task) = task {
+                task.abort();
+            }
         }
     }
 

@@ -119,7 +119,15 @@ impl Session {
             outcome: Ok(Reply::Json(Value::Null)),
             permit,
             _in_flight: self.stats.in_flight(false),
+            session: Arc::clone(self),
+            inline: true,
         };
+        // The slot is taken before the handler first runs: a drain that starts while the
+        // handler is running (it may already have reached the host) must count it.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, None);
         let mut running = granted.handler.call(ctx, request);
         // A waker that does nothing: a handler that is not ready is polled again, with the
         // task's own waker, before anything could be missed (a future registers the waker of
@@ -132,6 +140,7 @@ impl Session {
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let session = Arc::clone(self);
         let deadline = self.call_timeout;
+        call.inline = false;
         let task = tokio::spawn(async move {
             let _ = start_rx.await;
             call.outcome = match tokio::time::timeout(deadline, running).await {
@@ -151,7 +160,7 @@ impl Session {
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, task.abort_handle());
+            .insert(id, Some(task.abort_handle()));
         let _ = start_tx.send(());
         None
     }
@@ -179,6 +188,10 @@ pub(super) struct Finished {
     permit: Permit,
     /// Counted in flight (metrics) until answered.
     _in_flight: InFlight,
+    /// The session whose in-flight slot this call holds.
+    session: Arc<Session>,
+    /// Answered by the reader: the slot is given back when this is dropped.
+    inline: bool,
 }
 
 impl Finished {
@@ -194,6 +207,24 @@ impl Finished {
                 &mut self.permit,
             )
             .await;
+    }
+}
+
+impl Drop for Finished {
+    /// A call answered by the reader gives back its reserved slot once answered (or if the
+    /// reader stops first); a call in a task leaves its slot to the task.
+    fn drop(&mut self) {
+        if !self.inline {
+            return;
+        }
+        let mut in_flight = self
+            .session
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if matches!(in_flight.get(&self.id), Some(None)) {
+            in_flight.remove(&self.id);
+        }
     }
 }
 

@@ -135,7 +135,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        if let Some(task) = task {
+        if let Some(Some(task)) = task {
             task.abort();
             self.send_now(error_frame(
                 id,
