@@ -153,7 +153,7 @@ async fn main() {
     println!("  target p50 >= {TARGET_GBPS} GB/s: {verdict} ({box50:.2})");
 
     println!("sizes around the bulk threshold (plugbox round trip, p50 of {n}):");
-    for kib in [256usize, 512, 1024, 1025, 2048, 8192] {
+    for kib in [256usize, 1024, 4096, 8192, 14336, 14337, 16384] {
         let len = kib * 1024;
         let mut samples = Vec::new();
         for _ in 0..n {

@@ -87,7 +87,8 @@ async fn a_64_mib_call_goes_there_and_back_intact_as_a_read_only_view() {
     assert_eq!(back.len(), 64 * MIB);
     assert!(is_pattern(&back));
     // Around the threshold, and small: inline frames still work the same.
-    for n in [MIB - 1, MIB, MIB + 1, 3] {
+    let t = plugbox::ipc::bulk::BULK_THRESHOLD;
+    for n in [t - 1, t, t + 1, 3] {
         let reply = plugin
             .call_with_body("echo", Map::new(), "data", pattern(n))
             .await

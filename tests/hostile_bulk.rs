@@ -223,7 +223,7 @@ def handle(h, body, fd):
     out = {
         "body_write": errno_of(lambda: os.pwrite(fd, b"x", 0)),
         "body_shrink": errno_of(lambda: os.ftruncate(fd, 1)),
-        "body_grow": errno_of(lambda: os.ftruncate(fd, 4 << 20)),
+        "body_grow": errno_of(lambda: os.ftruncate(fd, os.fstat(fd).st_size + 4096)),
         "body_map_writable": errno_of(lambda: mmap.mmap(fd, 4096, flags=mmap.MAP_SHARED, prot=mmap.PROT_WRITE)),
         "body_unseal": errno_of(lambda: fcntl.fcntl(fd, fcntl.F_ADD_SEALS, 0)),
         "body_seals": fcntl.fcntl(fd, fcntl.F_GET_SEALS),
@@ -248,7 +248,9 @@ async fn the_plugin_cannot_write_resize_unseal_or_make_the_memfds_executable() {
         .spawn_instance(p.path(), &Grants::all_requested())
         .await
         .expect("load");
-    let body = vec![7u8; 2 << 20];
+    // Just over the threshold, so it goes by memfd; growing it by a page stays under
+    // RLIMIT_FSIZE (16 MiB), so that the seal, not the limit, refuses.
+    let body = vec![7u8; plugbox::ipc::bulk::BULK_THRESHOLD + 1];
     let reply = tokio::time::timeout(
         Duration::from_secs(30),
         instance.call_with_body("probe", Map::new(), "data", body),
@@ -259,7 +261,6 @@ async fn the_plugin_cannot_write_resize_unseal_or_make_the_memfds_executable() {
     let Reply::Json(out) = reply else {
         panic!("{reply:?}")
     };
-    // Growing is tried under RLIMIT_FSIZE (16 MiB), so that the seal, not the limit, refuses.
     // F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE, and F_SEAL_EXEC (0x20) from
     // MFD_NOEXEC_SEAL; the buffer has all but F_SEAL_WRITE.
     let fixed = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_EXEC;

@@ -43,7 +43,7 @@ _READ_CHUNK: Final = 64 * 1024  # the least FdReader asks the fd for when its bu
 # rather than through FdReader's buffer. Below it, buffering saves system calls.
 _DIRECT_READ: Final = 256 * 1024
 _JOIN_WRITE: Final = 16 * 1024  # bodies up to this size are joined to the header: one write
-BULK_THRESHOLD: Final = 1 << 20  # larger results go by a host buffer (_bulk); as the host's
+BULK_THRESHOLD: Final = 14 << 20  # larger results go by a host buffer (_bulk); as the host's
 _ANC_BYTES: Final = _socket.CMSG_SPACE(8 * 4)  # room for 8 descriptors (the host passes 1)
 _FD_BYTES: Final = 4
 _CLOEXEC: Final = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)  # a subprocess inherits no memfd
