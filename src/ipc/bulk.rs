@@ -83,17 +83,29 @@ pub fn result_buffer(len: u64) -> Result<File, BulkError> {
 /// [`result_buffer`]), read into `into` (reused if large enough): a `protocol` error if the
 /// plugin claims more than the buffer holds.
 pub fn take_result(buffer: &File, len: u64, into: Vec<u8>) -> Result<Vec<u8>, BulkError> {
+    let len = check_result(buffer, len)?;
+    Ok(read_result(buffer, len, into)?)
+}
+
+/// Checks a plugin's claim of a `len`-byte result in `buffer` (one `fstat`): a `protocol`
+/// error past the buffer's sealed size.
+pub fn check_result(buffer: &File, len: u64) -> Result<usize, BulkError> {
     let size = buffer.metadata()?.len();
     if len > size {
         return Err(BulkError::Protocol(format!(
             "the plugin claims a result of {len} bytes in a buffer of {size}"
         )));
     }
-    let len = usize::try_from(len).map_err(|_| BulkError::TooLarge {
+    usize::try_from(len).map_err(|_| BulkError::TooLarge {
         len,
         limit: MAX_BULK_BYTES,
-    })?;
-    Ok(sys::read_into_vec(buffer, len, into)?)
+    })
+}
+
+/// Copies the first `len` bytes of `buffer` out (after [`check_result`]): up to a GiB, so
+/// callers run it on a blocking thread.
+pub fn read_result(buffer: &File, len: usize, into: Vec<u8>) -> io::Result<Vec<u8>> {
+    sys::read_into_vec(buffer, len, into)
 }
 
 #[cfg(test)]

@@ -222,25 +222,43 @@ impl Session {
         self.send_now(reply);
     }
 
-    /// The bytes a plugin says it wrote for host call `id`: the first `len` bytes of the
-    /// buffer it was given. A call that got no buffer, or a `len` past it, is a violation and
-    /// fails the call with `protocol`.
-    pub(super) fn take_bulk_result(&self, id: u64, len: u64) -> Result<Reply, CallError> {
+    /// A plugin's bulk result for host call `id`: `len` bytes it says it wrote in the buffer
+    /// it was given. The claim is checked here (a call that got no buffer, or a `len` past
+    /// it, is a violation and fails the call with `protocol`); the copy out, up to a GiB,
+    /// runs on a blocking thread, so the reader reads on and no plugin can hold an async
+    /// worker with it. The waiting caller gets the bytes from there.
+    pub(super) fn on_bulk_result(self: &Arc<Self>, id: u64, len: u64) {
         let buffer = self.bulk.buffers().remove(&id);
-        let outcome = match buffer {
+        let claim = match buffer {
             None => Err(BulkError::Protocol(format!(
                 "a bulk result for call {id}, which was given no buffer"
             ))),
-            Some(buffer) => {
-                let taken = bulk::take_result(&buffer.0, len, self.bulk.take_body(id));
+            Some(buffer) => bulk::check_result(&buffer.0, len).map(|len| (buffer, len)),
+        };
+        let Some(tx) = self.waiter(id) else {
+            if let Ok((buffer, _)) = claim {
                 self.bulk.recycle(buffer);
-                taken
+            }
+            return;
+        };
+        let (buffer, len) = match claim {
+            Ok(claim) => claim,
+            Err(e) => {
+                let why = e.to_string();
+                self.violation(None, ErrorCode::Protocol, &why);
+                let _ = tx.send(Err(CallError::new(ErrorCode::Protocol, why)));
+                return;
             }
         };
-        outcome.map(Reply::Bytes).map_err(|e| {
-            let why = e.to_string();
-            self.violation(None, ErrorCode::Protocol, &why);
-            CallError::new(ErrorCode::Protocol, why)
-        })
+        let into = self.bulk.take_body(id);
+        let session = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let read = bulk::read_result(&buffer.0, len, into);
+            session.bulk.recycle(buffer);
+            let reply = read
+                .map(Reply::Bytes)
+                .map_err(|e| CallError::host(format!("reading the result buffer: {e}")));
+            let _ = tx.send(reply);
+        });
     }
 }

@@ -80,7 +80,10 @@ impl Session {
                 bulk,
             }) => {
                 let reply = match bulk {
-                    Some(len) => self.take_bulk_result(id, len),
+                    Some(len) => {
+                        self.on_bulk_result(id, len);
+                        return None;
+                    }
                     None if body => Ok(Reply::Bytes(frame.body)),
                     None => Ok(Reply::Json(result.unwrap_or(Value::Null))),
                 };
@@ -107,15 +110,21 @@ impl Session {
     }
 
     fn on_reply(&self, id: u64, reply: Result<Reply, CallError>) {
+        if let Some(tx) = self.waiter(id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Who waits for the reply to host→plugin call `id`, taken out of `pending`; `None` for a
+    /// call its caller abandoned, and a violation for one never made or already answered.
+    pub(super) fn waiter(&self, id: u64) -> Option<Pending> {
         let waiter = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         match waiter {
-            Some(tx) => {
-                let _ = tx.send(reply);
-            }
+            Some(tx) => return Some(tx),
             None if self
                 .abandoned
                 .lock()
@@ -127,6 +136,7 @@ impl Session {
                 &format!("reply to unknown or already answered call {id}"),
             ),
         }
+        None
     }
 
     fn on_cancel(&self, id: u64) {
