@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod bulk;
 mod host_calls;
+mod in_flight;
 mod plugin_calls;
 mod reader;
 
@@ -94,9 +95,8 @@ pub struct Session {
     commands: Vec<String>,
     call_timeout: Duration,
     pending: Mutex<HashMap<u64, Pending>>,
-    /// Plugin→host calls being served, by id: reserved (`None`) before the handler first
-    /// runs, given the task's abort handle if it goes on in a task.
-    in_flight: Mutex<HashMap<u64, Option<tokio::task::AbortHandle>>>,
+    /// Plugin→host calls being served.
+    in_flight: in_flight::InFlightCalls,
     next_id: AtomicU64,
     violations: AtomicU32,
     stats: super::stats::Meter,
@@ -145,7 +145,7 @@ impl Session {
             commands,
             call_timeout,
             pending: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: in_flight::InFlightCalls::default(),
             next_id: AtomicU64::new(1),
             violations: AtomicU32::new(0),
             stats,
@@ -318,28 +318,9 @@ impl Session {
     /// their outcome, then aborts the rest. The supervisor calls it before the exit record, so
     /// a plugin's records end with its exit.
     pub async fn drain(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        for (_, task) in self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-        {
-            if let Some(task) = task {
-                task.abort();
-            }
-        }
+        self.in_flight
+            .drain(tokio::time::Instant::now() + limit)
+            .await;
     }
 
     /// Ends the session if the plugin stopped reading (called by the writer).

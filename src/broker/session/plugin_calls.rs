@@ -9,10 +9,7 @@ use std::task::{Context, Poll, Waker};
 impl Session {
     /// Plugin→host calls being served now (a draining instance waits for them).
     pub fn plugin_calls_in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.in_flight.len()
     }
 
     /// Decides a plugin→host call, records the decision, and starts the allowed call. The
@@ -37,12 +34,7 @@ impl Session {
         if !self.report_suppressed(false) {
             return None;
         }
-        if self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id)
-        {
+        if self.in_flight.contains(id) {
             self.violation(
                 Some(id),
                 ErrorCode::Invalid,
@@ -124,10 +116,7 @@ impl Session {
         };
         // The slot is taken before the handler first runs: a drain that starts while the
         // handler is running (it may already have reached the host) must count it.
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, None);
+        self.in_flight.reserve(id);
         let mut running = granted.handler.call(ctx, request);
         // A waker that does nothing: a handler that is not ready is polled again, with the
         // task's own waker, before anything could be missed (a future registers the waker of
@@ -151,16 +140,9 @@ impl Session {
                 )),
             };
             call.answer(&session).await;
-            session
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            session.in_flight.release(id);
         });
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Some(task.abort_handle()));
+        self.in_flight.attach(id, task.abort_handle());
         let _ = start_tx.send(());
         None
     }
@@ -217,14 +199,7 @@ impl Drop for Finished {
         if !self.inline {
             return;
         }
-        let mut in_flight = self
-            .session
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if matches!(in_flight.get(&self.id), Some(None)) {
-            in_flight.remove(&self.id);
-        }
+        self.session.in_flight.release_reserved(self.id);
     }
 }
 

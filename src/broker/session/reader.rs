@@ -140,12 +140,7 @@ impl Session {
     }
 
     fn on_cancel(&self, id: u64) {
-        let task = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Some(Some(task)) = task {
+        if let Some(task) = self.in_flight.release(id) {
             task.abort();
             self.send_now(error_frame(
                 id,
