@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 
+mod ending;
+
 /// Where audit records go. Dropping the last handle seals the log (in the dropping thread).
 #[derive(Debug)]
 pub struct AuditLog {
@@ -315,75 +317,6 @@ impl Core {
         state.closed = Some(why.clone());
         self.failed.send_replace(Some(why));
     }
-
-    /// Ends the current file with a `rotate` record, archives it, and continues the chain in
-    /// a fresh file at the same path.
-    fn rotate(&self, state: &mut State) -> Result<(), AuditError> {
-        let number = state.rotations + 1;
-        let archived = rotated::archive_name(&self.path, number);
-        let mut r = Record::new(EventKind::Rotate, engine_subject());
-        r.detail = Some(serde_json::json!({ "archived_as": archived, "continues_in": self.path }));
-        self.append(state, &r)?;
-        let result = state
-            .file
-            .as_ref()
-            .map_or(Ok(()), File::sync_data)
-            .and_then(|()| std::fs::rename(&self.path, &archived))
-            .and_then(|()| open_append(&self.path));
-        match result {
-            Ok(file) => {
-                *self.sync_file.lock().unwrap_or_else(|p| p.into_inner()) = file.try_clone().ok();
-                state.file = Some(file);
-                state.rotations = number;
-                state.bytes_in_file = 0;
-                state.opened_at = Instant::now();
-                Ok(())
-            }
-            Err(source) => {
-                self.fail(state, format!("rotation failed: {source}"));
-                Err(AuditError::Write {
-                    seq: state.next_seq,
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        }
-    }
-
-    fn seal(&self) -> Result<u64, AuditError> {
-        let mut state = self.lock();
-        if self.options.danger_disabled {
-            return Ok(state.next_seq);
-        }
-        if let Some(why) = &state.closed {
-            return Err(self.closed_error(why));
-        }
-        // The closing checkpoint is signed under the lock: nothing may come between it and
-        // the seal it announces.
-        let closing = match &self.signer {
-            Some(signer) => Some(signer.closing(self, &mut state)?),
-            None => None,
-        };
-        let mut r = Record::new(EventKind::Seal, engine_subject());
-        r.detail = Some(serde_json::json!({ "records": state.next_seq }));
-        let seq = self.append(&mut state, &r)?;
-        if let Some(file) = state.file.as_ref() {
-            let _ = file.sync_all();
-        }
-        state.closed = Some("sealed".into());
-        state.file = None;
-        self.close_sync_file();
-        drop(state);
-        if let (Some(signer), Some(c)) = (&self.signer, closing) {
-            signer.stop_and_hook(&c);
-        }
-        Ok(seq)
-    }
-
-    /// Ends group commit: the flusher thread finds no file and returns.
-    fn close_sync_file(&self) {
-        *self.sync_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 impl Drop for AuditLog {
@@ -420,53 +353,4 @@ fn host_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subject() -> Subject {
-        Subject {
-            name: "p".into(),
-            version: "1.0.0".into(),
-            instance: "p#1".into(),
-            digest: None,
-        }
-    }
-
-    #[test]
-    fn records_are_numbered_chained_lines_ending_in_a_seal() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let log = AuditLog::open(&dir.path().join("audit.jsonl")).expect("open");
-        for _ in 0..3 {
-            log.write(&Record::new(EventKind::Spawn, subject()))
-                .expect("write");
-        }
-        let path = log.path().to_owned();
-        // Seal explicitly: the group-commit thread may briefly hold the last reference, so a
-        // seal left to Drop could land after this test reads the file.
-        log.seal().expect("seal");
-        drop(log);
-        let text = std::fs::read_to_string(path).expect("read");
-        let records: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
-        let seqs: Vec<u64> = records
-            .iter()
-            .map(|r| r["seq"].as_u64().expect("seq"))
-            .collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert_eq!(records[0]["event"], "open");
-        assert_eq!(records[4]["event"], "seal");
-        for pair in records.windows(2) {
-            assert_eq!(pair[1]["prev"], pair[0]["hash"]);
-        }
-    }
-
-    #[test]
-    fn a_full_device_fails_closed_for_good() {
-        assert!(matches!(
-            AuditLog::open(Path::new("/dev/full")),
-            Err(AuditError::Write { seq: 1, .. })
-        ));
-    }
-}
+mod tests;
