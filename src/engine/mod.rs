@@ -27,6 +27,7 @@ mod evidence;
 mod fate;
 mod handshake;
 mod instance;
+mod launcher;
 mod lifecycle;
 mod load;
 mod load_error;

@@ -75,7 +75,7 @@ impl Engine {
                 }
                 m.set_state(State::Ready, None);
                 tokio::spawn(supervisor::run(
-                    Arc::downgrade(&self.inner),
+                    super::launcher::Launcher::new(self),
                     Arc::clone(&m),
                     rx,
                 ));

@@ -4,12 +4,12 @@
 
 use super::drain::{recycle_times, Stop};
 use super::instance::Instance;
+use super::launcher::Launcher;
 use super::lifecycle::State;
 use super::plugin::{Managed, StartKind, Wake};
 use super::restart::{RestartTracker, Verdict};
-use super::{Engine, Inner};
 use crate::audit::{escape_text, EventKind, Record};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -54,11 +54,11 @@ pub(crate) fn watch(m: &Arc<Managed>, instance: Arc<Instance>) {
 
 /// Runs until the plugin is unloaded or the engine is gone.
 pub(crate) async fn run(
-    engine: Weak<Inner>,
+    launcher: Launcher,
     m: Arc<Managed>,
     mut rx: mpsc::UnboundedReceiver<Wake>,
 ) {
-    let mut sup = Supervisor::new(engine, Arc::clone(&m));
+    let mut sup = Supervisor::new(launcher, Arc::clone(&m));
     loop {
         let health = sup.next_health;
         let restart = sup.restart_at;
@@ -95,7 +95,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 struct Supervisor {
-    engine: Weak<Inner>,
+    launcher: Launcher,
     m: Arc<Managed>,
     tracker: RestartTracker,
     /// Starts asked for and not yet finished.
@@ -110,11 +110,11 @@ struct Supervisor {
 mod recycle;
 
 impl Supervisor {
-    fn new(engine: Weak<Inner>, m: Arc<Managed>) -> Self {
+    fn new(launcher: Launcher, m: Arc<Managed>) -> Self {
         let policy = m.validated().manifest.policy.supervision().clone();
         let next_health = Instant::now() + policy.health_interval;
         Self {
-            engine,
+            launcher,
             m,
             tracker: RestartTracker::new(policy),
             starting: 0,
@@ -286,25 +286,14 @@ impl Supervisor {
 
     /// Starts one instance in the background; the result comes back as `Wake::Started`.
     fn start(&mut self, why: StartKind) {
-        let Some(inner) = self.engine.upgrade() else {
+        let Some(starting) = self.launcher.start(&self.m) else {
             return;
         };
         self.starting += 1;
-        let engine = Engine { inner };
-        let m = Arc::clone(&self.m);
+        let wake = self.m.wake.clone();
         tokio::spawn(async move {
-            let validated = m.validated();
-            // The code must still be what was validated (and approved) at load.
-            let result = match unchanged_code(&validated) {
-                Ok(()) => {
-                    engine
-                        .start_instance(&validated, Arc::clone(&m.stats))
-                        .await
-                }
-                Err(e) => Err(engine.refused(&validated.subject, e)),
-            };
-            drop(engine);
-            let _ = m.wake.send(Wake::Started { result, why });
+            let result = starting.await;
+            let _ = wake.send(Wake::Started { result, why });
         });
     }
 
@@ -369,22 +358,6 @@ fn health_failed(m: &Managed, instance: &Instance, timeout: Duration, why: &str)
         tracing::error!("{e}");
     }
     instance.kill(format!("health check failed: {why}"));
-}
-
-/// Refuses a restart whose code on disk changed since it was validated.
-fn unchanged_code(validated: &super::validate::Validated) -> Result<(), super::LoadError> {
-    let dir = &validated.manifest.dir;
-    let now =
-        crate::manifest::digest::code_digest(dir).map_err(crate::manifest::ManifestError::from)?;
-    if now == validated.digest {
-        return Ok(());
-    }
-    Err(crate::manifest::ManifestError::DigestMismatch {
-        plugin: validated.manifest.name.clone(),
-        approved: validated.digest.clone(),
-        actual: now,
-    }
-    .into())
 }
 
 fn kind_text(why: StartKind) -> &'static str {
