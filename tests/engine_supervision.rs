@@ -52,7 +52,8 @@ async fn a_plugin_that_stops_answering_pings_is_killed_and_restarted() {
     );
     let p = TestPlugin::new(
         "freezer",
-        "[supervision]\nhealth_interval_ms = 200\nhealth_timeout_ms = 200\nbackoff_ms = 50\n",
+        // Probes every 50 ms, each given 400 ms: several would be outstanding at once.
+        "[supervision]\nhealth_interval_ms = 50\nhealth_timeout_ms = 400\nbackoff_ms = 50\n",
         &main,
     );
     let plugin = te.engine.load(p.path(), &all()).await.expect("load");
@@ -66,6 +67,13 @@ async fn a_plugin_that_stops_answering_pings_is_killed_and_restarted() {
     te.wait_for("restart", |r| r["event"] == "restart").await;
     let second = pid_of(plugin.call("pid", json!({})).await.expect("after restart")) as i32;
     assert_ne!(first, second);
+    // One failure, one record: the probes still outstanding when it failed add none.
+    let failures = te.events("health_failure");
+    let of_first = failures
+        .iter()
+        .filter(|r| r["plugin"]["instance"] == failure["plugin"]["instance"])
+        .count();
+    assert_eq!(of_first, 1, "{failures:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,11 @@ pub struct Instance {
     born: std::time::Instant,
     /// Notified when the last host→plugin call in flight finishes.
     idle: tokio::sync::Notify,
+    /// A health probe is outstanding: the next interval sends none (a timeout longer than
+    /// the interval would otherwise stack probes, each failing with its own record).
+    probing: AtomicBool,
+    /// A health check failed: recorded once, whatever probes were still outstanding.
+    unhealthy: AtomicBool,
 }
 
 impl Instance {
@@ -59,6 +64,8 @@ impl Instance {
             last_active_ms: AtomicU64::new(0),
             born: std::time::Instant::now(),
             idle: tokio::sync::Notify::new(),
+            probing: AtomicBool::new(false),
+            unhealthy: AtomicBool::new(false),
         }
     }
 
@@ -171,6 +178,21 @@ impl Instance {
     /// One health probe (`plugbox.ping`) with deadline `timeout`; returns the round trip.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, CallError> {
         self.session.probe(timeout).await
+    }
+
+    /// Claims the one outstanding health probe: `false` while another is outstanding.
+    pub(crate) fn begin_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The outstanding health probe has ended.
+    pub(crate) fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Marks a failed health check: `true` only the first time.
+    pub(crate) fn mark_unhealthy(&self) -> bool {
+        !self.unhealthy.swap(true, Ordering::AcqRel)
     }
 
     /// Has the process ended? Returns how, once it has.

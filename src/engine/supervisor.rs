@@ -329,14 +329,21 @@ impl Supervisor {
         let policy = self.m.validated().manifest.policy.supervision().clone();
         self.next_health = Instant::now() + policy.health_interval;
         for instance in self.m.instances() {
+            if !instance.begin_probe() {
+                continue;
+            }
             let m = Arc::clone(&self.m);
             let timeout = policy.health_timeout;
             tokio::spawn(async move {
-                if let Err(e) = instance.ping(timeout).await {
+                let pinged = instance.ping(timeout).await;
+                instance.end_probe();
+                if let Err(e) = pinged {
                     if instance.exited().is_some() || instance.retiring() {
                         return;
                     }
-                    health_failed(&m, &instance, timeout, &e.message);
+                    if instance.mark_unhealthy() {
+                        health_failed(&m, &instance, timeout, &e.message);
+                    }
                 }
             });
         }
