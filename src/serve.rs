@@ -166,6 +166,15 @@ pub struct HostCall {
     pub op: &'static str,
     /// The call's number, unique for this serve process.
     pub call: u64,
+    /// The `id` of the host's `call` request that the plugin made this call for; absent
+    /// when there is none (a call from a background thread, or outside any command). The
+    /// plugin says which command it is running, and the engine accepts that only while that
+    /// command's call waits for the plugin's reply, so a plugin cannot name a request of
+    /// another plugin, one it has answered, or one that was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    #[schemars(schema_with = "request_id_schema")]
+    pub request: Option<Value>,
     /// The calling plugin's name.
     pub plugin: String,
     /// Its instance.
@@ -174,6 +183,14 @@ pub struct HostCall {
     pub capability: String,
     /// Its keyword arguments, as the gate allowed them.
     pub args: serde_json::Map<String, Value>,
+}
+
+/// The schema of a request id as a `host_call` line names it (the request's own `id`).
+fn request_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The id of the host's request, as the host chose it.",
+        "type": ["string", "integer"]
+    })
 }
 
 /// An answer line: to request `id`, `ok` with `result`, or not with `error`.

@@ -31,11 +31,11 @@
 //! "error": {"code": ..., "message": ...}}`; a line that is not a valid request is answered
 //! with `"id": null` when its id cannot be read.
 
-use crate::forwarded::{Forwarded, HostCalls};
+use crate::forwarded::{Forwarded, HostCalls, Running};
 use crate::serve_io::{Input, Line, Output};
 use crate::serve_order::{Order, Subject, Ticket};
 use plugbox::capability::Reply;
-use plugbox::engine::{Engine, EngineConfig, Plugin};
+use plugbox::engine::{CallOptions, Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
 use plugbox::serve::{answer, parse, Failure, Ready, Request};
 use serde_json::{json, Value};
@@ -178,11 +178,12 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             continue;
         }
         let ticket = order.file(subject(&request, &engine));
+        let tag = matches!(request, Request::Call { .. }).then(|| host_calls.running(&id));
         running.spawn(run_request(
             engine.clone(),
             out.clone(),
             ticket,
-            id,
+            (id, tag),
             request,
         ));
     }
@@ -223,7 +224,14 @@ async fn send(out: &Output, line: Value) {
 /// One request in its own task: a load's manifest is read here (off the request loop, on a
 /// blocking thread; the reader refuses special files and is capped, so it cannot hang), then
 /// the request waits its turn, runs and is answered.
-async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value, request: Request) {
+async fn run_request(
+    engine: Engine,
+    out: Output,
+    mut ticket: Ticket,
+    (id, running): (Value, Option<Running>),
+    request: Request,
+) {
+    let tag = running.as_ref().map(|r| r.tag);
     if let Request::Load { dir, .. } = &request {
         let dir = dir.clone();
         let read = tokio::task::spawn_blocking(move || plugbox::manifest::Manifest::load(&dir))
@@ -237,14 +245,14 @@ async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value,
                 // reader never blocks and is capped) so that the refusal is audited.
                 ticket.named(None);
                 drop(ticket);
-                let result = handle(&engine, request).await;
+                let result = handle(&engine, request, tag).await;
                 return send(&out, answer(id, result)).await;
             }
         }
     }
     ticket.wait().await;
-    let result = handle(&engine, request).await;
-    drop(ticket);
+    let result = handle(&engine, request, tag).await;
+    drop((ticket, running));
     send(&out, answer(id, result)).await;
 }
 
@@ -268,7 +276,8 @@ fn subject(request: &Request, engine: &Engine) -> Subject {
     }
 }
 
-async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
+/// Runs one request; a `call` carries `tag` (its `host_call` lines name the request).
+async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<Value, Failure> {
     match request {
         Request::Load { dir, grant } => {
             let grants = grants(grant.as_deref())?;
@@ -307,7 +316,11 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                     format!("{plugin} is not loaded"),
                 ));
             };
-            match p.call(&command, args).await? {
+            let Value::Object(args) = args else {
+                return Err(Failure::new("invalid", "arguments must be a JSON object"));
+            };
+            let options = CallOptions { body: None, tag };
+            match p.call_with(&command, args, options).await? {
                 Reply::Json(v) => Ok(v),
                 Reply::Bytes(b) => Ok(match String::from_utf8(b) {
                     Ok(text) => json!({ "bytes_utf8": text }),

@@ -82,6 +82,8 @@ pub struct Terms {
 }
 
 type Pending = oneshot::Sender<Result<Reply, CallError>>;
+/// A host→plugin call waiting for its reply: where the reply goes, and the caller's tag.
+type Waiting = (Pending, Option<u64>);
 
 /// The state of one connection.
 pub struct Session {
@@ -93,7 +95,8 @@ pub struct Session {
     gate: Arc<Gate>,
     commands: Vec<String>,
     call_timeout: Duration,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// Host→plugin calls waiting for the plugin's reply, by id.
+    pending: Mutex<HashMap<u64, Waiting>>,
     /// Plugin→host calls being served, by id: reserved (`None`) before the handler first
     /// runs, given the task's abort handle if it goes on in a task.
     in_flight: Mutex<HashMap<u64, Option<tokio::task::AbortHandle>>>,

@@ -72,7 +72,8 @@ impl Session {
                 args,
                 body,
                 bulk: None,
-            }) => return self.on_call(id, method, args, body, frame),
+                cause,
+            }) => return self.on_call(id, method, args, body, cause, frame),
             Ok(Message::Result {
                 id,
                 result,
@@ -113,7 +114,7 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         match waiter {
-            Some(tx) => {
+            Some((tx, _)) => {
                 let _ = tx.send(reply);
             }
             None if self
