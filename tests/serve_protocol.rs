@@ -105,7 +105,7 @@ fn a_protocol_version_serve_does_not_speak_is_refused_before_the_ready_line() {
         .arg(work.path().join("audit.jsonl"))
         .arg("--state")
         .arg(work.path().join("state"))
-        .args(["--protocol", "2"])
+        .args(["--protocol", "3"])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("plugbox serve");
@@ -116,5 +116,8 @@ fn a_protocol_version_serve_does_not_speak_is_refused_before_the_ready_line() {
         String::from_utf8_lossy(&out.stdout)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--protocol 2") && err.contains("[1]"), "{err}");
+    assert!(
+        err.contains("--protocol 3") && err.contains("[1, 2]"),
+        "{err}"
+    );
 }

@@ -20,6 +20,14 @@ pub struct CallOptions {
 }
 
 impl Plugin {
+    /// The largest raw body a call of this plugin may carry, and the largest binary result it
+    /// may return: `min(limits.memory_mib, 1 GiB)` (a larger one is refused `too_large`
+    /// before anything is sent).
+    pub fn max_body_bytes(&self) -> u64 {
+        let memory = self.m.validated().manifest.policy.limits().memory_bytes;
+        crate::ipc::bulk::body_limit(memory)
+    }
+
     /// Calls `command` with keyword arguments `args` and `options`, on a ready instance (as
     /// [`Plugin::call`]).
     pub async fn call_with(

@@ -32,12 +32,13 @@
 //! with `"id": null` when its id cannot be read.
 
 use crate::forwarded::{Forwarded, HostCalls, Running};
-use crate::serve_io::{Input, Line, Output};
+use crate::serve_input::{Input, Reading};
+use crate::serve_io::{Line, Output};
 use crate::serve_order::{Order, Subject, Ticket};
 use plugbox::capability::Reply;
 use plugbox::engine::{CallOptions, Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
-use plugbox::serve::{answer, parse, Failure, Ready, Request};
+use plugbox::serve::{answer, body_answer, Failure, Ready, Request, BODY_PROTOCOL};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -114,7 +115,12 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let events = opts
         .events
         .then(|| crate::serve_events::forward(&engine, out.clone()));
-    let mut input = crate::serve_io::spawn_reader(MAX_REQUEST_BYTES);
+    let limits = engine.clone();
+    let mut input = crate::serve_input::spawn_reader(Reading {
+        max_line: MAX_REQUEST_BYTES,
+        protocol: opts.protocol,
+        limit: Box::new(move |name| limits.plugin(name).map(|p| p.max_body_bytes())),
+    });
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
     let mut failed = None;
@@ -129,30 +135,15 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             }
         };
         let Some(item) = item else { break };
-        let line = match item {
-            Input::Line(line) => line,
-            Input::TooLong => {
-                let why = format!("request longer than {MAX_REQUEST_BYTES} bytes");
-                send(
-                    &out,
-                    answer(Value::Null, Err(Failure::new("too_large", why))),
-                )
-                .await;
+        let (id, request, body) = match item {
+            Input::Request { id, request, body } => (id, request, body),
+            Input::Refused { id, failure } => {
+                send(&out, answer(id, Err(failure))).await;
                 continue;
             }
             Input::Failed(e) => {
                 failed = Some(format!("stdin: {e}"));
                 break;
-            }
-        };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let (id, request) = match parse(&line) {
-            Ok(parsed) => parsed,
-            Err((id, failure)) => {
-                send(&out, answer(id, Err(failure))).await;
-                continue;
             }
         };
         if let Request::HostReply {
@@ -179,13 +170,12 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         }
         let ticket = order.file(subject(&request, &engine));
         let tag = matches!(request, Request::Call { .. }).then(|| host_calls.running(&id));
-        running.spawn(run_request(
-            engine.clone(),
-            out.clone(),
-            ticket,
-            (id, tag),
-            request,
-        ));
+        let serving = Serving {
+            engine: engine.clone(),
+            out: out.clone(),
+            protocol: opts.protocol,
+        };
+        running.spawn(run_request(serving, ticket, (id, tag), (request, body)));
     }
     let finish_running = async { while running.join_next().await.is_some() {} };
     let sealed = match signalled {
@@ -221,15 +211,46 @@ async fn send(out: &Output, line: Value) {
     let _ = out.send(Line::Answer(line)).await;
 }
 
+/// What a request's task needs.
+struct Serving {
+    engine: Engine,
+    out: Output,
+    /// The protocol the host speaks.
+    protocol: u32,
+}
+
+impl Serving {
+    /// Runs `request` and answers it.
+    async fn answer(&self, id: Value, request: Request, body: Option<Vec<u8>>, tag: Option<u64>) {
+        let result = handle(&self.engine, request, (body, tag)).await;
+        let line = match result {
+            Ok(Reply::Json(v)) => Line::Answer(answer(id, Ok(v))),
+            Ok(Reply::Bytes(bytes)) if self.protocol >= BODY_PROTOCOL => Line::Body {
+                line: body_answer(id, bytes.len() as u64),
+                bytes,
+            },
+            // Protocol 1 has no binary results.
+            Ok(Reply::Bytes(b)) => Line::Answer(answer(
+                id,
+                Ok(match String::from_utf8(b) {
+                    Ok(text) => json!({ "bytes_utf8": text }),
+                    Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
+                }),
+            )),
+            Err(f) => Line::Answer(answer(id, Err(f))),
+        };
+        let _ = self.out.send(line).await;
+    }
+}
+
 /// One request in its own task: a load's manifest is read here (off the request loop, on a
 /// blocking thread; the reader refuses special files and is capped, so it cannot hang), then
 /// the request waits its turn, runs and is answered.
 async fn run_request(
-    engine: Engine,
-    out: Output,
+    serving: Serving,
     mut ticket: Ticket,
     (id, running): (Value, Option<Running>),
-    request: Request,
+    (request, body): (Request, Option<Vec<u8>>),
 ) {
     let tag = running.as_ref().map(|r| r.tag);
     if let Request::Load { dir, .. } = &request {
@@ -245,15 +266,13 @@ async fn run_request(
                 // reader never blocks and is capped) so that the refusal is audited.
                 ticket.named(None);
                 drop(ticket);
-                let result = handle(&engine, request, tag).await;
-                return send(&out, answer(id, result)).await;
+                return serving.answer(id, request, body, tag).await;
             }
         }
     }
     ticket.wait().await;
-    let result = handle(&engine, request, tag).await;
+    serving.answer(id, request, body, tag).await;
     drop((ticket, running));
-    send(&out, answer(id, result)).await;
 }
 
 /// The plugin a request is about, for its place in the order (a load's name is read later, in
@@ -276,8 +295,13 @@ fn subject(request: &Request, engine: &Engine) -> Subject {
     }
 }
 
-/// Runs one request; a `call` carries `tag` (its `host_call` lines name the request).
-async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<Value, Failure> {
+/// Runs one request; a `call` carries its raw body, if any, and `tag` (its `host_call` lines
+/// name the request).
+async fn handle(
+    engine: &Engine,
+    request: Request,
+    (body, tag): (Option<Vec<u8>>, Option<u64>),
+) -> Result<Reply, Failure> {
     match request {
         Request::Load { dir, grant } => {
             let grants = grants(grant.as_deref())?;
@@ -285,7 +309,7 @@ async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<V
                 .load(&dir, &grants)
                 .await
                 .map_err(|e| Failure::new("load_failed", format!("{} at {}", e, e.step())))?;
-            Ok(describe(&plugin))
+            Ok(Reply::Json(describe(&plugin)))
         }
         Request::Reload { plugin, dir, grant } => {
             let grants = grants(grant.as_deref())?;
@@ -293,11 +317,11 @@ async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<V
                 .reload(&plugin, &dir, &grants)
                 .await
                 .map_err(|e| Failure::new("load_failed", format!("{} at {}", e, e.step())))?;
-            Ok(describe(&plugin))
+            Ok(Reply::Json(describe(&plugin)))
         }
         Request::Unload { plugin } => {
             if engine.unload(&plugin).await {
-                Ok(Value::Null)
+                Ok(Reply::Json(Value::Null))
             } else {
                 Err(Failure::new(
                     "not_loaded",
@@ -309,6 +333,7 @@ async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<V
             plugin,
             command,
             args,
+            body: header,
         } => {
             let Some(p) = engine.plugin(&plugin) else {
                 return Err(Failure::new(
@@ -319,14 +344,16 @@ async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<V
             let Value::Object(args) = args else {
                 return Err(Failure::new("invalid", "arguments must be a JSON object"));
             };
-            let options = CallOptions { body: None, tag };
-            match p.call_with(&command, args, options).await? {
-                Reply::Json(v) => Ok(v),
-                Reply::Bytes(b) => Ok(match String::from_utf8(b) {
-                    Ok(text) => json!({ "bytes_utf8": text }),
-                    Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
-                }),
-            }
+            let body = match (header, body) {
+                (Some(h), _) if args.contains_key(&h.arg) => {
+                    let why = format!("body argument {:?} also appears in args", h.arg);
+                    return Err(Failure::new("invalid", why));
+                }
+                (Some(h), Some(bytes)) => Some((h.arg, bytes)),
+                _ => None,
+            };
+            let options = CallOptions { body, tag };
+            Ok(p.call_with(&command, args, options).await?)
         }
         Request::Describe { plugin } => {
             let Some(p) = engine.plugin(&plugin) else {
@@ -336,10 +363,14 @@ async fn handle(engine: &Engine, request: Request, tag: Option<u64>) -> Result<V
                 ));
             };
             let description = p.describe().await?;
-            Ok(serde_json::to_value(description).unwrap_or_default())
+            Ok(Reply::Json(
+                serde_json::to_value(description).unwrap_or_default(),
+            ))
         }
-        Request::Stats {} => Ok(serde_json::to_value(engine.plugins()).unwrap_or(Value::Null)),
-        Request::Shutdown {} | Request::HostReply { .. } => Ok(Value::Null),
+        Request::Stats {} => Ok(Reply::Json(
+            serde_json::to_value(engine.plugins()).unwrap_or(Value::Null),
+        )),
+        Request::Shutdown {} | Request::HostReply { .. } => Ok(Reply::Json(Value::Null)),
     }
 }
 
