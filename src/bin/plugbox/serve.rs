@@ -75,7 +75,14 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(async_serve(opts))
+    // The request loop runs on a worker, not on this thread: a request read from stdin then
+    // wakes one thread (a worker), whose task for the request runs right after on the same
+    // worker, instead of waking this thread first and a worker second.
+    runtime.block_on(async {
+        tokio::spawn(async_serve(opts))
+            .await
+            .map_err(|e| format!("serve: {e}"))?
+    })
 }
 
 async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
@@ -120,6 +127,7 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         max_line: MAX_REQUEST_BYTES,
         protocol: opts.protocol,
         limit: Box::new(move |name| limits.plugin(name).map(|p| p.max_body_bytes())),
+        host_calls: Arc::clone(&host_calls),
     });
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
@@ -146,18 +154,6 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
                 break;
             }
         };
-        if let Request::HostReply {
-            call,
-            result,
-            error,
-        } = request
-        {
-            if !host_calls.answer(call, result, error) {
-                let why = format!("no host call {call} is waiting (answered, or timed out)");
-                send(&out, answer(id, Err(Failure::new("invalid", why)))).await;
-            }
-            continue;
-        }
         if matches!(request, Request::Shutdown {}) {
             // Let the requests already running answer first.
             while running.join_next().await.is_some() {}

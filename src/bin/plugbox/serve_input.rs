@@ -9,10 +9,12 @@
 //! dropped in small chunks, and its request answered `too_large`, so the stream stays in step
 //! and the connection is never cut.
 
+use crate::forwarded::HostCalls;
 use plugbox::ipc::bulk::MAX_BULK_BYTES;
 use plugbox::serve::{parse, Failure, Request, BODY_PROTOCOL};
 use serde_json::Value;
 use std::io::{BufRead, Read};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Request lines read ahead of the request loop at most.
@@ -53,6 +55,8 @@ pub struct Reading {
     pub protocol: u32,
     /// The body limit of a loaded plugin, by name.
     pub limit: BodyLimit,
+    /// Host calls waiting for the host's `host_reply`.
+    pub host_calls: Arc<HostCalls>,
 }
 
 /// Starts the stdin thread: requests arrive on the returned queue, which closes at end of
@@ -94,6 +98,22 @@ fn next(input: &mut impl BufRead, reading: &Reading) -> std::io::Result<Option<I
             continue;
         }
         return match parse(&line) {
+            // A host's answer to a host call goes straight to the call waiting for it, from
+            // this thread: no hop through the request loop.
+            Ok((
+                id,
+                Request::HostReply {
+                    call,
+                    result,
+                    error,
+                },
+            )) => {
+                if reading.host_calls.answer(call, result, error) {
+                    continue;
+                }
+                let why = format!("no host call {call} is waiting (answered, or timed out)");
+                Ok(Some(refused(id, "invalid", why)))
+            }
             Ok((id, request)) => with_body(input, reading, id, request).map(Some),
             Err((id, failure)) => Ok(Some(Input::Refused { id, failure })),
         };
