@@ -106,7 +106,8 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         tokio::spawn(crate::serve_metrics::serve(listener, engine.clone()));
     }
     let host_calls = Arc::new(HostCalls::default());
-    let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls));
+    let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls))
+        .map_err(|e| format!("serve: stdout thread: {e}"))?;
     for name in opts.capabilities {
         let forwarded = Forwarded {
             name: name.clone(),
@@ -128,7 +129,8 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         protocol: opts.protocol,
         limit: Box::new(move |name| limits.plugin(name).map(|p| p.max_body_bytes())),
         host_calls: Arc::clone(&host_calls),
-    });
+    })
+    .map_err(|e| format!("serve: stdin thread: {e}"))?;
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
     let mut failed = None;

@@ -59,11 +59,12 @@ pub struct Reading {
     pub host_calls: Arc<HostCalls>,
 }
 
-/// Starts the stdin thread: requests arrive on the returned queue, which closes at end of
-/// input.
-pub fn spawn_reader(reading: Reading) -> mpsc::Receiver<Input> {
+/// Starts the stdin thread (`serve-stdin`): requests arrive on the returned queue, which
+/// closes at end of input.
+pub fn spawn_reader(reading: Reading) -> std::io::Result<mpsc::Receiver<Input>> {
     let (tx, rx) = mpsc::channel::<Input>(INPUT_LINES);
-    std::thread::spawn(move || {
+    let thread = std::thread::Builder::new().name("serve-stdin".into());
+    thread.spawn(move || {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         loop {
@@ -77,8 +78,8 @@ pub fn spawn_reader(reading: Reading) -> mpsc::Receiver<Input> {
                 return;
             }
         }
-    });
-    rx
+    })?;
+    Ok(rx)
 }
 
 /// The next request (blank lines skipped); `None` at end of input.

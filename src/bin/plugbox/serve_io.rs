@@ -125,9 +125,11 @@ fn stdout_has_room() -> bool {
         && fds[0].revents & (libc::POLLERR | libc::POLLHUP) == 0
 }
 
-/// Starts the stdout thread; returns the output and the thread (it ends at [`Line::End`], or
-/// when stdout is closed).
-pub fn spawn_writer(calls: Arc<HostCalls>) -> (Output, std::thread::JoinHandle<()>) {
+/// Starts the stdout thread (`serve-stdout`); returns the output and the thread (it ends at
+/// [`Line::End`], or when stdout is closed).
+pub fn spawn_writer(
+    calls: Arc<HostCalls>,
+) -> std::io::Result<(Output, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel::<Line>(OUTPUT_LINES);
     let shared = Arc::new(Shared {
         queued: std::sync::Mutex::new(0),
@@ -137,40 +139,42 @@ pub fn spawn_writer(calls: Arc<HostCalls>) -> (Output, std::thread::JoinHandle<(
         tx,
         shared: Arc::clone(&shared),
     };
-    let thread = std::thread::spawn(move || {
-        let stdout = std::io::stdout();
-        // Lines taken off the queue and not yet flushed.
-        let mut taken = 0;
-        while let Some(line) = rx.blocking_recv() {
-            taken += 1;
-            let (value, body) = match line {
-                Line::Answer(value) => (Some(value), Vec::new()),
-                Line::Body { line, bytes } => (Some(line), bytes),
-                Line::HostCall { call, line } if shared.calls.is_waiting(call) => {
-                    (Some(line), Vec::new())
+    let thread = std::thread::Builder::new()
+        .name("serve-stdout".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            // Lines taken off the queue and not yet flushed.
+            let mut taken = 0;
+            while let Some(line) = rx.blocking_recv() {
+                taken += 1;
+                let (value, body) = match line {
+                    Line::Answer(value) => (Some(value), Vec::new()),
+                    Line::Body { line, bytes } => (Some(line), bytes),
+                    Line::HostCall { call, line } if shared.calls.is_waiting(call) => {
+                        (Some(line), Vec::new())
+                    }
+                    Line::HostCall { .. } => (None, Vec::new()),
+                    Line::End => break,
+                };
+                // Locked per line, not for good: callers write directly when nothing is queued.
+                let mut out = stdout.lock();
+                if let Some(value) = value {
+                    let mut bytes = value.to_string().into_bytes();
+                    bytes.push(b'\n');
+                    if out.write_all(&bytes).is_err() || out.write_all(&body).is_err() {
+                        return;
+                    }
                 }
-                Line::HostCall { .. } => (None, Vec::new()),
-                Line::End => break,
-            };
-            // Locked per line, not for good: callers write directly when nothing is queued.
-            let mut out = stdout.lock();
-            if let Some(value) = value {
-                let mut bytes = value.to_string().into_bytes();
-                bytes.push(b'\n');
-                if out.write_all(&bytes).is_err() || out.write_all(&body).is_err() {
-                    return;
+                // Once the queue is drained, flushed, callers may write directly again.
+                if rx.is_empty() {
+                    if out.flush().is_err() {
+                        return;
+                    }
+                    *shared.lock() -= taken;
+                    taken = 0;
                 }
             }
-            // Once the queue is drained, flushed, callers may write directly again.
-            if rx.is_empty() {
-                if out.flush().is_err() {
-                    return;
-                }
-                *shared.lock() -= taken;
-                taken = 0;
-            }
-        }
-        let _ = stdout.lock().flush();
-    });
-    (output, thread)
+            let _ = stdout.lock().flush();
+        })?;
+    Ok((output, thread))
 }
