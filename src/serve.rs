@@ -13,10 +13,27 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 /// The protocol version this engine speaks by default (the newest).
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Every protocol version this engine speaks; a host picks one with `serve --protocol N`.
-pub const PROTOCOLS: [u32; 1] = [1];
+/// Protocol 2 adds raw bodies: a `call` request may be followed by the bytes of one argument
+/// ([`BodyHeader`]), and a binary result comes as an answer with `body` followed by its bytes.
+pub const PROTOCOLS: [u32; 2] = [1, 2];
+
+/// The first protocol with raw bodies after a line.
+pub const BODY_PROTOCOL: u32 = 2;
+
+/// Protocol 2: a `call` request's argument carried as raw bytes right after its line.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BodyHeader {
+    /// The argument's name (the plugin receives it as `bytes`); not also in `args`.
+    pub arg: String,
+    /// How many bytes follow the line's `\n` on stdin: exactly this many, then the next
+    /// line. At most the plugin's body limit (`min(limits.memory_mib, 1 GiB)`), else the
+    /// bytes are read and dropped and the request is answered `too_large`.
+    pub len: u64,
+}
 
 /// One request line, without its `id`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -55,6 +72,9 @@ pub enum Request {
         /// A JSON object (default `{}`).
         #[serde(default = "empty_object")]
         args: Value,
+        /// Protocol 2: one more argument, as raw bytes after this line.
+        #[serde(default)]
+        body: Option<BodyHeader>,
     },
     /// Plugin `plugin` described: identity, description, granted capabilities, commands.
     Describe {
@@ -91,6 +111,11 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Its code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// A failure with `code` (a stable, documented string) and a human `message`.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -166,6 +191,15 @@ pub struct HostCall {
     pub op: &'static str,
     /// The call's number, unique for this serve process.
     pub call: u64,
+    /// The `id` of the host's `call` request that the plugin made this call for; absent
+    /// when there is none (a call from a background thread, or outside any command). The
+    /// plugin says which command it is running, and the engine accepts that only while that
+    /// command's call waits for the plugin's reply, so a plugin cannot name a request of
+    /// another plugin, one it has answered, or one that was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    #[schemars(schema_with = "request_id_schema")]
+    pub request: Option<Value>,
     /// The calling plugin's name.
     pub plugin: String,
     /// Its instance.
@@ -176,6 +210,14 @@ pub struct HostCall {
     pub args: serde_json::Map<String, Value>,
 }
 
+/// The schema of a request id as a `host_call` line names it (the request's own `id`).
+fn request_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The id of the host's request, as the host chose it.",
+        "type": ["string", "integer"]
+    })
+}
+
 /// An answer line: to request `id`, `ok` with `result`, or not with `error`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Answer {
@@ -183,9 +225,13 @@ pub struct Answer {
     pub id: Value,
     /// Did it succeed?
     pub ok: bool,
-    /// Its result (when `ok`).
+    /// Its result (when `ok`), unless it is `body`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Protocol 2: the result is binary, its bytes follow this line's `\n` on stdout:
+    /// exactly this many, then the next line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<u64>,
     /// Why it failed (unless `ok`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<AnswerError>,
@@ -275,6 +321,19 @@ pub fn parse(line: &[u8]) -> Result<(Value, Request), (Value, Failure)> {
     Ok((id, request))
 }
 
+/// Protocol 2: the answer line to request `id` whose result is `len` raw bytes (written
+/// right after the line).
+pub fn body_answer(id: Value, len: u64) -> Value {
+    let line = Answer {
+        id,
+        ok: true,
+        result: None,
+        body: Some(len),
+        error: None,
+    };
+    serde_json::to_value(line).unwrap_or_default()
+}
+
 /// The answer line to request `id`.
 pub fn answer(id: Value, result: Result<Value, Failure>) -> Value {
     let line = match result {
@@ -282,12 +341,14 @@ pub fn answer(id: Value, result: Result<Value, Failure>) -> Value {
             id,
             ok: true,
             result: Some(result),
+            body: None,
             error: None,
         },
         Err(f) => Answer {
             id,
             ok: false,
             result: None,
+            body: None,
             error: Some(AnswerError {
                 code: f.code.to_owned(),
                 message: f.message,

@@ -1,7 +1,8 @@
 //! `plugbox serve` as a specified protocol (issue 14, item 1): a host written from
 //! `docs/serve.md` alone (`tests/serve_host/host.py`, which speaks only the documented lines
 //! and checks every line both ways against `docs/serve.schema.json` with the `jsonschema`
-//! package) loads a real plugin, describes it, calls it, answers its `host_call`, sees it crash
+//! package) loads a real plugin, describes it, calls it, answers its `host_call` (which names
+//! the request that led to it), sees it crash
 //! and restart through `event` lines, and shuts serve down. The committed schema is the one the
 //! code generates.
 
@@ -66,6 +67,9 @@ fn a_host_written_from_the_docs_loads_describes_calls_and_sees_a_crash_and_a_res
     assert_eq!(described["commands"], json!(["count", "crash"]));
     assert_eq!(seen["host_calls"][0]["capability"], "doc.get_text");
     assert_eq!(seen["host_calls"][0]["args"], json!({"part": "body"}));
+    // Each host_call names the request that led to it (the host checked every one).
+    assert_eq!(seen["host_calls"][0]["request"], "count", "{seen}");
+    assert_eq!(seen["host_calls"][1]["request"], "again", "{seen}");
     assert_eq!(seen["crashed"]["code"], "plugin_crashed", "{seen}");
     assert_eq!(seen["exited"]["detail"]["exit_code"], 3, "{seen}");
     let crashed_instance = seen["exited"]["instance"].as_str().unwrap();
@@ -101,7 +105,7 @@ fn a_protocol_version_serve_does_not_speak_is_refused_before_the_ready_line() {
         .arg(work.path().join("audit.jsonl"))
         .arg("--state")
         .arg(work.path().join("state"))
-        .args(["--protocol", "2"])
+        .args(["--protocol", "3"])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("plugbox serve");
@@ -112,5 +116,8 @@ fn a_protocol_version_serve_does_not_speak_is_refused_before_the_ready_line() {
         String::from_utf8_lossy(&out.stdout)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--protocol 2") && err.contains("[1]"), "{err}");
+    assert!(
+        err.contains("--protocol 3") && err.contains("[1, 2]"),
+        "{err}"
+    );
 }

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 _allocate_lock = _thread.allocate_lock
 
+# The host->plugin call the current thread is running (its id in ``running.call``), set by the
+# serving pool around each command: a call the command makes says it is made for that call
+# (``"cause"``), so the host can name what led to it. Threads the command starts have none.
+running = _thread._local()
+
 # An ungranted name longer than this is sent cut, with a marker. Granted names are at most 64
 # characters (the manifest's rule), so a cut name can never become a granted one; the host's
 # audit record keeps 256 characters of it anyway.
@@ -164,11 +169,15 @@ class Outgoing:
         body_name: str | None,
         default: Callable[[object], object] | None,
     ) -> bytes:
-        """The call header's JSON after its id: ``,"method":...,"args":{...}[,"body":...]}``."""
+        """The call header's JSON after its id: ``,"method":...,"args":{...}[,"body":...]
+        [,"cause":...]}``."""
         try:
             text = f',"method":{encode_str(method)},"args":{encode_value(args, 2, default)}'
             if body_name is not None:
                 text = f'{text},"body":{encode_str(body_name)}'
+            cause = getattr(running, "call", None)
+            if cause is not None:
+                text = f'{text},"cause":{cause}'
             return to_utf8(text + "}")
         except (TypeError, ValueError) as exc:  # StrictJSONError is a ValueError
             raise InvalidArgument(f"arguments cannot be sent as JSON: {exc}", method=method) from None

@@ -32,7 +32,7 @@ from __future__ import annotations
 import _thread
 
 from . import _messages as msg
-from ._calls import warn
+from ._calls import running, warn
 from ._commands import BUILTIN_PREFIX, error_reply, run_command
 from ._errors import LimitExceeded, PlugboxError, ProtocolError
 from ._frames import BULK_THRESHOLD, frame_prefix
@@ -352,7 +352,12 @@ class Server:
         try:
             func = call.func
             assert func is not None
-            self._answer(call, run_command(call.method, func, call.args))
+            running.call = call.id  # the host calls it makes are made for this call
+            try:
+                reply = run_command(call.method, func, call.args)
+            finally:
+                running.call = None
+            self._answer(call, reply)
         except Exception as exc:  # run_command and _answer catch all they expect; keep the thread
             warn(f"command {call.method!r} could not be answered: {type(exc).__name__}: {exc}")
 

@@ -208,7 +208,7 @@ def test_a_host_call_from_a_command_is_read_by_its_own_thread(session: Session, 
     session.connect(capabilities=("kv.get",))
     session.host.call(1, "ask", key="k")
     call = session.host.recv_header()
-    assert call == {"type": "call", "id": 1, "method": "kv.get", "args": {"key": "k"}}
+    assert call == {"type": "call", "id": 1, "method": "kv.get", "args": {"key": "k"}, "cause": 1}
     # While `ask` waits for its reply, a host call and a cancel for something else arrive.
     session.host.call(2, "echo", x=[1, 2])
     assert session.host.recv_header() == {"type": "result", "id": 2, "result": [1, 2]}

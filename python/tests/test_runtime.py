@@ -100,9 +100,10 @@ def test_plugin_calls_the_host_and_logs(plugin: PluginProcess) -> None:
         "id": 1,
         "method": "log",
         "args": {"level": "info", "message": "looking up", "fields": {"key": "colour"}},
+        "cause": 1,  # made while running the host's call 1
     }
     get = plugin.host.recv_header()
-    assert get == {"type": "call", "id": 2, "method": "kv.get", "args": {"key": "colour"}}
+    assert get == {"type": "call", "id": 2, "method": "kv.get", "args": {"key": "colour"}, "cause": 1}
     plugin.host.send({"type": "result", "id": 2, "result": "blue"})
     assert plugin.host.recv_header() == {"type": "result", "id": 1, "result": {"value": "blue"}}
     plugin.host.send({"type": "result", "id": 1, "result": None})  # the log's reply, late
@@ -114,7 +115,7 @@ def test_an_ungranted_call_inside_the_plugin_is_sent_and_the_hosts_denial_raised
     plugin.host.handshake(capabilities=())
     plugin.host.call(1, "lookup", key="k")
     attempt = plugin.host.recv_header()  # the attempt reaches the host, whose gate records it
-    assert attempt == {"type": "call", "id": 1, "method": "kv.get", "args": {"key": "k"}}
+    assert attempt == {"type": "call", "id": 1, "method": "kv.get", "args": {"key": "k"}, "cause": 1}
     denial = {"code": "denied", "message": 'capability "kv.get" is not granted'}
     plugin.host.send({"type": "error", "id": 1, "error": denial})
     reply = plugin.host.recv_header()

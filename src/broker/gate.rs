@@ -224,6 +224,7 @@ impl Gate {
             plugin: Arc::clone(plugin),
             grant: Arc::clone(&granted.grant),
             max_bytes: granted.max_bytes,
+            cause: None,
         };
         // Last: the capability's own check of the arguments (a path outside the grant). A
         // refusal drops the permit, giving its slot back; the call is never dispatched.

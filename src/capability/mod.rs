@@ -73,6 +73,11 @@ pub struct CallContext {
     pub grant: Arc<EffectiveCapability>,
     /// Largest payload the reply may carry, bytes.
     pub max_bytes: u64,
+    /// The tag its caller gave the host→plugin call this call was made for
+    /// ([`crate::engine::CallOptions::tag`]), when the plugin said it makes the call for one
+    /// and the broker accepted that: only a call waiting for this instance's reply is
+    /// accepted. `None`: no such call, or one without a tag.
+    pub cause: Option<u64>,
 }
 
 /// One call's arguments.

@@ -309,6 +309,17 @@ impl Reserved {
     ) -> Result<Reply, CallError> {
         self.0.session.invoke(command, args, body).await
     }
+
+    /// Sends the reserved call, tagged `tag` (see [`super::CallOptions::tag`]).
+    pub(crate) async fn invoke_tagged(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+        tag: Option<u64>,
+    ) -> Result<Reply, CallError> {
+        self.0.session.invoke_tagged(command, args, body, tag).await
+    }
 }
 
 impl Drop for Reserved {

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod call_options;
 mod ceiling;
 mod code_guard;
 mod data_dir;
@@ -45,6 +46,7 @@ mod uid_locks;
 mod uids;
 mod validate;
 
+pub use call_options::CallOptions;
 pub use data_dir::plugin_data_dir;
 pub use describe::PluginDescription;
 pub use events::PluginEvent;

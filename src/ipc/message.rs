@@ -146,6 +146,11 @@ pub enum Message {
         /// (host → plugin only; `docs/protocol.md` §2.1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bulk: Option<u64>,
+        /// Plugin → host only: the id of the host→plugin call the plugin is running when it
+        /// makes this call. A claim the host accepts only while that call is waiting for the
+        /// plugin's reply (`docs/protocol.md` §3.2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<u64>,
     },
     /// A successful reply.
     Result {
@@ -235,6 +240,7 @@ impl Message {
                 args,
                 body,
                 bulk,
+                cause,
                 ..
             } => {
                 if let Some(name) = body {
@@ -243,6 +249,9 @@ impl Message {
                     }
                 }
                 check_bulk(*bulk, body.is_some())?;
+                if matches!(cause, Some(c) if *c == 0 || *c > MAX_ID) {
+                    return Err("cause is outside 1..=2^53-1".into());
+                }
                 *id
             }
             Message::Result {

@@ -50,7 +50,10 @@ def read():
     return msg
 
 
-def on_host_call(msg):
+def on_host_call(msg, asking):
+    # The documented attribution: the id of the request the plugin is running for.
+    if msg.get("request") != asking:
+        sys.exit(f"a host_call for request {asking!r} names {msg.get('request')!r}: {msg}")
     host_calls.append(msg)
     if msg["capability"] == "doc.get_text":
         reply = {"op": "host_reply", "call": msg["call"], "result": "one two three"}
@@ -74,7 +77,7 @@ def ask(request):
         if msg.get("op") == "event":
             events.append(msg)
         elif msg.get("op") == "host_call":
-            on_host_call(msg)
+            on_host_call(msg, request["id"])
         elif "op" not in msg and msg["id"] == request["id"]:
             return msg
         else:

@@ -1,7 +1,9 @@
 //! Host capabilities of a `plugbox serve` host: a plugin's call of a capability named with
 //! `--capability NAME` passes the gate (grants, scope, size, rate) and its audit record as
 //! usual, then goes out on stdout as
-//! `{"op": "host_call", "call": N, "plugin": ..., "instance": ..., "capability": ..., "args": {...}}`
+//! `{"op": "host_call", "call": N, "request": ID, "plugin": ..., "instance": ..., "capability": ..., "args": {...}}`
+//! (`request`: the id of the host's `call` request the plugin made this call for, when the
+//! broker accepted that it did; absent otherwise)
 //! and waits (up to the plugin's call timeout) for the host's line on stdin:
 //! `{"op": "host_reply", "call": N, "result": ...}` or
 //! `{"op": "host_reply", "call": N, "error": {"code": "denied", "message": "..."}}`.
@@ -17,16 +19,46 @@ use tokio::sync::oneshot;
 
 type Waiting = oneshot::Sender<Result<Value, CallError>>;
 
-/// Host calls sent and not yet answered, by call number.
+/// Host calls sent and not yet answered, by call number; and the host's `call` requests
+/// running, by the tag their engine call carries (so a `host_call` line names its request).
 #[derive(Default)]
 pub struct HostCalls {
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting>>,
+    next_tag: AtomicU64,
+    requests: Mutex<HashMap<u64, Value>>,
+}
+
+/// A `call` request running: its tag, known until this is dropped.
+pub struct Running {
+    calls: Arc<HostCalls>,
+    /// The tag its engine call carries.
+    pub tag: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.calls.requests().remove(&self.tag);
+    }
 }
 
 impl HostCalls {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Value>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files `call` request `id` as running; its tag goes with its engine call.
+    pub fn running(self: &Arc<Self>, id: &Value) -> Running {
+        let tag = self.next_tag.fetch_add(1, Ordering::AcqRel) + 1;
+        self.requests().insert(tag, id.clone());
+        Running {
+            calls: Arc::clone(self),
+            tag,
+        }
     }
 
     /// Is call `call` still waiting for the host's answer?
@@ -85,9 +117,15 @@ impl Capability for Forwarded {
             let (tx, rx) = oneshot::channel();
             calls.waiting().insert(call, tx);
             let _forget = Forget(&calls, call);
+            // The request the broker accepted this call as made for, if it is still running.
+            let caused_by = ctx
+                .cause
+                .and_then(|tag| calls.requests().get(&tag).cloned())
+                .filter(|id| !id.is_null());
             let line = plugbox::serve::HostCall {
                 op: "host_call",
                 call,
+                request: caused_by,
                 plugin: ctx.plugin.name.clone(),
                 instance: ctx.plugin.instance.clone(),
                 capability: name,

@@ -21,6 +21,7 @@ mod paths;
 mod run;
 mod serve;
 mod serve_events;
+mod serve_input;
 mod serve_io;
 mod serve_metrics;
 mod serve_order;

@@ -31,13 +31,14 @@
 //! "error": {"code": ..., "message": ...}}`; a line that is not a valid request is answered
 //! with `"id": null` when its id cannot be read.
 
-use crate::forwarded::{Forwarded, HostCalls};
-use crate::serve_io::{Input, Line, Output};
+use crate::forwarded::{Forwarded, HostCalls, Running};
+use crate::serve_input::{Input, Reading};
+use crate::serve_io::{Line, Output};
 use crate::serve_order::{Order, Subject, Ticket};
 use plugbox::capability::Reply;
-use plugbox::engine::{Engine, EngineConfig, Plugin};
+use plugbox::engine::{CallOptions, Engine, EngineConfig, Plugin};
 use plugbox::manifest::Grants;
-use plugbox::serve::{answer, parse, Failure, Ready, Request};
+use plugbox::serve::{answer, body_answer, Failure, Ready, Request, BODY_PROTOCOL};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,7 +75,14 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(async_serve(opts))
+    // The request loop runs on a worker, not on this thread: a request read from stdin then
+    // wakes one thread (a worker), whose task for the request runs right after on the same
+    // worker, instead of waking this thread first and a worker second.
+    runtime.block_on(async {
+        tokio::spawn(async_serve(opts))
+            .await
+            .map_err(|e| format!("serve: {e}"))?
+    })
 }
 
 async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
@@ -98,7 +106,8 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
         tokio::spawn(crate::serve_metrics::serve(listener, engine.clone()));
     }
     let host_calls = Arc::new(HostCalls::default());
-    let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls));
+    let (out, writer) = crate::serve_io::spawn_writer(Arc::clone(&host_calls))
+        .map_err(|e| format!("serve: stdout thread: {e}"))?;
     for name in opts.capabilities {
         let forwarded = Forwarded {
             name: name.clone(),
@@ -114,7 +123,14 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
     let events = opts
         .events
         .then(|| crate::serve_events::forward(&engine, out.clone()));
-    let mut input = crate::serve_io::spawn_reader(MAX_REQUEST_BYTES);
+    let limits = engine.clone();
+    let mut input = crate::serve_input::spawn_reader(Reading {
+        max_line: MAX_REQUEST_BYTES,
+        protocol: opts.protocol,
+        limit: Box::new(move |name| limits.plugin(name).map(|p| p.max_body_bytes())),
+        host_calls: Arc::clone(&host_calls),
+    })
+    .map_err(|e| format!("serve: stdin thread: {e}"))?;
     let mut running = tokio::task::JoinSet::new();
     let order = Arc::new(Order::default());
     let mut failed = None;
@@ -129,15 +145,10 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             }
         };
         let Some(item) = item else { break };
-        let line = match item {
-            Input::Line(line) => line,
-            Input::TooLong => {
-                let why = format!("request longer than {MAX_REQUEST_BYTES} bytes");
-                send(
-                    &out,
-                    answer(Value::Null, Err(Failure::new("too_large", why))),
-                )
-                .await;
+        let (id, request, body) = match item {
+            Input::Request { id, request, body } => (id, request, body),
+            Input::Refused { id, failure } => {
+                send(&out, answer(id, Err(failure))).await;
                 continue;
             }
             Input::Failed(e) => {
@@ -145,28 +156,6 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
                 break;
             }
         };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let (id, request) = match parse(&line) {
-            Ok(parsed) => parsed,
-            Err((id, failure)) => {
-                send(&out, answer(id, Err(failure))).await;
-                continue;
-            }
-        };
-        if let Request::HostReply {
-            call,
-            result,
-            error,
-        } = request
-        {
-            if !host_calls.answer(call, result, error) {
-                let why = format!("no host call {call} is waiting (answered, or timed out)");
-                send(&out, answer(id, Err(Failure::new("invalid", why)))).await;
-            }
-            continue;
-        }
         if matches!(request, Request::Shutdown {}) {
             // Let the requests already running answer first.
             while running.join_next().await.is_some() {}
@@ -178,13 +167,13 @@ async fn async_serve(opts: ServeOptions) -> Result<ExitCode, String> {
             continue;
         }
         let ticket = order.file(subject(&request, &engine));
-        running.spawn(run_request(
-            engine.clone(),
-            out.clone(),
-            ticket,
-            id,
-            request,
-        ));
+        let tag = matches!(request, Request::Call { .. }).then(|| host_calls.running(&id));
+        let serving = Serving {
+            engine: engine.clone(),
+            out: out.clone(),
+            protocol: opts.protocol,
+        };
+        running.spawn(run_request(serving, ticket, (id, tag), (request, body)));
     }
     let finish_running = async { while running.join_next().await.is_some() {} };
     let sealed = match signalled {
@@ -220,10 +209,48 @@ async fn send(out: &Output, line: Value) {
     let _ = out.send(Line::Answer(line)).await;
 }
 
+/// What a request's task needs.
+struct Serving {
+    engine: Engine,
+    out: Output,
+    /// The protocol the host speaks.
+    protocol: u32,
+}
+
+impl Serving {
+    /// Runs `request` and answers it.
+    async fn answer(&self, id: Value, request: Request, body: Option<Vec<u8>>, tag: Option<u64>) {
+        let result = handle(&self.engine, request, (body, tag)).await;
+        let line = match result {
+            Ok(Reply::Json(v)) => Line::Answer(answer(id, Ok(v))),
+            Ok(Reply::Bytes(bytes)) if self.protocol >= BODY_PROTOCOL => Line::Body {
+                line: body_answer(id, bytes.len() as u64),
+                bytes,
+            },
+            // Protocol 1 has no binary results.
+            Ok(Reply::Bytes(b)) => Line::Answer(answer(
+                id,
+                Ok(match String::from_utf8(b) {
+                    Ok(text) => json!({ "bytes_utf8": text }),
+                    Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
+                }),
+            )),
+            Err(f) => Line::Answer(answer(id, Err(f))),
+        };
+        let _ = self.out.send(line).await;
+    }
+}
+
 /// One request in its own task: a load's manifest is read here (off the request loop, on a
 /// blocking thread; the reader refuses special files and is capped, so it cannot hang), then
 /// the request waits its turn, runs and is answered.
-async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value, request: Request) {
+async fn run_request(
+    serving: Serving,
+    mut ticket: Ticket,
+    (id, running): (Value, Option<Running>),
+    (request, body): (Request, Option<Vec<u8>>),
+) {
+    let tag = running.as_ref().map(|r| r.tag);
     if let Request::Load { dir, .. } = &request {
         let dir = dir.clone();
         let read = tokio::task::spawn_blocking(move || plugbox::manifest::Manifest::load(&dir))
@@ -237,15 +264,13 @@ async fn run_request(engine: Engine, out: Output, mut ticket: Ticket, id: Value,
                 // reader never blocks and is capped) so that the refusal is audited.
                 ticket.named(None);
                 drop(ticket);
-                let result = handle(&engine, request).await;
-                return send(&out, answer(id, result)).await;
+                return serving.answer(id, request, body, tag).await;
             }
         }
     }
     ticket.wait().await;
-    let result = handle(&engine, request).await;
-    drop(ticket);
-    send(&out, answer(id, result)).await;
+    serving.answer(id, request, body, tag).await;
+    drop((ticket, running));
 }
 
 /// The plugin a request is about, for its place in the order (a load's name is read later, in
@@ -268,7 +293,13 @@ fn subject(request: &Request, engine: &Engine) -> Subject {
     }
 }
 
-async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
+/// Runs one request; a `call` carries its raw body, if any, and `tag` (its `host_call` lines
+/// name the request).
+async fn handle(
+    engine: &Engine,
+    request: Request,
+    (body, tag): (Option<Vec<u8>>, Option<u64>),
+) -> Result<Reply, Failure> {
     match request {
         Request::Load { dir, grant } => {
             let grants = grants(grant.as_deref())?;
@@ -276,7 +307,7 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                 .load(&dir, &grants)
                 .await
                 .map_err(|e| Failure::new("load_failed", format!("{} at {}", e, e.step())))?;
-            Ok(describe(&plugin))
+            Ok(Reply::Json(describe(&plugin)))
         }
         Request::Reload { plugin, dir, grant } => {
             let grants = grants(grant.as_deref())?;
@@ -284,11 +315,11 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                 .reload(&plugin, &dir, &grants)
                 .await
                 .map_err(|e| Failure::new("load_failed", format!("{} at {}", e, e.step())))?;
-            Ok(describe(&plugin))
+            Ok(Reply::Json(describe(&plugin)))
         }
         Request::Unload { plugin } => {
             if engine.unload(&plugin).await {
-                Ok(Value::Null)
+                Ok(Reply::Json(Value::Null))
             } else {
                 Err(Failure::new(
                     "not_loaded",
@@ -300,6 +331,7 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
             plugin,
             command,
             args,
+            body: header,
         } => {
             let Some(p) = engine.plugin(&plugin) else {
                 return Err(Failure::new(
@@ -307,13 +339,19 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                     format!("{plugin} is not loaded"),
                 ));
             };
-            match p.call(&command, args).await? {
-                Reply::Json(v) => Ok(v),
-                Reply::Bytes(b) => Ok(match String::from_utf8(b) {
-                    Ok(text) => json!({ "bytes_utf8": text }),
-                    Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
-                }),
-            }
+            let Value::Object(args) = args else {
+                return Err(Failure::new("invalid", "arguments must be a JSON object"));
+            };
+            let body = match (header, body) {
+                (Some(h), _) if args.contains_key(&h.arg) => {
+                    let why = format!("body argument {:?} also appears in args", h.arg);
+                    return Err(Failure::new("invalid", why));
+                }
+                (Some(h), Some(bytes)) => Some((h.arg, bytes)),
+                _ => None,
+            };
+            let options = CallOptions { body, tag };
+            Ok(p.call_with(&command, args, options).await?)
         }
         Request::Describe { plugin } => {
             let Some(p) = engine.plugin(&plugin) else {
@@ -323,10 +361,14 @@ async fn handle(engine: &Engine, request: Request) -> Result<Value, Failure> {
                 ));
             };
             let description = p.describe().await?;
-            Ok(serde_json::to_value(description).unwrap_or_default())
+            Ok(Reply::Json(
+                serde_json::to_value(description).unwrap_or_default(),
+            ))
         }
-        Request::Stats {} => Ok(serde_json::to_value(engine.plugins()).unwrap_or(Value::Null)),
-        Request::Shutdown {} | Request::HostReply { .. } => Ok(Value::Null),
+        Request::Stats {} => Ok(Reply::Json(
+            serde_json::to_value(engine.plugins()).unwrap_or(Value::Null),
+        )),
+        Request::Shutdown {} | Request::HostReply { .. } => Ok(Reply::Json(Value::Null)),
     }
 }
 

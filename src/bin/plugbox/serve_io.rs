@@ -1,5 +1,5 @@
-//! `plugbox serve`'s pipes: stdin is read and stdout written on dedicated threads, never on
-//! tokio's blocking pool (which hostile plugin work can exhaust), through bounded queues.
+//! `plugbox serve`'s stdout: written on a dedicated thread, never on tokio's blocking pool
+//! (which hostile plugin work can exhaust), through a bounded queue (stdin: `serve_input`).
 //!
 //! The output queue holds at most [`OUTPUT_LINES`] lines; writers wait (asynchronously) for
 //! room, so a host that reads its stdout slowly slows `serve` down instead of growing its
@@ -8,20 +8,25 @@
 
 use crate::forwarded::HostCalls;
 use serde_json::Value;
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Lines queued for stdout at most.
 pub const OUTPUT_LINES: usize = 64;
-/// Request lines read ahead of the request loop at most.
-const INPUT_LINES: usize = 16;
 
 /// One line for stdout.
 pub enum Line {
     /// A line written as it is: an answer (or an error about a line of input), the ready
     /// line, an event.
     Answer(Value),
+    /// Protocol 2: an answer line announcing a raw body, then the body's bytes.
+    Body {
+        /// The line.
+        line: Value,
+        /// The bytes written right after it.
+        bytes: Vec<u8>,
+    },
     /// A host call: written only if call `call` is still waiting for its reply.
     HostCall {
         /// The call's number.
@@ -34,96 +39,142 @@ pub enum Line {
     End,
 }
 
-/// The sending side of the output queue.
-pub type Output = mpsc::Sender<Line>;
+/// Lines at most this long may be written straight from the task that answers (a pipe write of
+/// up to `PIPE_BUF` bytes is atomic, and cannot block once `poll` said the pipe has room).
+const DIRECT_BYTES: usize = 4096;
 
-/// What the stdin thread read.
-pub enum Input {
-    /// One request line (without its length checked against anything else).
-    Line(Vec<u8>),
-    /// A line longer than the limit, skipped.
-    TooLong,
-    /// stdin failed.
-    Failed(String),
+/// Where lines for stdout go: written at once by the caller when nothing is queued and stdout
+/// has room (no thread hand-off on the common path), else queued for the stdout thread. Lines
+/// of one caller keep their order, and no line overtakes one queued before it.
+#[derive(Clone)]
+pub struct Output {
+    tx: mpsc::Sender<Line>,
+    shared: Arc<Shared>,
 }
 
-/// Starts the stdout thread; returns the queue and the thread (it ends at [`Line::End`], or
-/// when stdout is closed).
-pub fn spawn_writer(calls: Arc<HostCalls>) -> (Output, std::thread::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Line>(OUTPUT_LINES);
-    let thread = std::thread::spawn(move || {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        while let Some(line) = rx.blocking_recv() {
-            let value = match line {
-                Line::Answer(value) => value,
-                Line::HostCall { call, line } if calls.is_waiting(call) => line,
-                Line::HostCall { .. } => continue,
-                Line::End => break,
-            };
-            let mut bytes = value.to_string().into_bytes();
-            bytes.push(b'\n');
-            if out.write_all(&bytes).is_err() {
-                return;
-            }
-            // Flush once the queue is drained: a burst goes out in few writes.
-            if rx.is_empty() && out.flush().is_err() {
-                return;
+struct Shared {
+    /// Lines queued or written but not yet flushed by the stdout thread.
+    queued: std::sync::Mutex<usize>,
+    calls: Arc<HostCalls>,
+}
+
+/// The stdout thread has ended: the line was not written.
+#[derive(Debug)]
+pub struct Closed;
+
+impl Output {
+    /// Writes `line` now if it can without waiting, else queues it, waiting for room.
+    pub async fn send(&self, line: Line) -> Result<(), Closed> {
+        let line = match self.try_direct(line) {
+            None => return Ok(()),
+            Some(line) => line,
+        };
+        self.tx.send(line).await.map_err(|_| Closed)
+    }
+
+    /// Writes `line` at once when possible (returns `None`); else counts it as queued and
+    /// returns it for the queue.
+    fn try_direct(&self, line: Line) -> Option<Line> {
+        let value = match &line {
+            Line::Answer(value) => value,
+            Line::HostCall { line: value, .. } => value,
+            Line::Body { .. } | Line::End => return self.queue(line),
+        };
+        let mut queued = self.shared.lock();
+        if *queued > 0 || !stdout_has_room() {
+            *queued += 1;
+            return Some(line);
+        }
+        if let Line::HostCall { call, .. } = &line {
+            if !self.shared.calls.is_waiting(*call) {
+                return None;
             }
         }
-        let _ = out.flush();
-    });
-    (tx, thread)
+        let mut bytes = value.to_string().into_bytes();
+        bytes.push(b'\n');
+        if bytes.len() > DIRECT_BYTES {
+            *queued += 1;
+            return Some(line);
+        }
+        // Whole, in one write (stdout's line buffer is empty: every writer flushes).
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&bytes).and_then(|()| out.flush());
+        None
+    }
+
+    fn queue(&self, line: Line) -> Option<Line> {
+        *self.shared.lock() += 1;
+        Some(line)
+    }
 }
 
-/// Starts the stdin thread: request lines of at most `max` bytes arrive on the returned
-/// queue, which closes at end of input.
-pub fn spawn_reader(max: usize) -> mpsc::Receiver<Input> {
-    let (tx, rx) = mpsc::channel::<Input>(INPUT_LINES);
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        loop {
-            let mut line = Vec::new();
-            let item = match (&mut input)
-                .take(max as u64 + 1)
-                .read_until(b'\n', &mut line)
-            {
-                Ok(0) => return,
-                Ok(_) if line.len() > max && line.last() != Some(&b'\n') => {
-                    match skip_rest_of_line(&mut input) {
-                        Ok(()) => Input::TooLong,
-                        Err(e) => Input::Failed(e.to_string()),
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Can a line of up to `PIPE_BUF` bytes be written to stdout now without blocking?
+fn stdout_has_room() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: 1,
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    matches!(plugbox::sys::poll(&mut fds, 0), Ok(1))
+        && fds[0].revents & (libc::POLLERR | libc::POLLHUP) == 0
+}
+
+/// Starts the stdout thread (`serve-stdout`); returns the output and the thread (it ends at
+/// [`Line::End`], or when stdout is closed).
+pub fn spawn_writer(
+    calls: Arc<HostCalls>,
+) -> std::io::Result<(Output, std::thread::JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::channel::<Line>(OUTPUT_LINES);
+    let shared = Arc::new(Shared {
+        queued: std::sync::Mutex::new(0),
+        calls,
+    });
+    let output = Output {
+        tx,
+        shared: Arc::clone(&shared),
+    };
+    let thread = std::thread::Builder::new()
+        .name("serve-stdout".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            // Lines taken off the queue and not yet flushed.
+            let mut taken = 0;
+            while let Some(line) = rx.blocking_recv() {
+                taken += 1;
+                let (value, body) = match line {
+                    Line::Answer(value) => (Some(value), Vec::new()),
+                    Line::Body { line, bytes } => (Some(line), bytes),
+                    Line::HostCall { call, line } if shared.calls.is_waiting(call) => {
+                        (Some(line), Vec::new())
+                    }
+                    Line::HostCall { .. } => (None, Vec::new()),
+                    Line::End => break,
+                };
+                // Locked per line, not for good: callers write directly when nothing is queued.
+                let mut out = stdout.lock();
+                if let Some(value) = value {
+                    let mut bytes = value.to_string().into_bytes();
+                    bytes.push(b'\n');
+                    if out.write_all(&bytes).is_err() || out.write_all(&body).is_err() {
+                        return;
                     }
                 }
-                Ok(_) => Input::Line(line),
-                Err(e) => Input::Failed(e.to_string()),
-            };
-            let failed = matches!(item, Input::Failed(_));
-            if tx.blocking_send(item).is_err() || failed {
-                return;
+                // Once the queue is drained, flushed, callers may write directly again.
+                if rx.is_empty() {
+                    if out.flush().is_err() {
+                        return;
+                    }
+                    *shared.lock() -= taken;
+                    taken = 0;
+                }
             }
-        }
-    });
-    rx
-}
-
-/// Reads and drops the rest of an overlong line.
-fn skip_rest_of_line(input: &mut impl BufRead) -> std::io::Result<()> {
-    loop {
-        let buf = input.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                input.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                input.consume(n);
-            }
-        }
-    }
+            let _ = stdout.lock().flush();
+        })?;
+    Ok((output, thread))
 }

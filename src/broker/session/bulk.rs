@@ -116,6 +116,7 @@ pub async fn call_frame(
             args,
             body: None,
             bulk: None,
+            cause: None,
         };
         return Ok((call.encode_outgoing(Vec::new()), None));
     };
@@ -127,6 +128,7 @@ pub async fn call_frame(
         args,
         body: Some(name),
         bulk: None,
+        cause: None,
     };
     if bytes.len() <= BULK_THRESHOLD {
         return Ok((call.encode_outgoing(bytes), None));

@@ -17,6 +17,8 @@ const HEALTH_TIMEOUT_RULE: &str = "supervision.health_timeout_ms";
 
 /// A call's deadline and the rule that set it.
 type Deadline = (Duration, &'static str);
+/// A host→plugin call's command, arguments and body.
+type Outbound<'a> = (&'a str, Map<String, Value>, Option<(String, Vec<u8>)>);
 
 /// Cancels a host→plugin call whose caller stopped waiting (its future was dropped).
 struct CancelOnDrop<'a> {
@@ -60,7 +62,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .map(|(_, tx)| tx)
+            .map(|(_, (tx, _))| tx)
             .collect();
         for tx in waiting {
             let _ = tx.send(Err(error.clone()));
@@ -91,6 +93,17 @@ impl Session {
         e
     }
 
+    /// The tag of host→plugin call `id` if it is waiting for the plugin's reply now:
+    /// `Some(tag)` (the tag its caller gave, if any), or `None` when no such call waits (never
+    /// sent, answered already, cancelled, timed out).
+    pub(super) fn waiting_tag(&self, id: u64) -> Option<Option<u64>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|(_, tag)| *tag)
+    }
+
     /// The deadline of each call, either direction.
     pub fn call_timeout(&self) -> Duration {
         self.call_timeout
@@ -108,6 +121,19 @@ impl Session {
         args: Map<String, Value>,
         body: Option<(String, Vec<u8>)>,
     ) -> Result<Reply, CallError> {
+        self.invoke_tagged(command, args, body, None).await
+    }
+
+    /// [`Session::invoke`], with the caller's `tag`: a plugin→host call the plugin makes for
+    /// this call (and the broker accepts as such while this call waits for its reply) carries
+    /// it in [`crate::capability::CallContext::cause`].
+    pub async fn invoke_tagged(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        body: Option<(String, Vec<u8>)>,
+        tag: Option<u64>,
+    ) -> Result<Reply, CallError> {
         if command != PING && !self.commands.iter().any(|c| c == command) {
             return Err(CallError::invalid(format!(
                 "{} exports no command {command:?}",
@@ -117,7 +143,11 @@ impl Session {
         let started = Instant::now();
         let in_flight = self.stats.in_flight(true);
         let (id, result) = self
-            .exchange(command, args, body, (self.call_timeout, CALL_TIMEOUT_RULE))
+            .exchange(
+                (command, args, body),
+                tag,
+                (self.call_timeout, CALL_TIMEOUT_RULE),
+            )
             .await;
         drop(in_flight);
         let code = result.as_ref().err().map(|e| e.code);
@@ -146,7 +176,11 @@ impl Session {
     pub async fn probe(&self, timeout: Duration) -> Result<Duration, CallError> {
         let started = Instant::now();
         let (_, result) = self
-            .exchange(PING, Map::new(), None, (timeout, HEALTH_TIMEOUT_RULE))
+            .exchange(
+                (PING, Map::new(), None),
+                None,
+                (timeout, HEALTH_TIMEOUT_RULE),
+            )
             .await;
         match result {
             Ok(Reply::Json(Value::String(s))) if s == "pong" => Ok(started.elapsed()),
@@ -162,9 +196,8 @@ impl Session {
     /// Returns the call id with the outcome.
     async fn exchange(
         &self,
-        command: &str,
-        args: Map<String, Value>,
-        body: Option<(String, Vec<u8>)>,
+        (command, args, body): Outbound<'_>,
+        tag: Option<u64>,
         deadline: Deadline,
     ) -> (u64, Result<Reply, CallError>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
@@ -182,7 +215,7 @@ impl Session {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+            .insert(id, (tx, tag));
         if let Some(fate) = self.fate() {
             // The tree was gone before (or while) registering: `close_calls` may have drained.
             self.pending

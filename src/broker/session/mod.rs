@@ -83,6 +83,8 @@ pub struct Terms {
 }
 
 type Pending = oneshot::Sender<Result<Reply, CallError>>;
+/// A host→plugin call waiting for its reply: where the reply goes, and the caller's tag.
+type Waiting = (Pending, Option<u64>);
 
 /// The state of one connection.
 pub struct Session {
@@ -94,7 +96,8 @@ pub struct Session {
     gate: Arc<Gate>,
     commands: Vec<String>,
     call_timeout: Duration,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// Host→plugin calls waiting for the plugin's reply, by id.
+    pending: Mutex<HashMap<u64, Waiting>>,
     /// Plugin→host calls being served.
     in_flight: in_flight::InFlightCalls,
     next_id: AtomicU64,

@@ -23,6 +23,7 @@ impl Session {
         method: String,
         args: Map<String, Value>,
         body_arg: Option<String>,
+        cause: Option<u64>,
         frame: Frame,
     ) -> Option<Finished> {
         if method == crate::ipc::bulk::BUFFER_METHOD {
@@ -47,6 +48,7 @@ impl Session {
         r.capability = Some(escape_text(&method));
         r.request_bytes = Some(request_bytes);
         r.args_sha256 = Some(digest(&frame.header, &frame.body));
+        let tag = self.attribute(cause, &mut r);
         let request = CallRequest {
             args,
             body: body_arg.map(|name| (name, frame.body)),
@@ -55,7 +57,10 @@ impl Session {
             .gate
             .decide(&self.info, &method, &request, request_bytes)
         {
-            Decision::Allow(admitted) => admitted,
+            Decision::Allow(mut admitted) => {
+                admitted.ctx.cause = tag;
+                admitted
+            }
             Decision::Deny { code, rule, reason } => {
                 self.stats.decided(&method, false);
                 self.stats.denied_by(rule);
@@ -88,6 +93,25 @@ impl Session {
             return None;
         }
         self.dispatch(id, method, admitted, request)
+    }
+
+    /// The plugin's claim that it makes this call for host→plugin call `cause`: accepted only
+    /// while that call waits for the plugin's reply on this session (so a plugin can name no
+    /// call it is not serving, nor one it has answered or that was cancelled). The decision
+    /// record says which: `detail.cause` (accepted) or `detail.cause_refused` (dropped; the
+    /// call itself goes on, unattributed). Returns the accepted call's tag, if it has one.
+    fn attribute(&self, cause: Option<u64>, r: &mut Record) -> Option<u64> {
+        let claimed = cause?;
+        match self.waiting_tag(claimed) {
+            Some(tag) => {
+                r.detail = Some(json!({ "cause": claimed }));
+                tag
+            }
+            None => {
+                r.detail = Some(json!({ "cause_refused": claimed }));
+                None
+            }
+        }
     }
 
     /// Runs an allowed call: polled once here; if it is not done, in a task (see `on_call`).

@@ -72,7 +72,8 @@ impl Session {
                 args,
                 body,
                 bulk: None,
-            }) => return self.on_call(id, method, args, body, frame),
+                cause,
+            }) => return self.on_call(id, method, args, body, cause, frame),
             Ok(Message::Result {
                 id,
                 result,
@@ -124,7 +125,7 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         match waiter {
-            Some(tx) => return Some(tx),
+            Some((tx, _)) => return Some(tx),
             None if self
                 .abandoned
                 .lock()
