@@ -124,3 +124,38 @@ fn the_cpp_editor_builds_runs_and_leaves_a_verified_audit_log() {
         "no doc.set_text record"
     );
 }
+
+#[test]
+fn c_threads_call_one_plugin_and_its_host_callback_concurrently() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let threads = work.path().join("threads");
+    compile(
+        "gcc",
+        &["-std=c11", "-pthread"],
+        &root().join("tests/c/threads.c"),
+        &threads,
+    );
+    let state = work.path().join("run");
+    std::fs::create_dir(&state).unwrap();
+    let plugin = root().join("tests/c/plugins/c-threads");
+    let out = run(&threads, &[&plugin, &state]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "threads failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "echo: 8 threads x 200 calls checked",
+        "double: 100 host callbacks, all on engine threads",
+        "meet: two callbacks ran at once",
+        "unknown command -> invalid",
+        "null engine -> null_argument",
+        "non-UTF-8 command -> not_utf8",
+        "call after shutdown -> shut_down",
+        "threads: all checks passed",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    let log = state.join("audit.jsonl");
+    let verdict = plugbox::audit::verify::verify(std::slice::from_ref(&log)).expect("verify");
+    assert!(verdict.broken.is_none(), "{verdict:?}");
+}
