@@ -73,6 +73,12 @@ impl HostEngine {
         &self.engine
     }
 
+    /// A handle on the engine's runtime (for Rust code driving the same engine, such as the
+    /// `c_abi_calls` benchmark); `None` once dropped.
+    pub fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|rt| rt.handle().clone())
+    }
+
     /// Registers host capability `name`, answered by `handler`.
     pub fn register(&self, name: &str, handler: Arc<dyn HostHandler>) -> Result<(), HostError> {
         self.runtime()?;

@@ -13,6 +13,14 @@ pub struct PlugboxEngine {
     host: HostEngine,
 }
 
+impl PlugboxEngine {
+    /// The safe core behind this handle (for Rust code, such as the `c_abi_calls` benchmark,
+    /// that drives the same engine through the Rust API as well).
+    pub fn host(&self) -> &HostEngine {
+        &self.host
+    }
+}
+
 /// Borrows the engine behind `engine`.
 ///
 /// # Safety
