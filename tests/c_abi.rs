@@ -144,12 +144,14 @@ fn c_threads_call_one_plugin_and_its_host_callback_concurrently() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "threads failed:\n{stdout}\n{stderr}");
     for expected in [
+        "event \"event\":\"ready\",\"plugin\":\"c-threads\"",
         "echo: 8 threads x 200 calls checked",
         "double: 100 host callbacks, all on engine threads",
         "meet: two callbacks ran at once",
         "unknown command -> invalid",
         "null engine -> null_argument",
         "non-UTF-8 command -> not_utf8",
+        "event \"event\":\"stopped\",\"plugin\":\"c-threads\"",
         "call after shutdown -> shut_down",
         "threads: all checks passed",
     ] {

@@ -4,6 +4,7 @@
  *     (a C callback) from inside the plugin: each answer checked, each callback on an engine
  *     thread, never on a caller's;
  *   - two `meet` calls whose callbacks must be running at the same time to return true;
+ *   - events: the plugin's `ready` after load, its `stopped` after shutdown, by polling;
  *   - typed errors: unknown command, unknown plugin, bad JSON, null pointers, non-UTF-8,
  *     use after shutdown.
  * Usage: threads PLUGIN_DIR WORK_DIR. Prints "threads: all checks passed" and exits 0. */
@@ -132,6 +133,21 @@ static void *meet_thread(void *arg) {
     return NULL;
 }
 
+/* Polls events (each wait capped at 30 s, only to turn a hang into a failure) until one
+ * holds `needle`. */
+static void await_event(const char *needle) {
+    for (;;) {
+        char *event = NULL;
+        PlugboxError *err = plugbox_engine_next_event(engine, 30000, &event);
+        if (err) fail("next_event", err);
+        if (!event) { fprintf(stderr, "threads: FAILED no event %s\n", needle); exit(1); }
+        int found = strstr(event, needle) != NULL;
+        plugbox_string_free(event);
+        if (found) break;
+    }
+    printf("event %s\n", needle);
+}
+
 static void run(void *(*body)(void *), int n) {
     pthread_t threads[THREADS];
     for (long t = 0; t < n; t++) pthread_create(&threads[t], NULL, body, (void *)t);
@@ -176,6 +192,7 @@ int main(int argc, char **argv) {
     if ((err = plugbox_engine_register(engine, "host.meet", host_meet, NULL))) fail("register", err);
     const char *grant = "{\"grant\": {\"schema\": 1, \"capabilities\": {\"host.double\": {}, \"host.meet\": {}}}}";
     if ((err = plugbox_engine_load(engine, argv[1], grant, NULL))) fail("load", err);
+    await_event("\"event\":\"ready\",\"plugin\":\"c-threads\"");
 
     run(echo_thread, THREADS);
     printf("echo: %d threads x %d calls checked\n", THREADS, CALLS);
@@ -191,6 +208,7 @@ int main(int argc, char **argv) {
     bad_input();
 
     if ((err = plugbox_engine_shutdown(engine))) fail("shutdown", err);
+    await_event("\"event\":\"stopped\",\"plugin\":\"c-threads\"");
     char *result = NULL;
     expect_code("call after shutdown", plugbox_engine_call(engine, "c-threads", "echo", "{}", &result), "shut_down");
     plugbox_engine_free(engine);
