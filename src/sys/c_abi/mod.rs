@@ -97,3 +97,42 @@ unsafe fn put(out: *mut *mut c_char, s: String) {
     // SAFETY: the caller guarantees `out` is a valid, writable `char **`.
     unsafe { out.write(owned(s)) };
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The code of `error`, which is then freed.
+    fn code_of(error: *mut PlugboxError) -> String {
+        assert!(!error.is_null());
+        // SAFETY: `error` is a live error just made by `guard`; the code is read before the
+        // error is freed, once.
+        unsafe {
+            let code = CStr::from_ptr(plugbox_error_code(error))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            plugbox_error_free(error);
+            code
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_a_call_is_caught_and_becomes_a_panic_error() {
+        let error = guard(|| panic!("boom"));
+        assert_eq!(code_of(error), "panic");
+        assert!(guard(|| Ok(())).is_null());
+    }
+
+    #[test]
+    fn null_and_non_utf8_strings_are_typed_errors() {
+        // SAFETY: null is allowed; the literal is NUL-terminated and lives for the call.
+        let (null, bad) = unsafe { (text(std::ptr::null(), "x"), text(c"\xff".as_ptr(), "x")) };
+        assert_eq!(null.unwrap_err().code, "null_argument");
+        assert_eq!(bad.unwrap_err().code, "not_utf8");
+        // SAFETY: a null engine is allowed and refused.
+        let error = unsafe { plugbox_engine_shutdown(std::ptr::null()) };
+        assert_eq!(code_of(error), "null_argument");
+    }
+}
