@@ -38,82 +38,32 @@ fn ok(err: *mut plugbox::sys::c_abi::PlugboxError, what: &str) {
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let (blocks, calls) = if benching { (10, 500) } else { (2, 20) };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("tmp");
-    let config = json!({
-        "audit_log": work.path().join("audit.jsonl"),
-        "state_dir": work.path().join("state"),
-        "allow_ungranted": true,
-    });
-    let config = CString::new(config.to_string()).unwrap();
-    let mut engine: *mut PlugboxEngine = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated config and a writable out-pointer.
-    ok(
-        unsafe { plugbox_engine_new(config.as_ptr(), &mut engine) },
-        "engine",
-    );
+    let engine = start(work.path());
     // SAFETY: `engine` is live until `plugbox_engine_free` at the end of main.
     let host = unsafe { &*engine }.host();
-    host.engine()
-        .register(
-            "bench.echo",
-            typed(
-                |_: CallContext, args: Value| async move { Ok::<_, CallError>(args["x"].clone()) },
-            ),
-        )
-        .expect("register");
-    let dir = CString::new(root.join("benches/plugins/echo").to_str().unwrap()).unwrap();
-    let grant = CString::new(r#"{"all_requested": true}"#).unwrap();
-    // SAFETY: live engine, NUL-terminated strings, a null (optional) out-pointer.
-    ok(
-        unsafe { plugbox_engine_load(engine, dir.as_ptr(), grant.as_ptr(), std::ptr::null_mut()) },
-        "load",
-    );
     let rt = host.runtime_handle().expect("runtime");
     let plugin = host.engine().plugin("bench-echo").expect("loaded");
-
-    let payload = "x".repeat(80);
-    let args = json!({ "x": payload });
+    let args = json!({ "x": "x".repeat(80) });
     let args_c = CString::new(args.to_string()).unwrap();
-    let (name, command) = (c"bench-echo", c"echo");
-    let via_abi = || {
-        let mut samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let mut result: *mut c_char = std::ptr::null_mut();
-            let t = Instant::now();
-            // SAFETY: live engine, NUL-terminated strings, a writable out-pointer; the result
-            // is freed once, below.
-            let err = unsafe {
-                plugbox_engine_call(
-                    engine,
-                    name.as_ptr(),
-                    command.as_ptr(),
-                    args_c.as_ptr(),
-                    &mut result,
-                )
-            };
-            // SAFETY: `result` is null or a string this library returned, freed once.
-            unsafe { plugbox_string_free(result) };
-            samples.push(t.elapsed().as_nanos() as u64);
-            ok(err, "call");
-        }
-        samples
-    };
-    let via_rust = || {
-        let mut samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let t = Instant::now();
-            let reply = rt.block_on(plugin.call("echo", args.clone()));
-            samples.push(t.elapsed().as_nanos() as u64);
-            reply.expect("call");
-        }
-        samples
-    };
     println!(
         "warm calls, {blocks} blocks x {calls} calls per side, interleaved A B B A; {}",
         load()
     );
-    let (mut a, mut b) = interleave(blocks, via_abi, via_rust);
+    let (mut a, mut b) = interleave(
+        blocks,
+        || via_abi(engine, &args_c, calls),
+        || {
+            let mut samples = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = Instant::now();
+                let reply = rt.block_on(plugin.call("echo", args.clone()));
+                samples.push(t.elapsed().as_nanos() as u64);
+                reply.expect("call");
+            }
+            samples
+        },
+    );
     report(
         "host->plugin warm call, 80 B, plugbox_engine_call vs Plugin::call (block_on), same plugin",
         "Rust API Plugin::call from a thread outside the runtime",
@@ -124,4 +74,62 @@ fn main() {
     drop(plugin);
     // SAFETY: `engine` came from `plugbox_engine_new`, is freed once, no call in progress.
     unsafe { plugbox_engine_free(engine) };
+}
+
+/// An engine made through the C ABI, with `bench.echo` registered and the echo plugin loaded.
+fn start(work: &Path) -> *mut PlugboxEngine {
+    let config = json!({
+        "audit_log": work.join("audit.jsonl"),
+        "state_dir": work.join("state"),
+        "allow_ungranted": true,
+    });
+    let config = CString::new(config.to_string()).unwrap();
+    let mut engine: *mut PlugboxEngine = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated config and a writable out-pointer.
+    ok(
+        unsafe { plugbox_engine_new(config.as_ptr(), &mut engine) },
+        "engine",
+    );
+    // SAFETY: `engine` was just made and is not freed before main ends.
+    let host = unsafe { &*engine }.host();
+    let echo =
+        typed(|_: CallContext, args: Value| async move { Ok::<_, CallError>(args["x"].clone()) });
+    host.engine()
+        .register("bench.echo", echo)
+        .expect("register");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = CString::new(root.join("benches/plugins/echo").to_str().unwrap()).unwrap();
+    let grant = CString::new(r#"{"all_requested": true}"#).unwrap();
+    // SAFETY: live engine, NUL-terminated strings, a null (optional) out-pointer.
+    ok(
+        unsafe { plugbox_engine_load(engine, dir.as_ptr(), grant.as_ptr(), std::ptr::null_mut()) },
+        "load",
+    );
+    engine
+}
+
+/// `calls` timed calls of `echo` through `plugbox_engine_call`, in nanoseconds.
+fn via_abi(engine: *mut PlugboxEngine, args: &CStr, calls: usize) -> Vec<u64> {
+    let (name, command) = (c"bench-echo", c"echo");
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let mut result: *mut c_char = std::ptr::null_mut();
+        let t = Instant::now();
+        // SAFETY: live engine, NUL-terminated strings, a writable out-pointer; the result is
+        // freed once, below.
+        let err = unsafe {
+            plugbox_engine_call(
+                engine,
+                name.as_ptr(),
+                command.as_ptr(),
+                args.as_ptr(),
+                &mut result,
+            )
+        };
+        // SAFETY: `result` is null or a string this library returned, freed once.
+        unsafe { plugbox_string_free(result) };
+        samples.push(t.elapsed().as_nanos() as u64);
+        ok(err, "call");
+    }
+    samples
 }
