@@ -1,6 +1,7 @@
 //! plugbox: run untrusted plugins as confined processes.
 pub mod audit;
 pub mod broker;
+pub mod c_host;
 pub mod capability;
 pub mod default_paths;
 pub mod discovery;

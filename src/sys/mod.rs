@@ -10,6 +10,7 @@
 
 use std::io;
 
+pub mod c_abi;
 mod confine;
 mod fs;
 mod inotify;
