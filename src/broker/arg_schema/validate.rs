@@ -29,9 +29,38 @@ impl std::fmt::Display for ArgError {
 
 type Checked = Result<(), ArgError>;
 
-fn fail(path: &str, problem: String) -> Checked {
+/// Where a value is, as a chain of steps from the arguments; rendered only for an error, so
+/// a call that matches allocates nothing for paths.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self, out: &mut String) {
+        match self {
+            Path::Root => {}
+            Path::Key(Path::Root, key) => out.push_str(key),
+            Path::Key(parent, key) => {
+                parent.render(out);
+                out.push('.');
+                out.push_str(key);
+            }
+            Path::Index(parent, i) => {
+                parent.render(out);
+                out.push_str(&format!("[{i}]"));
+            }
+        }
+    }
+}
+
+fn fail(path: &Path<'_>, problem: String) -> Checked {
+    let mut rendered = String::new();
+    path.render(&mut rendered);
     Err(ArgError {
-        path: path.to_owned(),
+        path: rendered,
         problem,
     })
 }
@@ -51,7 +80,7 @@ pub(super) fn check_args(
                 Additional::Any => None,
                 Additional::None => {
                     return fail(
-                        "",
+                        &Path::Root,
                         format!("unexpected argument {} (the binary body)", quoted(name)),
                     )
                 }
@@ -59,11 +88,12 @@ pub(super) fn check_args(
             },
         };
         if node.is_some_and(|n| !accepts_body(n)) {
-            return fail(name, "does not take the binary body".into());
+            let at = Path::Key(&Path::Root, name);
+            return fail(&at, "does not take the binary body".into());
         }
     }
     let mut walk = Walk { visits };
-    walk.object(root, args, "", body)
+    walk.object(root, args, &Path::Root, body)
 }
 
 /// A node the binary body may fill: marked binary, or unconstrained, or an `anyOf` with such
@@ -81,7 +111,7 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn value(&mut self, node: &Node, value: &Value, path: &str) -> Checked {
+    fn value(&mut self, node: &Node, value: &Value, path: &Path<'_>) -> Checked {
         *self.visits += 1;
         if node.never {
             return fail(path, "no value is allowed here".into());
@@ -122,7 +152,7 @@ impl Walk<'_> {
         self.any_of(node, value, path)
     }
 
-    fn any_of(&mut self, node: &Node, value: &Value, path: &str) -> Checked {
+    fn any_of(&mut self, node: &Node, value: &Value, path: &Path<'_>) -> Checked {
         if node.any_of.is_empty() {
             return Ok(());
         }
@@ -143,11 +173,11 @@ impl Walk<'_> {
         )
     }
 
-    fn array(&mut self, node: &Node, items: &[Value], path: &str) -> Checked {
+    fn array(&mut self, node: &Node, items: &[Value], path: &Path<'_>) -> Checked {
         lengths(node.min_items, node.max_items, items.len(), "items", path)?;
         if let Some(item) = &node.items {
             for (i, v) in items.iter().enumerate() {
-                self.value(item, v, &format!("{path}[{i}]"))?;
+                self.value(item, v, &Path::Index(path, i))?;
             }
         }
         Ok(())
@@ -157,13 +187,12 @@ impl Walk<'_> {
         &mut self,
         node: &Node,
         map: &Map<String, Value>,
-        path: &str,
+        path: &Path<'_>,
         body: Option<&str>,
     ) -> Checked {
-        let (what, root) = if path.is_empty() {
-            ("argument", true)
-        } else {
-            ("property", false)
+        let what = match path {
+            Path::Root => "argument",
+            _ => "property",
         };
         for name in &node.required {
             if !map.contains_key(name) && body != Some(name.as_str()) {
@@ -171,11 +200,7 @@ impl Walk<'_> {
             }
         }
         for (key, v) in map {
-            let child = if root {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let child = Path::Key(path, key);
             match (node.properties.get(key), &node.additional) {
                 (Some(n), _) => self.value(n, v, &child)?,
                 (None, Additional::Schema(n)) => self.value(n, v, &child)?,
@@ -194,7 +219,7 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", crate::audit::escape_text(text))
 }
 
-fn bounds(node: &Node, n: &Number, path: &str) -> Checked {
+fn bounds(node: &Node, n: &Number, path: &Path<'_>) -> Checked {
     if let Some(min) = &node.minimum {
         if compare(n, min) == Ordering::Less {
             return fail(path, format!("{n} is less than the minimum {min}"));
@@ -208,7 +233,7 @@ fn bounds(node: &Node, n: &Number, path: &str) -> Checked {
     Ok(())
 }
 
-fn lengths(min: Option<u64>, max: Option<u64>, len: usize, unit: &str, path: &str) -> Checked {
+fn lengths(min: Option<u64>, max: Option<u64>, len: usize, unit: &str, path: &Path<'_>) -> Checked {
     let len = len as u64;
     if min.is_some_and(|m| len < m) {
         return fail(
