@@ -217,3 +217,68 @@ async fn describe_returns_each_commands_schema_and_description() {
         .expect_err("refused");
     assert_eq!(e.code, ErrorCode::InvalidArgument);
 }
+
+/// Over `plugbox serve`: `describe` carries the schemas, a mismatching `call` is answered
+/// `invalid_argument` naming the field, a matching one its result.
+#[test]
+fn serve_describes_schemas_and_answers_invalid_argument() {
+    use std::io::{BufRead, BufReader, Write};
+    let p = TestPlugin::new("typed", "", PLUGIN);
+    let work = tempfile::tempdir().unwrap();
+    let mut serve = std::process::Command::new(common::plugbox())
+        .arg("serve")
+        .arg("--audit")
+        .arg(work.path().join("audit.jsonl"))
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .arg("--allow-ungranted")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("plugbox serve");
+    let mut stdin = serve.stdin.take().unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    // Requests run concurrently: each is sent once the one before it is answered.
+    let mut ask = move |r: Value| -> Value {
+        writeln!(stdin, "{r}").unwrap();
+        loop {
+            let v: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            if v["id"] == r["id"] {
+                return v;
+            }
+        }
+    };
+    let mut answers = std::collections::HashMap::new();
+    for (id, r) in [
+        json!({"op": "load", "dir": p.path()}),
+        json!({"op": "describe", "plugin": "typed"}),
+        json!({"op": "call", "plugin": "typed", "command": "add", "args": {"a": "x"}}),
+        json!({"op": "call", "plugin": "typed", "command": "add", "args": {"a": 2, "b": 5}}),
+        json!({"op": "call", "plugin": "typed", "command": "calls"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = r;
+        r["id"] = json!(id + 1);
+        answers.insert(id as i64 + 1, ask(r));
+    }
+    drop(ask); // end of input: serve shuts down
+    assert!(serve.wait().unwrap().success());
+    assert_eq!(answers[&1]["ok"], true, "{:?}", answers[&1]);
+    let described = &answers[&2]["result"];
+    assert_eq!(
+        described["schemas"]["add"]["description"],
+        "Add two integers."
+    );
+    assert_eq!(
+        described["schemas"]["add"]["args"]["required"],
+        json!(["a"])
+    );
+    assert_eq!(
+        answers[&3]["error"],
+        json!({"code": "invalid_argument", "message": "argument \"a\": expected integer, got string"})
+    );
+    assert_eq!(answers[&4]["result"], 7);
+    assert_eq!(answers[&5]["result"], 1, "only the good call ran");
+}
