@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 BINARY: Final = "application/octet-stream"  # the contentMediaType of the body argument
 MAX_DESCRIPTION_CHARS: Final = 1000  # the host refuses longer descriptions (arg_schema.rs)
 MAX_DEPTH: Final = 8  # nested hints deeper than this (a recursive TypedDict) are `{}`
+# Within the host's bounds (src/broker/arg_schema/limits.rs): a hint past them is `{}`.
+MAX_ENUM_ITEMS: Final = 1024
+MAX_ANY_OF: Final = 16
 _CO_VARARGS: Final = 0x04
 _CO_VARKEYWORDS: Final = 0x08
 _SCALARS: Final = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -161,7 +164,7 @@ def _to_schema(tp: object, depth: int) -> Schema:
         return _union([_to_schema(a, depth + 1) for a in args])
     if typing is not None and origin is typing.Literal:
         values = [a for a in args if _is_plain_json(a)]
-        return {"enum": values} if len(values) == len(args) else {}
+        return {"enum": values} if len(values) == len(args) <= MAX_ENUM_ITEMS else {}
     return _generic(origin, args, depth)
 
 
@@ -187,7 +190,7 @@ def _generic(origin: object, args: tuple[object, ...], depth: int) -> Schema:
 
 def _union(members: list[Schema]) -> Schema:
     """``anyOf`` the members, or one ``type`` list when every member is only a type."""
-    if any(m == {} for m in members):
+    if any(m == {} for m in members) or len(members) > MAX_ANY_OF:
         return {}
     if all(m.keys() == {"type"} and isinstance(m["type"], str) for m in members):
         types: list[object] = []

@@ -117,6 +117,16 @@ def test_a_recursive_typed_dict_is_cut_to_any() -> None:
     assert text.count('"children"') <= 10
 
 
+def test_hints_past_the_hosts_bounds_are_any() -> None:
+    def f(x: Literal[tuple(range(2000))], y: Union[tuple(Literal[i] for i in range(20))]):  # type: ignore[valid-type]
+        return None
+
+    # 2000 enum items (more than 1024); a union of 20 alternatives (more than 16 anyOf branches).
+    props = args_of(f)["properties"]
+    assert props["x"] == {}  # type: ignore[index]
+    assert props["y"] == {}  # type: ignore[index]
+
+
 def test_unannotated_keyword_only_kwargs_and_positional_only() -> None:
     def f(a, /, b, *args, c: str, d=2.5, **rest: int):  # type: ignore[no-untyped-def]
         return None
