@@ -201,23 +201,7 @@ fn keyword(
     let sub = |suffix: &str| format!("{at}{suffix}");
     match key {
         "type" => node.types = types(value, at)?,
-        "properties" => {
-            let props = value
-                .as_object()
-                .ok_or_else(|| malformed(at, "properties is an object"))?;
-            if props.len() > MAX_PROPERTIES {
-                return Err(SchemaError::TooMany {
-                    at: at.to_owned(),
-                    what: "properties",
-                    limit: MAX_PROPERTIES,
-                });
-            }
-            for (name, schema) in props {
-                budget.text(name.chars().count(), at)?;
-                let child = compile(schema, depth + 1, budget, &sub(&format!(".{name}")))?;
-                node.properties.insert(name.clone(), child);
-            }
-        }
+        "properties" => node.properties = properties(value, depth, budget, at)?,
         "required" => node.required = required(value, at)?,
         "additionalProperties" => {
             node.additional = match value {
@@ -228,21 +212,10 @@ fn keyword(
         }
         "items" => node.items = Some(Box::new(compile(value, depth + 1, budget, &sub("[]"))?)),
         "enum" => {
-            let items = value
-                .as_array()
-                .ok_or_else(|| malformed(at, "enum is an array"))?;
-            if items.len() > MAX_ENUM_ITEMS {
-                return Err(SchemaError::TooMany {
-                    at: at.to_owned(),
-                    what: "enum items",
-                    limit: MAX_ENUM_ITEMS,
-                });
-            }
-            let mut set = HashSet::new();
-            for item in items {
-                set.insert(scalar(item, at, budget)?);
-            }
-            node.allowed = Some(intersect(node.allowed.take(), set));
+            node.allowed = Some(intersect(
+                node.allowed.take(),
+                enumeration(value, budget, at)?,
+            ))
         }
         "const" => {
             let set = HashSet::from([scalar(value, at, budget)?]);
@@ -254,21 +227,7 @@ fn keyword(
         "maxLength" => node.max_length = Some(count(value, key, at)?),
         "minItems" => node.min_items = Some(count(value, key, at)?),
         "maxItems" => node.max_items = Some(count(value, key, at)?),
-        "anyOf" => {
-            let branches = value.as_array().filter(|b| !b.is_empty());
-            let branches = branches.ok_or_else(|| malformed(at, "anyOf is a non-empty array"))?;
-            if branches.len() > MAX_ANY_OF {
-                return Err(SchemaError::TooMany {
-                    at: at.to_owned(),
-                    what: "anyOf branches",
-                    limit: MAX_ANY_OF,
-                });
-            }
-            for (i, b) in branches.iter().enumerate() {
-                node.any_of
-                    .push(compile(b, depth + 1, budget, &sub(&format!("/anyOf{i}")))?);
-            }
-        }
+        "anyOf" => node.any_of = any_of(value, depth, budget, at)?,
         "contentMediaType" if value.as_str() == Some(BINARY) => node.binary = true,
         "description" | "title" | "$comment" => {
             let text = value
@@ -285,6 +244,64 @@ fn keyword(
         }
     }
     Ok(())
+}
+
+fn too_many(at: &str, what: &'static str, limit: usize) -> SchemaError {
+    SchemaError::TooMany {
+        at: at.to_owned(),
+        what,
+        limit,
+    }
+}
+
+fn properties(
+    value: &Value,
+    depth: usize,
+    budget: &mut Budget,
+    at: &str,
+) -> Result<HashMap<String, Node>, SchemaError> {
+    let props = value
+        .as_object()
+        .ok_or_else(|| malformed(at, "properties is an object"))?;
+    if props.len() > MAX_PROPERTIES {
+        return Err(too_many(at, "properties", MAX_PROPERTIES));
+    }
+    let mut out = HashMap::with_capacity(props.len());
+    for (name, schema) in props {
+        budget.text(name.chars().count(), at)?;
+        let here = format!("{at}.{}", crate::audit::escape_text(name));
+        out.insert(name.clone(), compile(schema, depth + 1, budget, &here)?);
+    }
+    Ok(out)
+}
+
+fn enumeration(
+    value: &Value,
+    budget: &mut Budget,
+    at: &str,
+) -> Result<HashSet<Scalar>, SchemaError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| malformed(at, "enum is an array"))?;
+    if items.len() > MAX_ENUM_ITEMS {
+        return Err(too_many(at, "enum items", MAX_ENUM_ITEMS));
+    }
+    items.iter().map(|item| scalar(item, at, budget)).collect()
+}
+
+fn any_of(
+    value: &Value,
+    depth: usize,
+    budget: &mut Budget,
+    at: &str,
+) -> Result<Vec<Node>, SchemaError> {
+    let branches = value.as_array().filter(|b| !b.is_empty());
+    let branches = branches.ok_or_else(|| malformed(at, "anyOf is a non-empty array"))?;
+    if branches.len() > MAX_ANY_OF {
+        return Err(too_many(at, "anyOf branches", MAX_ANY_OF));
+    }
+    let branch = |(i, b): (usize, &Value)| compile(b, depth + 1, budget, &format!("{at}/anyOf{i}"));
+    branches.iter().enumerate().map(branch).collect()
 }
 
 fn malformed(at: &str, why: &str) -> SchemaError {
