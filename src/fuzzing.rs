@@ -197,3 +197,45 @@ pub fn serve_request(data: &[u8]) {
         assert_eq!(back["id"], id);
     }
 }
+
+/// Compiles the first line of `data` as a command's argument schema (strict JSON, within a
+/// `hello`'s bounds) and, if it compiles, validates the rest as its arguments, with and
+/// without a binary body.
+pub fn arg_schema(data: &[u8]) {
+    use crate::broker::arg_schema::CommandSchemas;
+    let (schema, args) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b"{}"[..]),
+    };
+    let (Ok(schema), Ok(serde_json::Value::Object(args))) = (
+        crate::ipc::strict_json::parse(schema),
+        crate::ipc::strict_json::parse(args),
+    ) else {
+        return;
+    };
+    let mut sent = serde_json::Map::new();
+    sent.insert("f".into(), serde_json::json!({ "args": schema }));
+    let Ok(schemas) = CommandSchemas::compile(Some(&sent), &["f".to_owned()]) else {
+        return;
+    };
+    if let Some(command) = schemas.get("f") {
+        let (first, visits) = command.check_counting(&args, None);
+        assert_eq!(
+            first,
+            command.check(&args, None),
+            "validation is deterministic"
+        );
+        let values = args.values().map(value_nodes).sum::<u64>() + 1;
+        let bound = crate::broker::arg_schema::limits::MAX_FAN * values;
+        assert!(visits <= bound, "{visits} visits for {values} values");
+        let _ = command.check(&args, Some("data"));
+    }
+}
+
+fn value_nodes(value: &serde_json::Value) -> u64 {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(value_nodes).sum::<u64>(),
+        serde_json::Value::Object(map) => 1 + map.values().map(value_nodes).sum::<u64>(),
+        _ => 1,
+    }
+}

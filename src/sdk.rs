@@ -36,6 +36,7 @@ pub const FILES: &[(&str, &[u8])] = sdk_files!(
     "_hosting_types.py",
     "_messages.py",
     "_runtime.py",
+    "_schema.py",
     "_serving.py",
     "_sourceonly.py",
     "_strict_json.py",

@@ -240,9 +240,9 @@ pub struct Answer {
 /// A failed request's error.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AnswerError {
-    /// A stable code: a protocol error code (`denied`, `invalid`, `too_large`, `timeout`,
-    /// `plugin_error`, `plugin_crashed`, `unavailable`, ...) or one of serve's own
-    /// (`load_failed`, `not_loaded`).
+    /// A stable code: a protocol error code (`denied`, `invalid`, `invalid_argument`,
+    /// `too_large`, `timeout`, `plugin_error`, `plugin_crashed`, `unavailable`, ...) or one of
+    /// serve's own (`load_failed`, `not_loaded`).
     pub code: String,
     /// What happened, in words.
     pub message: String,

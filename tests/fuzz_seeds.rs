@@ -75,3 +75,8 @@ fn serve_request_seeds_and_the_json_test_suite() {
     );
     assert!(n >= 318 + 5, "{n}");
 }
+
+#[test]
+fn arg_schema_seeds() {
+    assert!(replay("arg_schema", plugbox::fuzzing::arg_schema, None) >= 6);
+}

@@ -119,6 +119,7 @@ _PRELOADED = (
     "log",
     # What the plugin runtime needs before it is ready (its first health probe included).
     "_sourceonly",
+    "_schema",
     "_runtime",
     "_serving",
 )

@@ -120,14 +120,19 @@ class Channel:
 
     # -- handshake -----------------------------------------------------------------------------
 
-    def handshake(self, name: str, version: str, commands: list[str]) -> msg.Welcome:
-        """Send ``hello`` and read the answer. Raises ``HandshakeRefused`` on ``refuse``."""
+    def handshake(
+        self, name: str, version: str, commands: list[str], schemas: dict[str, object] | None = None
+    ) -> msg.Welcome:
+        """Send ``hello`` (with the commands' argument ``schemas``, if any) and read the answer.
+        Raises ``HandshakeRefused`` on ``refuse``."""
         hello: dict[str, object] = {
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
             "plugin": {"name": name, "version": version},
             "commands": commands,
         }
+        if schemas:
+            hello["schemas"] = schemas
         self.send(hello)
         frame = self._read()
         if frame is None:

@@ -67,6 +67,14 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._commands)
 
+    def schemas(self) -> dict[str, dict[str, object]]:
+        """Each command's argument and result schemas (:mod:`plugbox._schema`), for ``hello``;
+        a command whose signature cannot be read has none."""
+        from ._schema import command_schema
+
+        derived = ((name, command_schema(func)) for name, func in self._commands.items())
+        return {name: schema for name, schema in derived if schema is not None}
+
 
 REGISTRY: Final = Registry()
 

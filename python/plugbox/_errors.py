@@ -122,6 +122,7 @@ EXCEPTION_BY_CODE: Final = {
     "unavailable": Unavailable,
     "plugin_crashed": PluginCrashed,
     "limit": LimitExceeded,
+    "invalid_argument": InvalidArgument,  # a host refused a relayed call's arguments (schema)
 }
 
 

@@ -74,7 +74,7 @@ def run(entry_path: str, environ: Mapping[str, str], plugin_dir: str | None = No
         return EXIT_LOAD_FAILED
     channel = Channel(fd)
     try:
-        channel.handshake(name, version, REGISTRY.names())
+        channel.handshake(name, version, REGISTRY.names(), REGISTRY.schemas())
     except HandshakeRefused as refused:
         _fail(f"the host refused plugin {name!r} {version!r}: {refused.message} [{refused.code}]")
         return EXIT_REFUSED

@@ -30,6 +30,7 @@ TABLE = [
     ("unavailable", Unavailable),
     ("plugin_crashed", PluginCrashed),
     ("limit", LimitExceeded),
+    ("invalid_argument", InvalidArgument),
 ]
 
 

@@ -62,6 +62,8 @@ def plugin(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_handshake_call_and_shutdown(plugin: PluginProcess, tmp_path: Path) -> None:
     hello = plugin.host.handshake(capabilities=("log", "kv.get"))
+    schemas = hello.pop("schemas")
+    assert schemas["count"]["args"]["required"] == ["text"]  # plugbox._schema, tests/test_schema.py
     assert hello == {
         "type": "hello",
         "protocol": 1,

@@ -1,5 +1,6 @@
 //! The broker: one gate per plugin connection, and the loop that feeds it.
 
+pub mod arg_schema;
 pub mod channel;
 pub mod coalesce;
 pub mod gate;

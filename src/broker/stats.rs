@@ -23,7 +23,7 @@ pub const DENY_RULES: [&str; 7] = [
 
 /// Every protocol error code, in the order [`StatsSnapshot::call_errors_by_code`] reports
 /// them.
-pub const ERROR_CODES: [ErrorCode; 12] = [
+pub const ERROR_CODES: [ErrorCode; 13] = [
     ErrorCode::Denied,
     ErrorCode::Invalid,
     ErrorCode::TooLarge,
@@ -36,6 +36,7 @@ pub const ERROR_CODES: [ErrorCode; 12] = [
     ErrorCode::Unavailable,
     ErrorCode::PluginCrashed,
     ErrorCode::Limit,
+    ErrorCode::InvalidArgument,
 ];
 
 /// `code`'s index in [`ERROR_CODES`] (a `match`, so a new code fails to compile here).
@@ -53,6 +54,7 @@ fn code_index(code: ErrorCode) -> usize {
         ErrorCode::Unavailable => 9,
         ErrorCode::PluginCrashed => 10,
         ErrorCode::Limit => 11,
+        ErrorCode::InvalidArgument => 12,
     }
 }
 

@@ -1,5 +1,6 @@
 //! What a loaded plugin is, for a host that lists it: its identity, its description, the
-//! capabilities it was granted and the commands it exports (`plugbox serve`'s `describe`).
+//! capabilities it was granted, the commands it exports and their argument schemas
+//! (`plugbox serve`'s `describe`).
 
 use super::{Plugin, State};
 use crate::capability::CallError;
@@ -25,13 +26,21 @@ pub struct PluginDescription {
     pub capabilities: Vec<String>,
     /// The commands it exports, from a ready instance's handshake.
     pub commands: Vec<String>,
+    /// Each command's `description` (its docstring's first paragraph), `args` (the JSON
+    /// Schema its arguments are validated against before a call is sent) and `result`, by
+    /// command, as its handshake sent them; a command without one is not validated
+    /// (`docs/authoring.md`).
+    pub schemas: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Plugin {
-    /// Its identity, grant and commands. Waits for a ready instance (as a call does) to read
-    /// the commands it exported.
+    /// Its identity, grant, commands and their schemas. Waits for a ready instance (as a call
+    /// does) to read the commands it exported.
     pub async fn describe(&self) -> Result<PluginDescription, CallError> {
-        let commands = self.commands().await?;
+        let (commands, schemas) = {
+            let reserved = self.m.pick().await?;
+            (reserved.0.commands().to_vec(), reserved.0.schemas().clone())
+        };
         let v = self.m.validated();
         Ok(PluginDescription {
             name: v.manifest.name.clone(),
@@ -41,6 +50,7 @@ impl Plugin {
             state: self.state(),
             capabilities: v.gate.names(),
             commands,
+            schemas,
         })
     }
 }

@@ -100,6 +100,12 @@ impl Instance {
         self.session.commands()
     }
 
+    /// Their argument and result schemas and descriptions, as the plugin sent them in its
+    /// handshake (and as they were accepted), by command.
+    pub fn schemas(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.session.schemas().sent()
+    }
+
     /// Host calls to this instance not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)

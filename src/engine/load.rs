@@ -124,7 +124,7 @@ impl Engine {
         let (mut reader, mut write_half) = steps::split(host_end)?;
         let commands =
             match steps::handshake(inner, v, &subject, &mut reader, &mut write_half).await? {
-                Hello::Accepted(commands) => commands,
+                Hello::Accepted(commands, schemas) => (commands, schemas),
                 Hello::Refused(e, let_it_exit) => {
                     let reap = move || guard.reap();
                     return Err(evidence::before_hello(e, pid, reap, &tail, let_it_exit).await);

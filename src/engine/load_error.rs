@@ -44,6 +44,10 @@ pub enum LoadError {
     /// The handshake failed.
     #[error("handshake: {0}")]
     Handshake(String),
+    /// The plugin's `hello` carried argument schemas past their bounds or outside the
+    /// supported subset (`docs/authoring.md`): the handshake was refused.
+    #[error("handshake: {0}")]
+    ArgSchema(#[from] crate::broker::arg_schema::SchemaError),
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -101,7 +105,7 @@ impl LoadError {
             | LoadError::PythonEnv(_) => "validate",
             LoadError::Reach(_) | LoadError::Prepare(_) => "prepare",
             LoadError::Spawn(_) | LoadError::Capacity(_) => "spawn",
-            LoadError::Handshake(_) => "handshake",
+            LoadError::Handshake(_) | LoadError::ArgSchema(_) => "handshake",
             LoadError::Health(_) => "health",
             LoadError::Audit(_) => "audit",
             LoadError::Host(_) => "host",

@@ -14,12 +14,13 @@
 //! Then teardown takes over the tree, the first health probe, and `handshaking → ready`.
 
 use super::evidence::StderrTail;
-use super::handshake::check_hello;
+use super::handshake::{check_hello, refusal};
 use super::lifecycle::{record_transition, State};
 use super::load::KillOnDrop;
 use super::validate::Validated;
 use super::{Inner, LoadError};
 use crate::audit::{escape_text, EventKind, Record, Subject};
+use crate::broker::arg_schema::CommandSchemas;
 use crate::broker::session::Terms;
 use crate::broker::stats::Stats;
 use crate::broker::Session;
@@ -161,8 +162,8 @@ pub(super) fn record_spawn(
 
 /// How the plugin's `hello` was answered.
 pub(super) enum Hello {
-    /// `welcome`: the commands it exported.
-    Accepted(Vec<String>),
+    /// `welcome`: the commands it exported, and their argument schemas.
+    Accepted(Vec<String>, CommandSchemas),
     /// `refuse` (recorded): why, and whether the plugin may still be exiting on its own (it
     /// answered in time) rather than being killed at once.
     Refused(LoadError, bool),
@@ -181,9 +182,10 @@ pub(super) async fn handshake(
     let hello = tokio::time::timeout(inner.config.handshake_timeout, reader.next()).await;
     // A plugin that missed the deadline has had its chance; any other may still be exiting.
     let let_it_exit = hello.is_ok();
-    let commands = match check_hello(manifest, hello) {
-        Ok(commands) => commands,
-        Err(why) => {
+    let (commands, schemas) = match check_hello(manifest, hello) {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            let why = refusal(&e);
             let refuse = Message::Refuse {
                 error: WireError {
                     code: ErrorCode::Invalid,
@@ -196,7 +198,7 @@ pub(super) async fn handshake(
             r.decision = Some("deny");
             r.reason = Some(escape_text(&why));
             inner.audit.write(&r)?;
-            return Ok(Hello::Refused(LoadError::Handshake(why), let_it_exit));
+            return Ok(Hello::Refused(e, let_it_exit));
         }
     };
     let welcome = Message::Welcome {
@@ -215,9 +217,14 @@ pub(super) async fn handshake(
         .map_err(|e| LoadError::Handshake(format!("cannot send welcome: {e}")))?;
     let mut r = Record::new(EventKind::Handshake, subject.clone());
     r.decision = Some("allow");
-    r.detail = Some(serde_json::json!({ "commands": commands, "capabilities": v.gate.names() }));
+    let validated: Vec<&str> = schemas.sent().keys().map(String::as_str).collect();
+    r.detail = Some(serde_json::json!({
+        "commands": commands,
+        "capabilities": v.gate.names(),
+        "arg_schemas": validated,
+    }));
     inner.audit.write(&r)?;
-    Ok(Hello::Accepted(commands))
+    Ok(Hello::Accepted(commands, schemas))
 }
 
 /// Step 8: The session over the channel, its reader task and its writer task.
@@ -225,7 +232,7 @@ pub(super) fn open_session(
     inner: &Inner,
     v: &Validated,
     info: &Arc<PluginInfo>,
-    commands: Vec<String>,
+    (commands, schemas): (Vec<String>, CommandSchemas),
     stats: Arc<Stats>,
     (reader, write_half): (Reader, OwnedWriteHalf),
 ) -> Arc<Session> {
@@ -238,6 +245,7 @@ pub(super) fn open_session(
         Terms {
             gate: Arc::clone(&v.gate),
             commands,
+            schemas: Arc::new(schemas),
             call_timeout: v.manifest.policy.limits().call_timeout,
             stats,
             max_body_bytes: crate::ipc::bulk::body_limit(v.manifest.policy.limits().memory_bytes),

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     /// (`limits.call_timeout_ms`, `limits.wall_seconds`, `limits.cpu_seconds`, ...). Decided
     /// by the host only.
     Limit,
+    /// The call's arguments do not match the command's argument schema (sent in the plugin's
+    /// `hello`); the message names the field. Decided by the host before the call is sent.
+    InvalidArgument,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::PluginCrashed => "plugin_crashed",
             ErrorCode::Limit => "limit",
+            ErrorCode::InvalidArgument => "invalid_argument",
         }
     }
 }
@@ -114,6 +118,10 @@ pub enum Message {
         plugin: PluginIdentity,
         /// Exported commands.
         commands: Vec<String>,
+        /// Argument and result schemas by command (optional; `docs/authoring.md`), checked
+        /// and compiled by [`crate::broker::arg_schema`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schemas: Option<Map<String, Value>>,
     },
     /// Host → plugin: accepted.
     Welcome {

@@ -70,7 +70,8 @@ impl Session {
     }
 
     /// The error a plugin answered call `id` with. Codes that say the host failed or stopped
-    /// the call (`host_error`, `plugin_crashed`, `limit`, `unavailable`) are the host's to
+    /// the call (`host_error`, `plugin_crashed`, `limit`, `unavailable`, `invalid_argument`)
+    /// are the host's to
     /// give: a plugin that sends one gets a recoverable violation, and the caller `protocol`.
     pub(super) fn plugin_error(&self, id: u64, error: WireError) -> CallError {
         let host_only = matches!(
@@ -79,6 +80,7 @@ impl Session {
                 | ErrorCode::PluginCrashed
                 | ErrorCode::Limit
                 | ErrorCode::Unavailable
+                | ErrorCode::InvalidArgument
         );
         if host_only {
             let why = format!(
@@ -140,6 +142,7 @@ impl Session {
                 self.info.name
             )));
         }
+        self.check_arguments(command, &args, body.as_ref().map(|(name, _)| name.as_str()))?;
         let started = Instant::now();
         let in_flight = self.stats.in_flight(true);
         let (id, result) = self

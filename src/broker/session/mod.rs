@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod arg_check;
 mod bulk;
 mod host_calls;
 mod in_flight;
 mod plugin_calls;
 mod reader;
 
+pub use arg_check::ARG_SCHEMA_RULE;
 pub use reader::{plugin_reader, PluginReader, READ_BUFFER_BYTES};
 
 /// Recoverable protocol violations tolerated before the plugin is cut off.
@@ -74,6 +76,9 @@ pub struct Terms {
     pub gate: Arc<Gate>,
     /// Commands the plugin exported.
     pub commands: Vec<String>,
+    /// Their argument schemas, compiled at the handshake: a call that does not match is
+    /// refused before it is sent.
+    pub schemas: Arc<super::arg_schema::CommandSchemas>,
     /// Deadline of each call, either direction.
     pub call_timeout: Duration,
     /// Where calls are counted (shared by every instance of a managed plugin).
@@ -95,6 +100,7 @@ pub struct Session {
     writer: SharedWriter,
     gate: Arc<Gate>,
     commands: Vec<String>,
+    schemas: Arc<super::arg_schema::CommandSchemas>,
     call_timeout: Duration,
     /// Host→plugin calls waiting for the plugin's reply, by id.
     pending: Mutex<HashMap<u64, Waiting>>,
@@ -131,6 +137,7 @@ impl Session {
         let Terms {
             gate,
             commands,
+            schemas,
             call_timeout,
             stats,
             max_body_bytes,
@@ -146,6 +153,7 @@ impl Session {
             writer,
             gate,
             commands,
+            schemas,
             call_timeout,
             pending: Mutex::new(HashMap::new()),
             in_flight: in_flight::InFlightCalls::default(),
@@ -174,6 +182,11 @@ impl Session {
     /// The commands the plugin exported.
     pub fn commands(&self) -> &[String] {
         &self.commands
+    }
+
+    /// Their argument schemas, from the handshake.
+    pub fn schemas(&self) -> &Arc<super::arg_schema::CommandSchemas> {
+        &self.schemas
     }
 
     /// Resolves when the session must end; returns why.
