@@ -306,17 +306,8 @@ impl Reserved {
 }
 
 impl Reserved {
-    /// Sends the reserved call (`body`: an argument carried as raw bytes).
-    pub(crate) async fn invoke(
-        &self,
-        command: &str,
-        args: Map<String, Value>,
-        body: Option<(String, Vec<u8>)>,
-    ) -> Result<Reply, CallError> {
-        self.0.session.invoke(command, args, body).await
-    }
-
-    /// Sends the reserved call, tagged `tag` (see [`super::CallOptions::tag`]).
+    /// Sends the reserved call (`body`: an argument carried as raw bytes), tagged `tag` (see
+    /// [`super::CallOptions::tag`]; `None` for an untagged call).
     pub(crate) async fn invoke_tagged(
         &self,
         command: &str,

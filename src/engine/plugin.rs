@@ -371,7 +371,7 @@ impl Plugin {
     pub async fn call(&self, command: &str, args: Value) -> Result<Reply, CallError> {
         let args = object_args(args)?;
         let reserved = self.m.pick().await?;
-        reserved.invoke(command, args, None).await
+        reserved.invoke_tagged(command, args, None, None).await
     }
 
     /// Calls `command` passing `body` as the raw bytes of argument `body_name`.
@@ -384,7 +384,7 @@ impl Plugin {
     ) -> Result<Reply, CallError> {
         let reserved = self.m.pick().await?;
         let body = Some((body_name.to_owned(), body));
-        reserved.invoke(command, args, body).await
+        reserved.invoke_tagged(command, args, body, None).await
     }
 }
 
