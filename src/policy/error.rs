@@ -37,6 +37,17 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Two fields each valid alone but refused together, such as `process.zygote` with
+    /// `process.subprocesses`.
+    #[error("policy: {field} cannot be combined with {other}: {reason}")]
+    Conflict {
+        /// Dotted path of the field refused, such as `process.zygote`.
+        field: String,
+        /// Dotted path of the field it conflicts with, such as `process.subprocesses`.
+        other: String,
+        /// Why the two cannot hold together.
+        reason: String,
+    },
 }
 
 impl PolicyError {

@@ -82,6 +82,12 @@ pub struct ProcessSection {
     /// May the program create processes (fork, vfork, non-thread clone) and exec programs?
     #[serde(default)]
     pub subprocesses: bool,
+    /// Fork instances after the first from a per-plugin template that imported the plugin,
+    /// instead of starting each one afresh. They share its memory layout (ASLR, stack
+    /// canary, `str` hash seed) and its uid (see `docs/zygote.md`). Off by default; refused
+    /// together with `subprocesses`.
+    #[serde(default)]
+    pub zygote: bool,
     /// Most threads (and processes) the sandbox uid may have at once (`RLIMIT_NPROC`).
     #[serde(default = "default_max_threads")]
     pub max_threads: u32,
@@ -309,6 +315,7 @@ impl Default for ProcessSection {
     fn default() -> Self {
         Self {
             subprocesses: false,
+            zygote: false,
             max_threads: default_max_threads(),
             uid: None,
             gid: None,

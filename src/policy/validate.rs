@@ -118,8 +118,18 @@ fn process(section: super::file::ProcessSection) -> Result<ProcessRules, PolicyE
             "0 is root's group; plugins never run in it",
         ));
     }
+    if section.zygote && section.subprocesses {
+        return Err(PolicyError::Conflict {
+            field: "process.zygote".into(),
+            other: "process.subprocesses".into(),
+            reason: "a zygote instance is not its own process group, so its subprocesses could \
+                     not be killed without its siblings"
+                .into(),
+        });
+    }
     Ok(ProcessRules {
         subprocesses: section.subprocesses,
+        zygote: section.zygote,
         max_threads: section.max_threads,
         uid,
         gid,
@@ -234,3 +244,7 @@ fn limits(section: super::file::LimitsSection) -> Result<Limits, PolicyError> {
         )?),
     })
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
