@@ -240,3 +240,33 @@ fn run_without_a_grant_says_so() {
         );
     }
 }
+
+/// Turning the zygote on (instances share a memory layout and uid) asks for more, like
+/// subprocesses; turning it off asks for less.
+#[test]
+fn turning_the_zygote_on_escalates() {
+    let old = TestPlugin::new("notes", "[process]\ninstances = 2\n", "");
+    let new = TestPlugin::new("notes", "[process]\ninstances = 2\nzygote = true\n", "");
+    let (o, n) = (
+        Manifest::load(old.path()).unwrap(),
+        Manifest::load(new.path()).unwrap(),
+    );
+    let on: Vec<(&str, String, String)> = diff(&o, &n)
+        .into_iter()
+        .map(|c| (c.kind, c.field, c.detail))
+        .collect();
+    assert_eq!(
+        on,
+        [(
+            "escalates",
+            "process.zygote".to_owned(),
+            "false -> true".to_owned()
+        )]
+    );
+    let off = diff(&n, &o);
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert_eq!(
+        (off[0].kind, off[0].field.as_str()),
+        ("reduces", "process.zygote")
+    );
+}

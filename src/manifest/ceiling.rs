@@ -9,7 +9,7 @@
 //!   path it opens is still that one, so a symlink swapped in later cannot move a rule.
 //! - Whatever the grant, a path whose real location is `/` or lies in `/proc`, `/sys` or
 //!   `/dev` (beyond the baseline's `/dev/null`, `/dev/zero`, `/dev/urandom`) is refused.
-//! - Ports, syscall groups and `subprocesses` pass when granted; `uid`/`gid` only when the
+//! - Ports, syscall groups, `subprocesses` and `zygote` pass when granted; `uid`/`gid` only when the
 //!   grant names that exact identity (a grant may name one the manifest did not).
 //! - Numbers take the stricter value (`ceiling_limits.rs`).
 
@@ -142,12 +142,22 @@ fn excess(field: &str, value: String, forbidden: bool) -> Excess {
     }
 }
 
-/// Subprocesses and identity.
+/// Subprocesses, zygote and identity.
 fn process(file: &mut PolicyFile, g: &SandboxGrant, out: &mut Vec<Excess>) {
     let p = &mut file.process;
-    if p.subprocesses && !g.process.subprocesses {
-        out.push(excess("process.subprocesses", String::new(), false));
-        p.subprocesses = false;
+    let flags = [
+        (
+            "process.subprocesses",
+            &mut p.subprocesses,
+            g.process.subprocesses,
+        ),
+        ("process.zygote", &mut p.zygote, g.process.zygote),
+    ];
+    for (field, asked, granted) in flags {
+        if *asked && !granted {
+            out.push(excess(field, String::new(), false));
+            *asked = false;
+        }
     }
     let ids = [
         ("process.uid", &mut p.uid, g.process.uid),

@@ -110,6 +110,30 @@ fn ports_groups_and_subprocesses_pass_only_when_granted() {
     assert!(shown(asked, all).is_empty());
 }
 
+/// A zygote shares memory layout and uid between instances: like subprocesses, only when the
+/// grant allows it, and not with `Grants::none()` or a grant that allows only subprocesses.
+#[test]
+fn zygote_passes_only_when_granted() {
+    let asked = "[process]\nzygote = true\n";
+    assert_eq!(shown(asked, ""), ["process.zygote"]);
+    assert_eq!(
+        shown(asked, "[process]\nsubprocesses = true\n"),
+        ["process.zygote"]
+    );
+    let c = intersect(&policy(asked), &Grants::none());
+    assert!(!c.effective.process.zygote);
+    assert_eq!(c.excess[0].field, "process.zygote");
+    assert!(c.refuses(CeilingMode::Refuse) && !c.refuses(CeilingMode::Clamp));
+    assert!(shown(asked, "[process]\nzygote = true\n").is_empty());
+    let c = intersect(&policy(asked), &Grants::none().zygote());
+    assert!(c.excess.is_empty() && c.effective.process.zygote);
+    let c = intersect(&policy(asked), &Grants::all_requested());
+    assert!(c.excess.is_empty() && c.effective.process.zygote);
+    // Granted but not asked: stays off.
+    let c = intersect(&policy(""), &Grants::none().zygote());
+    assert!(!c.effective.process.zygote);
+}
+
 #[test]
 fn identity_is_the_hosts() {
     assert_eq!(

@@ -1,5 +1,5 @@
 //! What a new version of a plugin asks for beyond the old one: capabilities, scopes, paths,
-//! ports, process rights and limits, judged by the rules here; then every other field of the
+//! ports, process rights (subprocesses, zygote) and limits, judged by the rules here; then every other field of the
 //! manifest that changed (`diff_fields.rs`), which counts as asking for more unless it
 //! is known to be harmless. An upgrade with no `escalates` entry does not escalate.
 
@@ -118,6 +118,9 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Vec<Change> {
     );
     if !o.process().subprocesses && n.process().subprocesses {
         out.push(more("process.subprocesses", "false -> true"));
+    }
+    if !o.process().zygote && n.process().zygote {
+        out.push(more("process.zygote", "false -> true"));
     }
     let og: BTreeSet<&str> = o.syscall_groups().iter().map(|g| g.name).collect();
     for g in n

@@ -13,7 +13,7 @@ const HARMLESS: [&str; 2] = ["plugin.version", "plugin.api"];
 
 /// Fields the rules in [`super::diff`] judge (both ways): a change they do not report as an
 /// escalation asks for nothing more. `*` stands for one capability name.
-const JUDGED: [&str; 23] = [
+const JUDGED: [&str; 24] = [
     "capabilities.*.paths",
     "capabilities.*.max_bytes",
     "capabilities.*.optional",
@@ -23,6 +23,7 @@ const JUDGED: [&str; 23] = [
     "network.connect_tcp",
     "network.bind_tcp",
     "process.subprocesses",
+    "process.zygote",
     "process.max_threads",
     "process.instances",
     "syscalls.allow",

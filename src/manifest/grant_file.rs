@@ -1,7 +1,8 @@
 //! The serde mirror of a host grant file: the ceiling of what a plugin may get, in the
 //! manifest's own section names. Unknown fields are rejected.
 //!
-//! Lists (paths, ports, syscall groups) and `subprocesses` default to *nothing granted*;
+//! Lists (paths, ports, syscall groups), `subprocesses` and `zygote` default to *nothing
+//! granted*;
 //! a number left out sets no ceiling (the manifest's value, or its default, stands); an
 //! identity left out means the engine's own (the manifest may not pick one).
 
@@ -123,6 +124,11 @@ pub struct ProcessGrant {
     /// May the plugin create processes and exec programs (if its manifest asks)?
     #[serde(default)]
     pub subprocesses: bool,
+    /// May the plugin's instances after the first be forked from a per-plugin template (if
+    /// its manifest asks)? They then share the template's memory layout and uid (see
+    /// `docs/zygote.md`).
+    #[serde(default)]
+    pub zygote: bool,
     /// The uid the plugin runs as (when the host is root). The manifest may name a uid only
     /// when it is this one. Absent: the engine's (a per-instance pool uid).
     #[serde(default)]

@@ -43,7 +43,7 @@ impl Grants {
     }
 
     /// Grants nothing: no capability, no path beyond the baseline, no port, no subprocess,
-    /// no identity, no ceiling on limits. Add to it with the builder methods.
+    /// no zygote, no identity, no ceiling on limits. Add to it with the builder methods.
     pub fn none() -> Self {
         Self::default()
     }
@@ -166,6 +166,16 @@ impl Grants {
         self
     }
 
+    /// Allows `[process] zygote = true`: the plugin's instances after the first may be forked
+    /// from a per-plugin template that imported it, sharing its memory layout (ASLR, stack
+    /// canary, `str` hash seed) and its uid, so one leak in an instance holds for its
+    /// siblings. Isolation from the host and from other plugins is unchanged; see
+    /// `docs/zygote.md`.
+    pub fn zygote(mut self) -> Self {
+        self.sandbox.process.zygote = true;
+        self
+    }
+
     /// Allows `[syscalls] allow` to name `group` (such as `"@sync"`).
     pub fn syscall_group(mut self, group: &str) -> Self {
         self.sandbox.syscalls.allow.push(group.to_owned());
@@ -192,7 +202,7 @@ impl Grants {
         self
     }
 
-    /// Every `[process]` ceiling at once (identity and subprocesses included).
+    /// Every `[process]` ceiling at once (identity, subprocesses and zygote included).
     pub fn process(mut self, process: ProcessGrant) -> Self {
         self.sandbox.process = process;
         self
