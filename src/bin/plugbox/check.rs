@@ -6,7 +6,7 @@ use plugbox::display::escape;
 use plugbox::engine::{default_sdk_dir, sdk_location, BUILTIN_CAPABILITIES, HOST_API_VERSION};
 use plugbox::manifest::ceiling::intersect;
 use plugbox::manifest::{CeilingMode, EffectiveCapability, Grants, Manifest};
-use plugbox::policy::Policy;
+use plugbox::policy::{Policy, ProcessRules};
 use std::path::Path;
 
 /// Prints one line of the report with every control or bidi character escaped (the fields
@@ -117,6 +117,34 @@ fn describe_capabilities(manifest: &Manifest, effective: &[EffectiveCapability])
     }
 }
 
+/// The `process` line: subprocesses, zygote, threads and identity.
+fn describe_process(pr: &ProcessRules) -> String {
+    let identity = if (pr.uid, pr.gid) == (65534, 65534) {
+        let whose = if pr.zygote {
+            "one uid of its own, shared by all instances"
+        } else {
+            "a uid of its own per instance"
+        };
+        format!("under the engine as root: {whose}; otherwise 65534")
+    } else {
+        format!("runs as uid {} gid {} when started as root", pr.uid, pr.gid)
+    };
+    let subprocesses = if pr.subprocesses {
+        "may start subprocesses"
+    } else {
+        "no subprocesses"
+    };
+    let zygote = if pr.zygote {
+        ", instances forked from a zygote (sharing its memory layout and uid)"
+    } else {
+        ""
+    };
+    format!(
+        "{subprocesses}{zygote}, at most {} threads, {identity}",
+        pr.max_threads
+    )
+}
+
 fn describe_policy(p: &Policy) {
     let fs = p.filesystem();
     let list = |v: &Vec<std::path::PathBuf>| {
@@ -149,20 +177,7 @@ fn describe_policy(p: &Policy) {
         say!("  network   none");
     }
     let pr = p.process();
-    let identity = if (pr.uid, pr.gid) == (65534, 65534) {
-        "under the engine as root: a uid of its own per instance; otherwise 65534".to_owned()
-    } else {
-        format!("runs as uid {} gid {} when started as root", pr.uid, pr.gid)
-    };
-    say!(
-        "  process   {}, at most {} threads, {identity}",
-        if pr.subprocesses {
-            "may start subprocesses"
-        } else {
-            "no subprocesses"
-        },
-        pr.max_threads,
-    );
+    say!("  process   {}", describe_process(pr));
     say!(
         "  instances {} at most, {} kept warm",
         pr.instances,
