@@ -45,6 +45,7 @@ pub const FILES: &[(&str, &[u8])] = sdk_files!(
     "log.py",
     "py.typed",
     "testing.py",
+    "_zygote.py",
 );
 
 /// Where the compiled-in SDK is byte-compiled (the interpreter plugins run on by default).

@@ -45,14 +45,9 @@ def main(entry_path: str, plugin_dir: str | None = None) -> None:
     """Run the plugin whose entry file is ``entry_path`` (in ``plugin_dir``, by default the
     entry's directory), then exit the process."""
     status = run(entry_path, _plugbox_environment(), plugin_dir)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
     # Exit now, without waiting for threads: after shutdown, running commands are abandoned
     # (protocol.md §3.4), and a plugin's stray non-daemon thread must not keep it alive.
-    _exit(status)
+    flush_and_exit(status)
 
 
 def run(entry_path: str, environ: Mapping[str, str], plugin_dir: str | None = None) -> int:
@@ -72,6 +67,12 @@ def run(entry_path: str, environ: Mapping[str, str], plugin_dir: str | None = No
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         )
         return EXIT_LOAD_FAILED
+    return serve(fd, name, version)
+
+
+def serve(fd: int, name: str, version: str) -> int:
+    """Shake hands over the channel at ``fd`` for the plugin already loaded, then serve until
+    shutdown; returns the exit status."""
     channel = Channel(fd)
     try:
         channel.handshake(name, version, REGISTRY.names(), REGISTRY.schemas())
@@ -129,6 +130,16 @@ def load_entry(entry_path: str, plugin_dir: str | None = None) -> None:
     with open(path, "rb") as source:
         code = compile(source.read(), path, "exec")
     exec(code, module.__dict__)
+
+
+def flush_and_exit(status: int) -> None:
+    """Flush stdout and stderr, then exit at once (without waiting for threads)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    _exit(status)
 
 
 def _fail(text: str) -> None:

@@ -3,7 +3,8 @@
 use crate::broker::{EndReason, Session};
 use crate::capability::{CallError, PluginInfo, Reply};
 use crate::ipc::Message;
-use crate::sys::{self, WaitStatus};
+use crate::sandbox::tree::Tree;
+use crate::sys::WaitStatus;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub struct ExitInfo {
 pub struct Instance {
     session: Arc<Session>,
     info: Arc<PluginInfo>,
-    pid: libc::pid_t,
+    tree: Tree,
     exit: watch::Receiver<Option<ExitInfo>>,
     in_flight: AtomicUsize,
     retiring: AtomicBool,
@@ -51,13 +52,13 @@ impl Instance {
     pub(crate) fn new(
         session: Arc<Session>,
         info: Arc<PluginInfo>,
-        pid: libc::pid_t,
+        tree: Tree,
         exit: watch::Receiver<Option<ExitInfo>>,
     ) -> Self {
         Self {
             session,
             info,
-            pid,
+            tree,
             exit,
             in_flight: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
@@ -86,7 +87,12 @@ impl Instance {
 
     /// Process id (and process-group id) of the plugin's first process.
     pub fn pid(&self) -> libc::pid_t {
-        self.pid
+        self.tree.pid()
+    }
+
+    /// What ends it: its process group, or (forked from a zygote) its one process.
+    pub(crate) fn tree(&self) -> Tree {
+        self.tree
     }
 
     /// Calls, denials, errors and latency percentiles so far (shared by every instance of a
@@ -239,7 +245,7 @@ impl Instance {
         if let Ok(info) = tokio::time::timeout(SHUTDOWN_GRACE, self.wait()).await {
             return info;
         }
-        let _ = sys::kill_group(self.pid, libc::SIGTERM);
+        let _ = self.tree.signal(libc::SIGTERM);
         if let Ok(info) = tokio::time::timeout(TERM_GRACE, self.wait()).await {
             return info;
         }
@@ -263,7 +269,7 @@ impl Drop for Instance {
         if self.exit.borrow().is_none() {
             self.session.terminate(EndReason::Shutdown);
             // Also directly, in case the runtime that runs the supervisor is going away.
-            let _ = sys::kill_group(self.pid, libc::SIGKILL);
+            let _ = self.tree.signal(libc::SIGKILL);
         }
     }
 }

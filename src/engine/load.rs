@@ -13,7 +13,7 @@ use super::{teardown, Engine, LoadError};
 use crate::audit::Subject;
 use crate::broker::stats::Stats;
 use crate::manifest::Grants;
-use crate::sandbox::tree;
+use crate::sandbox::tree::Tree;
 use crate::sys;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -53,29 +53,12 @@ impl Engine {
             self.inner.live.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refused(&subject, LoadError::Capacity(max)));
         }
-        let lease = if self.uses_pool(&validated.prepared) {
-            let acquired = match self.inner.uids.as_ref() {
-                Some(pool) => pool.acquire().map_err(|e| LoadError::Host(e.to_string())),
-                None => Ok(None),
-            };
-            match acquired {
-                Ok(Some(lease)) => Some(lease),
-                Ok(None) => {
-                    self.inner.live.fetch_sub(1, Ordering::AcqRel);
-                    let e = LoadError::Host(
-                        "no free uid left in the engine's uid pool (others are held by \
-                         instances of this or another engine on the host)"
-                            .into(),
-                    );
-                    return Err(self.refused(&subject, e));
-                }
-                Err(e) => {
-                    self.inner.live.fetch_sub(1, Ordering::AcqRel);
-                    return Err(self.refused(&subject, e));
-                }
+        let lease = match self.lease_for(validated) {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.inner.live.fetch_sub(1, Ordering::AcqRel);
+                return Err(self.refused(&subject, e));
             }
-        } else {
-            Some(self.inner.shared_uids.hold(validated.prepared.ids().0))
         };
         let started = record_transition(&self.inner.audit, &subject, None, State::Spawning, None)
             .map_err(LoadError::from);
@@ -99,6 +82,28 @@ impl Engine {
         }
     }
 
+    /// The uid an instance of `validated` runs as: one of the pool's, or the policy's shared
+    /// by every instance that keeps it.
+    pub(crate) fn lease_for(&self, validated: &Validated) -> Result<Option<UidLease>, LoadError> {
+        if !self.uses_pool(&validated.prepared) {
+            return Ok(Some(
+                self.inner.shared_uids.hold(validated.prepared.ids().0),
+            ));
+        }
+        let Some(pool) = self.inner.uids.as_ref() else {
+            return Ok(None);
+        };
+        match pool.acquire() {
+            Ok(Some(lease)) => Ok(Some(lease)),
+            Ok(None) => Err(LoadError::Host(
+                "no free uid left in the engine's uid pool (others are held by instances of \
+                 this or another engine on the host)"
+                    .into(),
+            )),
+            Err(e) => Err(LoadError::Host(e.to_string())),
+        }
+    }
+
     /// Starts one instance, in order: the steps of [`super::start`], then teardown takes
     /// over the tree, the first health probe, and `handshaking → ready`.
     async fn start(
@@ -109,19 +114,14 @@ impl Engine {
         lease: Option<UidLease>,
     ) -> Result<Instance, LoadError> {
         let inner = &*self.inner;
-        let ids = lease
-            .as_ref()
-            .filter(|l| l.is_pooled())
-            .map(|l| (l.id(), l.id()));
         let info = steps::plugin_info(v, &subject)?;
-        let (host_end, plugin_end) = steps::channel()?;
-        let (mut child, env_names) = steps::spawn_child(v, &info, &plugin_end, ids)?;
-        drop(plugin_end);
-        let pid = child.pid;
-        let guard = steps::watch_tree(inner, pid)?;
-        steps::record_spawn(inner, v, &subject, pid, ids, env_names)?;
-        let (tail, forwarders) = steps::forward_output(inner, v, &info, &mut child);
-        let (mut reader, mut write_half) = steps::split(host_end)?;
+        let mut spawned = steps::spawn(self, v, &info, lease).await?;
+        let (tree, lease) = (spawned.tree, spawned.lease.take());
+        let pid = tree.pid();
+        let guard = steps::watch_tree(inner, tree)?;
+        steps::record_spawn(inner, v, &subject, &spawned)?;
+        let (tail, forwarders) = steps::forward_output(inner, v, &info, &mut spawned);
+        let (mut reader, mut write_half) = steps::split(spawned.channel)?;
         let commands =
             match steps::handshake(inner, v, &subject, &mut reader, &mut write_half).await? {
                 Hello::Accepted(commands, schemas) => (commands, schemas),
@@ -135,17 +135,18 @@ impl Engine {
         let exit = teardown::start(
             Arc::clone(&session),
             Arc::clone(&inner.audit),
-            pid,
+            tree,
             limits.wall_seconds,
             Arc::clone(&inner.live),
             lease,
             Arc::clone(&inner.watchdog),
             forwarders,
+            spawned.zygote,
         )
         .map_err(|e| LoadError::Host(format!("pidfd: {e}")))?;
         // From here the teardown task owns the process tree: dropping the instance kills it.
         std::mem::forget(guard);
-        let instance = Instance::new(session, info, pid, exit);
+        let instance = Instance::new(session, info, tree, exit);
         let timeout = v.manifest.policy.supervision().health_timeout;
         if let Err(e) = instance.ping(timeout).await {
             let e = LoadError::Health(e.message);
@@ -165,9 +166,9 @@ impl Engine {
     }
 }
 
-/// Kills the process tree if loading stops half way (then the watchdog forgets the group).
+/// Kills the process tree if loading stops half way (then the watchdog forgets its group).
 pub(super) struct KillOnDrop(
-    pub(super) libc::pid_t,
+    pub(super) Option<Tree>,
     pub(super) Arc<crate::sandbox::Watchdog>,
 );
 
@@ -175,20 +176,22 @@ impl KillOnDrop {
     /// Kills the tree now (blocking: run it off the runtime), returns the status of its first
     /// process if reaped here, and forgets the group in the watchdog.
     pub(super) fn reap(mut self) -> Option<sys::WaitStatus> {
-        let status = tree::kill_tree(self.0, self.0).ok().flatten();
-        let _ = self.1.unregister(self.0);
-        self.0 = 0; // disarmed: nothing left to kill
+        self.kill()
+    }
+
+    fn kill(&mut self) -> Option<sys::WaitStatus> {
+        let tree = self.0.take()?; // taken: nothing left to kill on drop
+        let status = tree.kill().ok().flatten();
+        if tree.is_group() {
+            let _ = self.1.unregister(tree.pid());
+        }
         status
     }
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if self.0 <= 0 {
-            return;
-        }
-        let _ = tree::kill_tree(self.0, self.0);
-        let _ = self.1.unregister(self.0);
+        self.kill();
     }
 }
 

@@ -45,6 +45,7 @@ mod teardown;
 mod uid_locks;
 mod uids;
 mod validate;
+mod zygote;
 
 pub use call_options::CallOptions;
 pub use data_dir::plugin_data_dir;
@@ -258,7 +259,7 @@ impl Drop for Inner {
             let _ = m.wake.send(plugin::Wake::Stop);
             for instance in m.take_all() {
                 instance.retire();
-                let _ = crate::sys::kill_group(instance.pid(), libc::SIGKILL);
+                let _ = instance.tree().signal(libc::SIGKILL);
                 instance.kill("the engine was dropped");
             }
         }

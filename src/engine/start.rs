@@ -17,7 +17,10 @@ use super::evidence::StderrTail;
 use super::handshake::{check_hello, refusal};
 use super::lifecycle::{record_transition, State};
 use super::load::KillOnDrop;
+use super::uids::UidLease;
 use super::validate::Validated;
+use super::zygote::TemplateGroup;
+use super::Engine;
 use super::{Inner, LoadError};
 use crate::audit::{escape_text, EventKind, Record, Subject};
 use crate::broker::arg_schema::CommandSchemas;
@@ -28,11 +31,12 @@ use crate::capability::PluginInfo;
 use crate::ipc::frame::{MAX_FRAME_BYTES, MAX_HEADER_BYTES};
 use crate::ipc::message::{Message, WireError, WireLimits, PROTOCOL_VERSION};
 use crate::ipc::ErrorCode;
-use crate::sandbox::{spawn, Environment, Sandboxed, SpawnRequest};
+use crate::sandbox::tree::Tree;
+use crate::sandbox::{Environment, SpawnRequest};
 use crate::sys;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ChildStderr, ChildStdout, Stdio};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
@@ -80,54 +84,125 @@ pub(super) fn channel() -> Result<(OwnedFd, OwnedFd), LoadError> {
     Ok((host_end, plugin_end))
 }
 
-/// Step 3: The confined child, inheriting `plugin_end`; also the names of its environment.
-pub(super) fn spawn_child(
+/// What step 3 started: the instance's process and the host's ends of its channel and output.
+pub(super) struct Spawned {
+    /// What ends it.
+    pub(super) tree: Tree,
+    /// The host's end of its channel.
+    pub(super) channel: OwnedFd,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    /// The names of its environment.
+    env_names: Vec<String>,
+    /// The ids it runs as, when not the policy's.
+    ids: Option<(u32, u32)>,
+    /// Its uid, when it has one of its own (a forked instance shares its template's).
+    pub(super) lease: Option<UidLease>,
+    /// The template's group, for an instance forked from the zygote.
+    pub(super) zygote: Option<Arc<TemplateGroup>>,
+    /// How the zygote took part, for the spawn record.
+    zygote_detail: Option<serde_json::Value>,
+}
+
+/// Step 3: The confined child, forked from the plugin's zygote when its policy has one and
+/// it can, otherwise spawned (fork, confinement, exec) inheriting its end of the channel.
+pub(super) async fn spawn(
+    engine: &Engine,
     v: &Validated,
     info: &PluginInfo,
-    plugin_end: &OwnedFd,
-    ids: Option<(u32, u32)>,
-) -> Result<(Sandboxed, Vec<String>), LoadError> {
-    let manifest = &v.manifest;
-    let mut env = Environment::clean();
-    env.set(
-        "PLUGBOX_FD".as_ref(),
-        plugin_end.as_raw_fd().to_string().as_ref(),
-    );
-    env.set("PLUGBOX_PLUGIN_NAME".as_ref(), manifest.name.as_ref());
-    env.set("PLUGBOX_PLUGIN_VERSION".as_ref(), info.version.as_ref());
-    env.set("PLUGBOX_INSTANCE".as_ref(), info.instance.as_ref());
-    let bootstrap = format!(
-        "import sys; sys.path[:0]=[{}]; import plugbox._runtime as r; r.main({}, {})",
-        py_str(&v.sdk),
-        py_str(&manifest.entry),
-        py_str(&manifest.dir)
-    );
-    let env_names = env.names();
+    lease: Option<UidLease>,
+) -> Result<Spawned, LoadError> {
+    let env_names = instance_env(v, info, 3).names();
+    let mut zygote_detail = None;
+    if let Some(zygote) = &v.zygote {
+        match zygote.fork(engine, v, &info.instance).await {
+            Ok(forked) => {
+                let detail =
+                    serde_json::json!({ "role": "instance", "template": forked.group.pgid() });
+                return Ok(Spawned {
+                    tree: Tree::Process(forked.pid),
+                    channel: forked.channel,
+                    stdout: Some(ChildStdout::from(forked.stdout)),
+                    stderr: Some(ChildStderr::from(forked.stderr)),
+                    env_names,
+                    ids: forked.ids,
+                    lease: None,
+                    zygote: Some(forked.group),
+                    zygote_detail: Some(detail),
+                });
+            }
+            Err(why) => {
+                zygote_detail = Some(serde_json::json!({ "unavailable": escape_text(&why) }))
+            }
+        }
+    }
+    let ids = lease
+        .as_ref()
+        .filter(|l| l.is_pooled())
+        .map(|l| (l.id(), l.id()));
+    let (channel, plugin_end) = self::channel()?;
     let request = SpawnRequest {
         // -u: stdout and stderr unbuffered, so each line reaches the host as it is printed
         // and none is lost when the plugin dies (-I ignores PYTHONUNBUFFERED).
         // Without an environment -S too: no `site`, nothing but the standard library and
         // the SDK. With one, `site` adds its site-packages and runs its `.pth` files, here,
         // inside the sandbox (the SDK stays first on sys.path).
-        args: super::python_env::interpreter_args(v.python_env.as_ref(), bootstrap),
-        env,
+        args: super::python_env::interpreter_args(
+            v.python_env.as_ref(),
+            bootstrap(v, "_runtime", "r"),
+        ),
+        env: instance_env(v, info, plugin_end.as_raw_fd()),
         stdin: Stdio::null(),
         stdout: Stdio::piped(),
         stderr: Stdio::piped(),
         keep_fd: Some(plugin_end.as_raw_fd()),
         ids,
     };
-    Ok((spawn(&v.prepared, request)?, env_names))
+    let mut child = crate::sandbox::spawn(&v.prepared, request)?;
+    Ok(Spawned {
+        tree: Tree::Group(child.pid),
+        channel,
+        stdout: child.child.stdout.take(),
+        stderr: child.child.stderr.take(),
+        env_names,
+        ids,
+        lease,
+        zygote: None,
+        zygote_detail,
+    })
+}
+
+/// An instance's environment, its channel at `fd`.
+fn instance_env(v: &Validated, info: &PluginInfo, fd: i32) -> Environment {
+    let mut env = Environment::clean();
+    env.set("PLUGBOX_FD".as_ref(), fd.to_string().as_ref());
+    env.set("PLUGBOX_PLUGIN_NAME".as_ref(), v.manifest.name.as_ref());
+    env.set("PLUGBOX_PLUGIN_VERSION".as_ref(), info.version.as_ref());
+    env.set("PLUGBOX_INSTANCE".as_ref(), info.instance.as_ref());
+    env
+}
+
+/// The interpreter's `-c` program: the SDK first on `sys.path`, then `module.main(entry, dir)`.
+pub(super) fn bootstrap(v: &Validated, module: &str, alias: &str) -> String {
+    format!(
+        "import sys; sys.path[:0]=[{}]; import plugbox.{module} as {alias}; {alias}.main({}, {})",
+        py_str(&v.sdk),
+        py_str(&v.manifest.entry),
+        py_str(&v.manifest.dir)
+    )
 }
 
 /// Step 4: From here a host death kills the whole group, grandchildren included; dropping the
 /// guard kills it now.
-pub(super) fn watch_tree(inner: &Inner, pid: libc::pid_t) -> Result<KillOnDrop, LoadError> {
-    let guard = KillOnDrop(pid, Arc::clone(&inner.watchdog));
-    inner
-        .watchdog
-        .register(pid)
-        .map_err(|e| LoadError::Host(format!("lifetime: host-death watchdog: {e}")))?;
+pub(super) fn watch_tree(inner: &Inner, tree: Tree) -> Result<KillOnDrop, LoadError> {
+    let guard = KillOnDrop(Some(tree), Arc::clone(&inner.watchdog));
+    // A forked instance is in its template's group, which the watchdog already holds.
+    if tree.is_group() {
+        inner
+            .watchdog
+            .register(tree.pid())
+            .map_err(|e| LoadError::Host(format!("lifetime: host-death watchdog: {e}")))?;
+    }
     Ok(guard)
 }
 
@@ -136,16 +211,17 @@ pub(super) fn record_spawn(
     inner: &Inner,
     v: &Validated,
     subject: &Subject,
-    pid: libc::pid_t,
-    ids: Option<(u32, u32)>,
-    env_names: Vec<String>,
+    spawned: &Spawned,
 ) -> Result<(), LoadError> {
-    let mut report = v.prepared.report(env_names);
-    if let Some((uid, gid)) = ids {
+    let mut report = v.prepared.report(spawned.env_names.clone());
+    if let Some((uid, gid)) = spawned.ids {
         (report.uid, report.gid) = (uid, gid);
     }
     let mut r = Record::new(EventKind::Spawn, subject.clone());
-    r.detail = Some(serde_json::json!({ "pid": pid, "enforcement": report }));
+    r.detail = Some(serde_json::json!({ "pid": spawned.tree.pid(), "enforcement": report }));
+    if let (Some(zygote), Some(detail)) = (&spawned.zygote_detail, r.detail.as_mut()) {
+        detail["zygote"] = zygote.clone();
+    }
     if let (Some(env), Some(detail)) = (&v.python_env, r.detail.as_mut()) {
         detail["python_env"] = env.report();
     }
@@ -274,14 +350,14 @@ pub(super) fn forward_output(
     inner: &Inner,
     v: &Validated,
     info: &Arc<PluginInfo>,
-    child: &mut Sandboxed,
+    spawned: &mut Spawned,
 ) -> (Arc<StderrTail>, super::output::Forwarders) {
     let tail = StderrTail::new();
     let forwarders = super::output::forward(
         info,
         &inner.audit,
-        child.child.stdout.take(),
-        child.child.stderr.take(),
+        spawned.stdout.take(),
+        spawned.stderr.take(),
         v.manifest.policy.limits().output_bytes,
         &tail,
     );
@@ -298,6 +374,6 @@ async fn writer(mut rx: mpsc::Receiver<crate::ipc::message::Outgoing>, session: 
 }
 
 /// A Python string literal (JSON strings are valid Python literals).
-fn py_str(path: &Path) -> String {
+pub(super) fn py_str(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).unwrap_or_else(|_| "''".into())
 }

@@ -12,20 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Starts watching `pid` (also its process group); returns where its exit will be published.
+/// Starts watching `tree` (its first process and, for a group, the rest); returns where its exit will be published.
 /// Its output `forwarders` are waited for (bounded) once the tree is dead, so the last lines
 /// it printed are forwarded before its exit is recorded.
 #[allow(clippy::too_many_arguments)] // one owner per resource of the instance; each is moved in
 pub(crate) fn start(
     session: Arc<Session>,
     audit: Arc<AuditLog>,
-    pid: libc::pid_t,
+    tree: tree::Tree,
     wall_seconds: u64,
     live: Arc<std::sync::atomic::AtomicUsize>,
     mut lease: Option<UidLease>,
     watchdog: Arc<crate::sandbox::Watchdog>,
     forwarders: super::output::Forwarders,
+    zygote: Option<Arc<super::zygote::TemplateGroup>>,
 ) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
+    let pid = tree.pid();
     let pidfd = sys::async_owned_fd(sys::pidfd_open(pid)?)?;
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -43,7 +45,7 @@ pub(crate) fn start(
             why = audit.failed() => Ending::AuditFailed(why),
         };
         let (event, cause) = (ending.event(), ending.cause());
-        let status = tokio::task::spawn_blocking(move || tree::kill_tree(pid, pid))
+        let status = tokio::task::spawn_blocking(move || tree.kill())
             .await
             .ok()
             .and_then(Result::ok)
@@ -51,9 +53,12 @@ pub(crate) fn start(
         // Every write end of its stdout and stderr is closed: forward what is still in the
         // pipes (a line printed just before a crash) before the exit is recorded.
         forwarders.finished(Duration::from_secs(1)).await;
-        // The group is empty: its id may be reused, so the watchdog must forget it.
-        if let Err(e) = watchdog.unregister(pid) {
-            tracing::error!(pid, "host-death watchdog: {e}");
+        // The group is empty: its id may be reused, so the watchdog must forget it. (A zygote
+        // instance's group is the template's, forgotten when the last user of it is gone.)
+        if tree.is_group() {
+            if let Err(e) = watchdog.unregister(pid) {
+                tracing::error!(pid, "host-death watchdog: {e}");
+            }
         }
         if event == EventKind::Exit {
             // It ended by itself: the whole tree is gone, so its end of the channel is closed.
@@ -87,8 +92,9 @@ pub(crate) fn start(
         if let Err(e) = audit.write(&r) {
             tracing::error!("{e}");
         }
-        // The tree is gone: its uid may serve another instance.
+        // The tree is gone: its uid may serve another instance, and its template's group may go.
         drop(lease);
+        drop(zygote);
         live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let _ = tx.send(Some(ExitInfo { status, cause }));
     });

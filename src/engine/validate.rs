@@ -33,6 +33,8 @@ pub(crate) struct Validated {
     pub(crate) fs: Arc<PluginFs>,
     /// The Python environment it runs in (`None`: the runtime alone, `-I -S`).
     pub(crate) python_env: Option<PythonEnv>,
+    /// Its zygote, when its policy has one.
+    pub(crate) zygote: Option<super::zygote::Zygote>,
 }
 
 impl Engine {
@@ -86,6 +88,9 @@ impl Engine {
             Ok(fs) => Arc::new(fs),
             Err(e) => return Err(self.refused(&subject, e)),
         };
+        let prepared_zygote = prepared
+            .template_plan()
+            .map(|_| super::zygote::Zygote::default());
         Ok(Validated {
             manifest,
             grants: grants.clone(),
@@ -96,6 +101,7 @@ impl Engine {
             gate,
             fs,
             python_env,
+            zygote: prepared_zygote,
         })
     }
 

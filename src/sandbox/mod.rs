@@ -22,8 +22,9 @@ pub mod sysv;
 pub mod tree;
 pub mod userdb;
 pub mod watchdog;
+pub mod zygote_rules;
 
 pub use env::Environment;
 pub use prepare::{PrepareError, Prepared};
-pub use spawn::{spawn, Sandboxed, SpawnError, SpawnRequest};
+pub use spawn::{spawn, spawn_template, Sandboxed, SpawnError, SpawnRequest};
 pub use watchdog::Watchdog;

@@ -42,6 +42,9 @@ pub struct Prepared {
     // Owns the ruleset fd that `plan.ruleset_fd` refers to.
     ruleset: PreparedRuleset,
     plan: Arc<ChildPlan>,
+    // The zygote template's plan: the same but for its seccomp program (policies with
+    // `[process] zygote` only).
+    template_plan: Option<Arc<ChildPlan>>,
     seccomp: Arc<SeccompProgram>,
     rlimits: Vec<RlimitReport>,
     capabilities: CapabilityReport,
@@ -81,13 +84,20 @@ impl Prepared {
         let setpcap = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
             .map_err(|e| PrepareError::Capabilities(e.to_string()))?;
         let last_cap = last_capability().map_err(PrepareError::Capabilities)?;
-        let plan = ChildPlan {
-            rlimits: rlimit_settings,
+        let plan_with = |seccomp: Vec<sys::SockFilter>| ChildPlan {
+            rlimits: rlimit_settings.clone(),
             drop_bounding_up_to: setpcap.then_some(last_cap),
             lock_securebits: setpcap,
             switch_ids: root.then_some((uid, gid)),
             ruleset_fd: ruleset.fd.as_raw_fd(),
-            seccomp: program.instructions.clone(),
+            seccomp,
+        };
+        let plan = plan_with(program.instructions.clone());
+        let template_plan = match policy.process().zygote {
+            true => Some(Arc::new(plan_with(
+                seccomp::build_template(&policy)?.instructions,
+            ))),
+            false => None,
         };
         let capabilities = CapabilityReport {
             bounding_set_dropped: setpcap,
@@ -102,6 +112,7 @@ impl Prepared {
             command,
             ruleset,
             plan: Arc::new(plan),
+            template_plan,
             seccomp: program,
             rlimits: rlimit_report,
             capabilities,
@@ -172,6 +183,16 @@ impl Prepared {
 
     pub(crate) fn plan(&self) -> Arc<ChildPlan> {
         Arc::clone(&self.plan)
+    }
+
+    /// The zygote template's plan, when the policy asks for a zygote.
+    pub(crate) fn template_plan(&self) -> Option<Arc<ChildPlan>> {
+        self.template_plan.clone()
+    }
+
+    /// The instances' seccomp program, which a zygote instance stacks on the template's.
+    pub(crate) fn instance_filter(&self) -> &[sys::SockFilter] {
+        &self.plan.seccomp
     }
 }
 

@@ -14,6 +14,7 @@
 
 use super::bpf_tree::{self, Leaf};
 use super::file_mode_rules;
+use super::zygote_rules;
 use crate::policy::syscall_groups::{self, Syscall, SyscallGroup};
 use crate::policy::Policy;
 use crate::sys::SockFilter;
@@ -92,12 +93,26 @@ pub fn build_cached(policy: &Policy) -> Result<Arc<SeccompProgram>, SeccompBuild
 
 /// Compiles the program for `policy`.
 pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
+    build_for(policy, false)
+}
+
+/// Compiles the program of `policy`'s zygote template: the instance's program, plus what the
+/// template needs to fork an instance and confine it further ([`super::zygote_rules`]).
+pub fn build_template(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
+    build_for(policy, true)
+}
+
+fn build_for(policy: &Policy, template: bool) -> Result<SeccompProgram, SeccompBuildError> {
     let groups = allowed_groups(policy);
-    let allowed: BTreeSet<i64> = groups
+    let mut allowed: BTreeSet<i64> = groups
         .iter()
         .flat_map(|g| g.syscalls.iter().map(|s| s.1))
         .collect();
-    let arguments = argument_rules(policy)?;
+    let mut arguments = argument_rules(policy)?;
+    if template {
+        allowed.extend(zygote_rules::TEMPLATE_ONLY);
+        zygote_rules::widen(&mut arguments)?;
+    }
     let mut leaves: BTreeMap<i64, Leaf> = allowed
         .iter()
         .map(|&nr| (nr, Leaf::Return(ALLOW)))
@@ -109,7 +124,9 @@ pub fn build(policy: &Policy) -> Result<SeccompProgram, SeccompBuildError> {
         leaves.insert(nr, Leaf::CheckArguments);
     }
     for &(_, nr) in refused(policy) {
-        leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+        if !(template && zygote_rules::TEMPLATE_ONLY.contains(&nr)) {
+            leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
+        }
     }
     for &nr in file_mode_rules::refused_ungranted(policy) {
         leaves.insert(nr, Leaf::Return(errno_action(libc::EPERM)));
@@ -234,8 +251,7 @@ fn clone_rules(subprocesses: bool) -> Result<Vec<SeccompRule>, SeccompBuildError
         out.push(rule(vec![cond(0, Op::MaskedEq(flag), flag)?])?);
     }
     if !subprocesses {
-        let thread = libc::CLONE_THREAD as u64;
-        out.push(rule(vec![cond(0, Op::MaskedEq(thread), 0)?])?);
+        out.push(zygote_rules::no_thread_rule()?);
     }
     Ok(out)
 }

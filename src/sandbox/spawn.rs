@@ -70,6 +70,24 @@ pub struct Sandboxed {
 
 /// Forks, confines and execs `prepared`'s command.
 pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, SpawnError> {
+    spawn_with(prepared, prepared.plan(), request)
+}
+
+/// Forks, confines and execs `prepared`'s command as its zygote template: confined the same
+/// way but for the template's seccomp program ([`super::zygote_rules`]).
+pub fn spawn_template(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, SpawnError> {
+    let plan = prepared.template_plan().ok_or(SpawnError::Host {
+        what: "zygote",
+        source: io::Error::new(io::ErrorKind::InvalidInput, "the policy has no zygote"),
+    })?;
+    spawn_with(prepared, plan, request)
+}
+
+fn spawn_with(
+    prepared: &Prepared,
+    plan: std::sync::Arc<super::child::ChildPlan>,
+    request: SpawnRequest,
+) -> Result<Sandboxed, SpawnError> {
     if let Some((uid, gid)) = request.ids {
         if uid == 0 || gid == 0 {
             return Err(SpawnError::Host {
@@ -105,7 +123,6 @@ pub fn spawn(prepared: &Prepared, request: SpawnRequest) -> Result<Sandboxed, Sp
         .stdin(request.stdin)
         .stdout(request.stdout)
         .stderr(request.stderr);
-    let plan = prepared.plan();
     sys::register_pre_exec(&mut command, move || plan.apply(&ctx));
     let spawned = command.spawn();
     drop(report_tx);

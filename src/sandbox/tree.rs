@@ -37,3 +37,51 @@ pub fn kill_tree(pgid: libc::pid_t, leader: libc::pid_t) -> io::Result<Option<Wa
     }
     Ok(leader_status)
 }
+
+/// What ends one instance: the process group its first process leads (an instance spawned
+/// and confined by the host), or one process (an instance forked from a zygote template: it
+/// stays in the template's group, and its policy allows it no subprocess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// A process group and its leader.
+    Group(libc::pid_t),
+    /// One process, our child, in a group it does not lead.
+    Process(libc::pid_t),
+}
+
+impl Tree {
+    /// The pid of its first process.
+    pub fn pid(self) -> libc::pid_t {
+        match self {
+            Tree::Group(pid) | Tree::Process(pid) => pid,
+        }
+    }
+
+    /// Sends `sig` to all of it. `Ok(false)` when nothing was left to signal.
+    pub fn signal(self, sig: libc::c_int) -> io::Result<bool> {
+        match self {
+            Tree::Group(pgid) => sys::kill_group(pgid, sig),
+            Tree::Process(pid) => sys::kill_process(pid, sig),
+        }
+    }
+
+    /// Kills all of it and reaps what is our child; the first process's status if reaped here.
+    pub fn kill(self) -> io::Result<Option<WaitStatus>> {
+        match self {
+            Tree::Group(pgid) => kill_tree(pgid, pgid),
+            Tree::Process(pid) => {
+                sys::kill_process(pid, libc::SIGKILL)?;
+                match sys::waitpid(pid) {
+                    Ok((_, status)) => Ok(Some(status)),
+                    Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Is it a group the host-death watchdog holds?
+    pub fn is_group(self) -> bool {
+        matches!(self, Tree::Group(_))
+    }
+}

@@ -98,6 +98,19 @@ pub fn kill_group(pgid: libc::pid_t, sig: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// `kill(pid, sig)`: signals one process. `Ok(false)` when it no longer exists.
+pub fn kill_process(pid: libc::pid_t, sig: libc::c_int) -> io::Result<bool> {
+    if pid <= 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: integer arguments only; `pid > 0` names one process, never a group.
+    match check(unsafe { libc::kill(pid, sig) }.into()) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are re-parented to the caller.
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.

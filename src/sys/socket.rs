@@ -155,6 +155,15 @@ pub fn async_owned_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
         .map_err(|e| e.into_parts().1)
 }
 
+/// Registers an owned fd (a socket used with `MSG_DONTWAIT`) with the tokio reactor for both
+/// readability and writability.
+pub fn async_owned_fd_rw(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    // SAFETY: as in `async_owned_fd`: the AsyncFd owns a valid descriptor nobody else closes.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// Sets a socket's send and receive buffers to `bytes`: `SO_*BUFFORCE` (past the sysctl cap)
 /// when the caller may, the capped `SO_*BUF` otherwise.
 pub fn set_socket_buffers(fd: RawFd, bytes: i32) -> io::Result<()> {
@@ -183,4 +192,48 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// `sendmsg(fd, data, SCM_RIGHTS fds, MSG_DONTWAIT | MSG_NOSIGNAL)`: one message carrying
+/// descriptors to the peer (the host giving a zygote template an instance's channel and
+/// output pipes). The descriptors stay open here; the peer gets its own copies.
+pub fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    const MAX_FDS: usize = 8;
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds"));
+    }
+    // Room for one SCM_RIGHTS header and MAX_FDS ints, 8-byte aligned.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let payload = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as usize;
+        // SAFETY: `control` is 64 aligned bytes, at least CMSG_SPACE(8 ints); CMSG_FIRSTHDR
+        // points at its start and the payload copy stays within `len` bytes of it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = len as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: `msg` points at `iov` (reading `data`, live for the call) and at `control`,
+    // both outliving the call; the kernel only reads them.
+    let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    check(ret as libc::c_long).map(|n| n as usize)
 }
