@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
+use common::alive;
 use common::engine::*;
 use common::plugins::{TestEngine, TestPlugin};
 use plugbox::capability::Reply;
@@ -193,4 +194,131 @@ async fn a_forked_instance_is_confined_exactly_like_a_spawned_one_and_reaches_no
     // Siblings share the template's uid, never root's.
     assert_eq!(seen_a["uid"], seen_b["uid"]);
     assert_ne!(seen_a["uid"], json!(0));
+}
+
+/// Pids whose process group is `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(2).and_then(|g| g.parse().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_is_reaped_with_its_status_and_forked_again_leaving_its_sibling() {
+    let te = TestEngine::new();
+    let main = format!("{ECHO}@plugbox.command\ndef die():\n    os._exit(3)\n");
+    let extra = format!("{ZYGOTE}[supervision]\nbackoff_ms = 50\n");
+    let p = TestPlugin::new("zcrash", &extra, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let template = template_pid(&te);
+    let instances = plugin.instances();
+    let (a, b) = (&instances[0], &instances[1]);
+    let (dead, kept) = (a.pid(), b.pid());
+    assert!(a.call("die", json!({})).await.is_err());
+    let exit = te
+        .wait_for("exit", |r| {
+            r["event"] == "exit" && r["detail"]["pid"] == json!(dead)
+        })
+        .await;
+    // The host reaps a forked instance itself and reads its exit status.
+    assert_eq!(exit["detail"]["exit_code"], 3, "{exit:#}");
+    te.wait_for("a third forked instance", |r| {
+        r["event"] == "spawn" && r["detail"]["zygote"]["role"] == "instance" && {
+            let pid = r["detail"]["pid"].as_i64().unwrap() as i32;
+            pid != dead && pid != kept
+        }
+    })
+    .await;
+    assert_eq!(
+        json_of(b.call("pid", json!({})).await.unwrap()),
+        json!(kept),
+        "the sibling kept serving"
+    );
+    assert!(alive(template), "the template outlived the crash");
+    assert!(!group_members(template).contains(&dead));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_the_template_forks_unasked_dies_with_the_plugin() {
+    let te = TestEngine::new();
+    // While it is imported in the template, the plugin forks a process of its own that
+    // sleeps for ever: it is the host's child, in the template's group, and nobody asked.
+    let main = format!(
+        "{ECHO}import ctypes, sys\nif 'plugbox._zygote' in sys.modules:\n    libc = ctypes.CDLL(None)\n    libc.syscall.restype = ctypes.c_long\n    if libc.syscall(*[ctypes.c_long(a) for a in (56, 0x8011, 0, 0, 0, 0)]) == 0:\n        while True:\n            time.sleep(1000)\n"
+    );
+    let p = TestPlugin::new("zhidden", ZYGOTE, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let template = template_pid(&te);
+    let instances: Vec<i32> = plugin.instances().iter().map(|i| i.pid()).collect();
+    let hidden: Vec<i32> = group_members(template)
+        .into_iter()
+        .filter(|p| *p != template && !instances.contains(p))
+        .collect();
+    assert_eq!(hidden.len(), 1, "the unasked process exists: {hidden:?}");
+    drop(plugin);
+    assert!(te.engine.unload("zhidden").await);
+    for pid in hidden.iter().chain(&instances).chain([&template]) {
+        assert!(
+            gone_within(*pid, std::time::Duration::from_secs(10)).await,
+            "pid {pid} outlived the unload"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_names_a_pid_it_did_not_fork_is_given_up() {
+    let te = TestEngine::new();
+    // The plugin's import-time code replaces the SDK's fork with one that names the host.
+    let main = format!(
+        "{ECHO}import sys\nif 'plugbox._zygote' in sys.modules:\n    sys.modules['plugbox._zygote']._fork = os.getppid\n"
+    );
+    let p = TestPlugin::new("zliar", ZYGOTE, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let spawns = te.events("spawn");
+    let instances: Vec<&Value> = spawns
+        .iter()
+        .filter(|r| r["plugin"]["instance"] != "zliar#zygote")
+        .collect();
+    assert_eq!(instances.len(), 2);
+    let why = instances[0]["detail"]["zygote"]["unavailable"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("whose parent is"), "{why}");
+    // Given up for the activation: the second instance did not ask again, and both were
+    // spawned the usual way, each leading its own group.
+    assert_eq!(instances[1]["detail"]["zygote"]["unavailable"], json!(why));
+    for instance in plugin.instances() {
+        assert_eq!(json_of(instance.call("pid", json!({})).await.unwrap()), json!(instance.pid()));
+        assert_eq!(group_members(instance.pid()), vec![instance.pid()]);
+    }
+    assert!(alive(std::process::id() as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_starts_a_thread_at_import_is_spawned_instead() {
+    let te = TestEngine::new();
+    let main = format!(
+        "{ECHO}import threading\nthreading.Thread(target=time.sleep, args=(1000,), daemon=True).start()\n"
+    );
+    let p = TestPlugin::new("zthread", ZYGOTE, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    assert_eq!(plugin.instances().len(), 2);
+    let spawn = te
+        .wait_for("an instance spawn", |r| {
+            r["event"] == "spawn" && r["plugin"]["instance"] == "zthread#1"
+        })
+        .await;
+    let why = spawn["detail"]["zygote"]["unavailable"].as_str().unwrap();
+    assert!(why.contains("started a thread while it was imported"), "{why}");
 }
