@@ -21,6 +21,7 @@ impl TestPlugin {
             .expect("tmp");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
+        let extra = with_forced_zygote(extra);
         let manifest = format!(
             "schema = 1\n[plugin]\nname = \"{name}\"\nversion = \"1.0.0\"\napi = \"^1\"\nentry = \"main.py\"\n{extra}\n"
         );
@@ -38,6 +39,22 @@ impl TestPlugin {
     /// The directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// With `PLUGBOX_TEST_ZYGOTE=1`, every test plugin that may have one gets a zygote, so that
+/// a confinement suite runs against forked instances too (`.ci/test` runs some suites so).
+fn with_forced_zygote(extra: &str) -> String {
+    let forced = std::env::var("PLUGBOX_TEST_ZYGOTE").is_ok_and(|v| v == "1");
+    if !forced || extra.contains("subprocesses = true") || extra.contains("zygote") {
+        return extra.to_owned();
+    }
+    match extra.find("[process]\n") {
+        Some(at) => {
+            let end = at + "[process]\n".len();
+            format!("{}zygote = true\n{}", &extra[..end], &extra[end..])
+        }
+        None => format!("{extra}\n[process]\nzygote = true\n"),
     }
 }
 
