@@ -299,7 +299,10 @@ async fn a_template_that_names_a_pid_it_did_not_fork_is_given_up() {
     // spawned the usual way, each leading its own group.
     assert_eq!(instances[1]["detail"]["zygote"]["unavailable"], json!(why));
     for instance in plugin.instances() {
-        assert_eq!(json_of(instance.call("pid", json!({})).await.unwrap()), json!(instance.pid()));
+        assert_eq!(
+            json_of(instance.call("pid", json!({})).await.unwrap()),
+            json!(instance.pid())
+        );
         assert_eq!(group_members(instance.pid()), vec![instance.pid()]);
     }
     assert!(alive(std::process::id() as i32));
@@ -320,5 +323,8 @@ async fn a_plugin_that_starts_a_thread_at_import_is_spawned_instead() {
         })
         .await;
     let why = spawn["detail"]["zygote"]["unavailable"].as_str().unwrap();
-    assert!(why.contains("started a thread while it was imported"), "{why}");
+    assert!(
+        why.contains("started a thread while it was imported"),
+        "{why}"
+    );
 }

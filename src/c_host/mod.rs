@@ -14,7 +14,6 @@ pub mod events;
 pub use callback::{HostCall, HostHandler};
 pub use error::{codes, HostError};
 
-use crate::capability::Reply;
 use crate::engine::{Engine, Plugin};
 use config::HostConfig;
 use serde_json::{json, Value};
@@ -106,13 +105,10 @@ impl HostEngine {
         let args = crate::ipc::strict_json::parse(args_json.as_bytes())
             .map_err(|e| HostError::invalid(format!("arguments: {e}")))?;
         let loaded = self.plugin(plugin)?;
-        match runtime.block_on(loaded.call(command, args))? {
-            Reply::Json(v) => Ok(v.to_string()),
-            Reply::Bytes(b) => Ok(match String::from_utf8(b) {
-                Ok(text) => json!({ "bytes_utf8": text }).to_string(),
-                Err(e) => json!({ "bytes_len": e.as_bytes().len() }).to_string(),
-            }),
-        }
+        Ok(runtime
+            .block_on(loaded.call(command, args))?
+            .into_json()
+            .to_string())
     }
 
     fn plugin(&self, name: &str) -> Result<Plugin, HostError> {

@@ -106,6 +106,18 @@ impl Reply {
             Reply::Bytes(b) => b.len(),
         }
     }
+
+    /// The reply as one JSON value, for a host that has no binary channel: JSON as it is;
+    /// bytes as `{"bytes_utf8": TEXT}` when they are UTF-8, else `{"bytes_len": N}`.
+    pub fn into_json(self) -> Value {
+        match self {
+            Reply::Json(v) => v,
+            Reply::Bytes(b) => match String::from_utf8(b) {
+                Ok(text) => serde_json::json!({ "bytes_utf8": text }),
+                Err(e) => serde_json::json!({ "bytes_len": e.as_bytes().len() }),
+            },
+        }
+    }
 }
 
 /// A failed call, with a stable code.

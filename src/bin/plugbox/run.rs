@@ -3,7 +3,6 @@
 //! Whatever ends it (the last call, a failed load, SIGTERM or SIGINT: exit status 128+N), the
 //! plugin is unloaded and the audit log sealed before it exits.
 
-use plugbox::capability::Reply;
 use plugbox::engine::{Engine, EngineConfig};
 use plugbox::manifest::Grants;
 use serde_json::{json, Value};
@@ -114,7 +113,7 @@ async fn load_and_call(
     for call in &opts.calls {
         let line = match plugin.call(&call.command, call.args.clone()).await {
             Ok(reply) => {
-                json!({ "command": call.command, "ok": true, "result": reply_json(reply) })
+                json!({ "command": call.command, "ok": true, "result": reply.into_json() })
             }
             Err(e) => {
                 all_ok = false;
@@ -137,14 +136,4 @@ async fn load_and_call(
         );
     }
     Ok(Stopped::Done { all_ok })
-}
-
-fn reply_json(reply: Reply) -> Value {
-    match reply {
-        Reply::Json(v) => v,
-        Reply::Bytes(b) => match String::from_utf8(b) {
-            Ok(text) => json!({ "bytes_utf8": text }),
-            Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
-        },
-    }
 }

@@ -228,13 +228,7 @@ impl Serving {
                 bytes,
             },
             // Protocol 1 has no binary results.
-            Ok(Reply::Bytes(b)) => Line::Answer(answer(
-                id,
-                Ok(match String::from_utf8(b) {
-                    Ok(text) => json!({ "bytes_utf8": text }),
-                    Err(e) => json!({ "bytes_len": e.as_bytes().len() }),
-                }),
-            )),
+            Ok(bytes) => Line::Answer(answer(id, Ok(bytes.into_json()))),
             Err(f) => Line::Answer(answer(id, Err(f))),
         };
         let _ = self.out.send(line).await;
