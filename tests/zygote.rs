@@ -270,8 +270,8 @@ async fn a_process_the_template_forks_unasked_dies_with_the_plugin() {
     assert!(te.engine.unload("zhidden").await);
     for pid in hidden.iter().chain(&instances).chain([&template]) {
         assert!(
-            gone_within(*pid, std::time::Duration::from_secs(10)).await,
-            "pid {pid} outlived the unload"
+            reaped_within(*pid, std::time::Duration::from_secs(10)).await,
+            "pid {pid} outlived the unload, or was left a zombie"
         );
     }
 }
@@ -327,4 +327,84 @@ async fn a_plugin_that_starts_a_thread_at_import_is_spawned_instead() {
         why.contains("started a thread while it was imported"),
         "{why}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_holds_no_channel_only_its_control_socket() {
+    let te = TestEngine::new();
+    let p = TestPlugin::new("zfds", ZYGOTE, ECHO);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    assert_eq!(plugin.instances().len(), 2);
+    let template = template_pid(&te);
+    let sockets: Vec<String> = std::fs::read_dir(format!("/proc/{template}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("socket:"))
+        .collect();
+    // One socket: the control socket. No instance's channel stayed open in the template.
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_template_is_replaced_at_the_next_start_and_its_instances_serve_on() {
+    let te = TestEngine::new();
+    let main = format!("{ECHO}@plugbox.command\ndef die():\n    os._exit(3)\n");
+    let extra = format!("{ZYGOTE}[supervision]\nbackoff_ms = 50\n");
+    let p = TestPlugin::new("zdead", &extra, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let first_template = template_pid(&te);
+    let instances = plugin.instances();
+    let (a, b) = (&instances[0], &instances[1]);
+    let (dead, kept) = (a.pid(), b.pid());
+    assert_eq!(unsafe_free_kill(first_template), 0, "SIGKILL the template");
+    assert!(a.call("die", json!({})).await.is_err());
+    let spawn = te
+        .wait_for("a new template", |r| {
+            r["event"] == "spawn"
+                && r["detail"]["zygote"]["role"] == "template"
+                && r["detail"]["pid"] != json!(first_template)
+        })
+        .await;
+    let second_template = spawn["detail"]["pid"].as_i64().unwrap() as i32;
+    te.wait_for("an instance forked from it", |r| {
+        r["event"] == "spawn" && r["detail"]["zygote"]["template"] == json!(second_template)
+    })
+    .await;
+    assert_eq!(
+        json_of(b.call("pid", json!({})).await.unwrap()),
+        json!(kept)
+    );
+    assert_ne!(dead, kept);
+    drop((instances, plugin));
+    assert!(te.engine.unload("zdead").await);
+    for pid in [first_template, second_template, kept] {
+        assert!(
+            reaped_within(pid, std::time::Duration::from_secs(10)).await,
+            "pid {pid} outlived the unload, or was left a zombie"
+        );
+    }
+}
+
+/// Waits (bounded) until `pid` is not only dead but reaped: no zombie left behind.
+async fn reaped_within(pid: i32, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// `kill -KILL PID` through the `kill` command (tests keep `unsafe` out).
+fn unsafe_free_kill(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .code()
+        .unwrap()
 }

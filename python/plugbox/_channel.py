@@ -134,6 +134,9 @@ class Channel:
         if schemas:
             hello["schemas"] = schemas
         self.send(hello)
+        # While the host checks hello and answers: import what serving the first frame (the
+        # host's first health probe, on the path to ready) needs, instead of after it arrives.
+        from . import _serving  # noqa: F401
         frame = self._read()
         if frame is None:
             raise ProtocolError("the host closed the channel instead of answering hello")
@@ -163,7 +166,7 @@ class Channel:
         or :class:`LimitExceeded` for an over-cap frame). Call once, after the handshake. Returns
         at once when serving ends, even while commands still run.
         """
-        # The serving machinery is a module of its own (preloaded with the package).
+        # The serving machinery is a module of its own, imported during the handshake.
         try:
             first = self._read()
             if first is None:

@@ -36,7 +36,7 @@ import sys
 import threading
 import traceback
 
-from . import _runtime
+from . import _bulk, _runtime, _serving  # noqa: F401 - _bulk, _serving: imported here once, not per instance
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
