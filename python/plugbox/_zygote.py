@@ -27,16 +27,14 @@ status 2 before it says hello.
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import gc
-import json
-import os
-import socket
+import posix  # not `os`, `socket`, `json`, `threading`: each costs the template's start time
 import sys
-import threading
-import traceback
 
 from . import _bulk, _runtime, _serving  # noqa: F401 - _bulk, _serving: imported here once, not per instance
+from ._strict_json import StrictJSONError, dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,14 +77,16 @@ def main(entry_path: str, plugin_dir: str | None = None) -> None:
     if not (raw_fd.isascii() and raw_fd.isdigit() and len(raw_fd) <= 9) or int(raw_fd) < 3:
         _runtime._fail(f"PLUGBOX_ZYGOTE_FD must be a decimal fd number >= 3, not {raw_fd!r}")
         _runtime.flush_and_exit(_runtime.EXIT_ENVIRONMENT)
-    control = socket.socket(fileno=int(raw_fd))
+    control = _socket.socket(fileno=int(raw_fd))
     try:
         _runtime.load_entry(entry_path, plugin_dir)
     except Exception as exc:  # the plugin's own code failed: the host shows why
+        import traceback
+
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         _answer(control, {"error": f"loading {entry_path} failed:\n{text}"})
         _runtime.flush_and_exit(_runtime.EXIT_LOAD_FAILED)
-    if threading.active_count() != 1:
+    if _threads() != 1:
         # A fork copies one thread: locks other threads hold would stay held in every instance.
         _answer(control, {"error": "the plugin started a thread while it was imported; a zygote forks only a single-threaded process"})
         _runtime.flush_and_exit(_runtime.EXIT_LOAD_FAILED)
@@ -96,8 +96,20 @@ def main(entry_path: str, plugin_dir: str | None = None) -> None:
     _serve_forks(control, environ)
 
 
-def _serve_forks(control: socket.socket, environ: dict[str, str]) -> None:
-    space = socket.CMSG_SPACE(FDS_PER_INSTANCE * 4)
+def _threads() -> int:
+    """Threads of this process, native ones included (0 if it cannot tell: then it refuses)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _serve_forks(control: _socket.socket, environ: dict[str, str]) -> None:
+    space = _socket.CMSG_SPACE(FDS_PER_INSTANCE * 4)
     while True:
         try:
             message, ancillary, flags, _ = control.recvmsg(REQUEST_MAX_BYTES, space)
@@ -126,14 +138,14 @@ def _serve_forks(control: socket.socket, environ: dict[str, str]) -> None:
 
 def _parse_request(message: bytes, fds: list[int], flags: int) -> tuple[str, bytes] | str:
     """``(instance name, filter program)`` from a fork request, or what is wrong with it."""
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
         return "the request was cut"
     if len(fds) != FDS_PER_INSTANCE:
         return f"the request carried {len(fds)} descriptors, not {FDS_PER_INSTANCE}"
     header, newline, program = message.partition(b"\n")
     try:
-        fields = json.loads(header) if newline else None
-    except ValueError:
+        fields = loads(header) if newline else None
+    except (StrictJSONError, ValueError):
         fields = None
     if not isinstance(fields, dict):
         return "the request has no JSON header line"
@@ -157,29 +169,29 @@ def _fork() -> int:
         return 0
     api.PyOS_AfterFork_Parent()
     if pid < 0:
-        raise OSError(errno, os.strerror(errno))
+        raise OSError(errno, posix.strerror(errno))
     return pid
 
 
-def _become_instance(control: socket.socket, fds: list[int], instance: str, program: bytes,
+def _become_instance(control: _socket.socket, fds: list[int], instance: str, program: bytes,
                      environ: dict[str, str]) -> None:
     """In the forked child: confine further, then serve as ``instance``. Never returns."""
     channel, stdout, stderr = fds
     try:
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
+        posix.dup2(stdout, 1)
+        posix.dup2(stderr, 2)
         control.close()
-        os.closerange(3, channel)
-        os.closerange(channel + 1, 1 << 20)
+        posix.closerange(3, channel)
+        posix.closerange(channel + 1, 1 << 20)
         _enter_scoped_domain()
         _stack_filter(program)
     except BaseException as exc:  # noqa: BLE001 - any failure ends the child before hello
         _runtime._fail(f"zygote instance {instance!r}: confinement failed: {exc!r}")
         _runtime.flush_and_exit(_runtime.EXIT_ENVIRONMENT)
-    environ_bytes = os.environb
+    environ_bytes = posix.environ  # bytes keys and values
     environ_bytes.pop(b"PLUGBOX_ZYGOTE_FD", None)
     environ_bytes[b"PLUGBOX_FD"] = str(channel).encode()
-    environ_bytes[b"PLUGBOX_INSTANCE"] = os.fsencode(instance)
+    environ_bytes[b"PLUGBOX_INSTANCE"] = instance.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
     status = _runtime.serve(channel, environ["PLUGBOX_PLUGIN_NAME"], environ["PLUGBOX_PLUGIN_VERSION"])
     _runtime.flush_and_exit(status)
 
@@ -196,7 +208,7 @@ def _enter_scoped_domain() -> None:
         if _syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(fd), ctypes.c_long(0)) < 0:
             raise _errno_error("landlock_restrict_self")
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _stack_filter(program: bytes) -> None:
@@ -210,13 +222,13 @@ def _stack_filter(program: bytes) -> None:
 
 def _errno_error(what: str) -> OSError:
     errno = ctypes.get_errno()
-    return OSError(errno, f"{what}: {os.strerror(errno)}")
+    return OSError(errno, f"{what}: {posix.strerror(errno)}")
 
 
 def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     fds: list[int] = []
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(data) - len(data) % 4
             fds.extend(int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4))
     return fds
@@ -225,13 +237,13 @@ def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
-            os.close(fd)
+            posix.close(fd)
         except OSError:
             pass
 
 
-def _answer(control: socket.socket, message: dict[str, object]) -> None:
+def _answer(control: _socket.socket, message: dict[str, object]) -> None:
     try:
-        control.send(json.dumps(message).encode())
+        control.send(dumps(message))
     except OSError:
         _runtime.flush_and_exit(_runtime.EXIT_PROTOCOL)

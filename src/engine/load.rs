@@ -53,17 +53,10 @@ impl Engine {
             self.inner.live.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refused(&subject, LoadError::Capacity(max)));
         }
-        let lease = match self.lease_for(validated) {
-            Ok(lease) => lease,
-            Err(e) => {
-                self.inner.live.fetch_sub(1, Ordering::AcqRel);
-                return Err(self.refused(&subject, e));
-            }
-        };
         let started = record_transition(&self.inner.audit, &subject, None, State::Spawning, None)
             .map_err(LoadError::from);
         let result = match started {
-            Ok(()) => self.start(validated, subject.clone(), stats, lease).await,
+            Ok(()) => self.start(validated, subject.clone(), stats).await,
             Err(e) => Err(e),
         };
         match result {
@@ -111,11 +104,10 @@ impl Engine {
         v: &Validated,
         subject: Subject,
         stats: Arc<Stats>,
-        lease: Option<UidLease>,
     ) -> Result<Instance, LoadError> {
         let inner = &*self.inner;
         let info = steps::plugin_info(v, &subject)?;
-        let mut spawned = steps::spawn(self, v, &info, lease).await?;
+        let mut spawned = steps::spawn(self, v, &info).await?;
         let (tree, lease) = (spawned.tree, spawned.lease.take());
         let pid = tree.pid();
         let guard = steps::watch_tree(inner, tree)?;

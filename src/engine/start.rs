@@ -105,12 +105,12 @@ pub(super) struct Spawned {
 }
 
 /// Step 3: The confined child, forked from the plugin's zygote when its policy has one and
-/// it can, otherwise spawned (fork, confinement, exec) inheriting its end of the channel.
+/// it can (running as the template's uid), otherwise spawned (fork, confinement, exec) under a
+/// uid of its own, inheriting its end of the channel.
 pub(super) async fn spawn(
     engine: &Engine,
     v: &Validated,
     info: &PluginInfo,
-    lease: Option<UidLease>,
 ) -> Result<Spawned, LoadError> {
     let env_names = instance_env(v, info, 3).names();
     let mut zygote_detail = None;
@@ -136,6 +136,7 @@ pub(super) async fn spawn(
             }
         }
     }
+    let lease = engine.lease_for(v)?;
     let ids = lease
         .as_ref()
         .filter(|l| l.is_pooled())
