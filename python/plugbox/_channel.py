@@ -26,6 +26,7 @@ from ._frames import (
     write_all,
     write_frame,
 )
+from ._strict_json import dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -121,19 +122,21 @@ class Channel:
     # -- handshake -----------------------------------------------------------------------------
 
     def handshake(
-        self, name: str, version: str, commands: list[str], schemas: dict[str, object] | None = None
+        self,
+        name: str,
+        version: str,
+        commands: list[str],
+        schemas: dict[str, object] | None = None,
+        *,
+        encoded_hello: bytes | None = None,
     ) -> msg.Welcome:
-        """Send ``hello`` (with the commands' argument ``schemas``, if any) and read the answer.
-        Raises ``HandshakeRefused`` on ``refuse``."""
-        hello: dict[str, object] = {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "plugin": {"name": name, "version": version},
-            "commands": commands,
-        }
-        if schemas:
-            hello["schemas"] = schemas
-        self.send(hello)
+        """Send ``hello`` (with the commands' argument ``schemas``, if any; or ``encoded_hello``,
+        its header already encoded by :func:`encode_hello`) and read the answer. Raises
+        ``HandshakeRefused`` on ``refuse``."""
+        if encoded_hello is None:
+            self.send(hello_header(name, version, commands, schemas))
+        else:
+            self.send_raw(encoded_hello)
         # While the host checks hello and answers: import what serving the first frame (the
         # host's first health probe, on the path to ready) needs, instead of after it arrives.
         from . import _serving  # noqa: F401
@@ -186,6 +189,26 @@ class Channel:
             self._server = server
         self.outgoing.reader_hook(server.await_reply)
         return server.serve(first)
+
+
+def hello_header(
+    name: str, version: str, commands: list[str], schemas: dict[str, object] | None = None
+) -> dict[str, object]:
+    """The ``hello`` message's header."""
+    hello: dict[str, object] = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "plugin": {"name": name, "version": version},
+        "commands": commands,
+    }
+    if schemas:
+        hello["schemas"] = schemas
+    return hello
+
+
+def encode_hello(name: str, version: str, commands: list[str], schemas: dict[str, object] | None = None) -> bytes:
+    """The ``hello`` header encoded once (a zygote template does it for all its instances)."""
+    return dumps(hello_header(name, version, commands, schemas))
 
 
 # The channel `plugbox.host` and `plugbox.log` use; set by the runtime after the handshake.

@@ -70,12 +70,12 @@ def run(entry_path: str, environ: Mapping[str, str], plugin_dir: str | None = No
     return serve(fd, name, version)
 
 
-def serve(fd: int, name: str, version: str) -> int:
-    """Shake hands over the channel at ``fd`` for the plugin already loaded, then serve until
-    shutdown; returns the exit status."""
+def serve(fd: int, name: str, version: str, encoded_hello: bytes | None = None) -> int:
+    """Shake hands over the channel at ``fd`` for the plugin already loaded (its ``hello``
+    header already encoded, if given), then serve until shutdown; returns the exit status."""
     channel = Channel(fd)
     try:
-        channel.handshake(name, version, REGISTRY.names(), REGISTRY.schemas())
+        channel.handshake(name, version, REGISTRY.names(), REGISTRY.schemas(), encoded_hello=encoded_hello)
     except HandshakeRefused as refused:
         _fail(f"the host refused plugin {name!r} {version!r}: {refused.message} [{refused.code}]")
         return EXIT_REFUSED

@@ -34,6 +34,8 @@ import posix  # not `os`, `socket`, `json`, `threading`: each costs the template
 import sys
 
 from . import _bulk, _runtime, _serving  # noqa: F401 - _bulk, _serving: imported here once, not per instance
+from ._channel import encode_hello
+from ._commands import REGISTRY
 from ._strict_json import StrictJSONError, dumps, loads
 
 TYPE_CHECKING = False
@@ -90,10 +92,16 @@ def main(entry_path: str, plugin_dir: str | None = None) -> None:
         # A fork copies one thread: locks other threads hold would stay held in every instance.
         _answer(control, {"error": "the plugin started a thread while it was imported; a zygote forks only a single-threaded process"})
         _runtime.flush_and_exit(_runtime.EXIT_LOAD_FAILED)
+    name, version = environ["PLUGBOX_PLUGIN_NAME"], environ["PLUGBOX_PLUGIN_VERSION"]
+    try:
+        hello = encode_hello(name, version, REGISTRY.names(), REGISTRY.schemas())  # once, for every fork
+    except Exception as exc:  # the plugin's schemas cannot travel: spawned instances say so
+        _answer(control, {"error": f"cannot encode hello: {type(exc).__name__}: {exc}"})
+        _runtime.flush_and_exit(_runtime.EXIT_LOAD_FAILED)
     gc.collect()
     gc.freeze()  # what the import made is shared by the instances: keep collections off it
     _answer(control, {"ready": True})
-    _serve_forks(control, environ)
+    _serve_forks(control, environ, hello)
 
 
 def _threads() -> int:
@@ -108,7 +116,7 @@ def _threads() -> int:
     return 0
 
 
-def _serve_forks(control: _socket.socket, environ: dict[str, str]) -> None:
+def _serve_forks(control: _socket.socket, environ: dict[str, str], hello: bytes) -> None:
     space = _socket.CMSG_SPACE(FDS_PER_INSTANCE * 4)
     while True:
         try:
@@ -131,7 +139,7 @@ def _serve_forks(control: _socket.socket, environ: dict[str, str]) -> None:
             _answer(control, {"error": f"clone: {exc}"})
             continue
         if pid == 0:
-            _become_instance(control, fds, instance, program, environ)
+            _become_instance(control, fds, instance, program, environ, hello)
         _close_all(fds)
         _answer(control, {"pid": pid})
 
@@ -174,7 +182,7 @@ def _fork() -> int:
 
 
 def _become_instance(control: _socket.socket, fds: list[int], instance: str, program: bytes,
-                     environ: dict[str, str]) -> None:
+                     environ: dict[str, str], hello: bytes) -> None:
     """In the forked child: confine further, then serve as ``instance``. Never returns."""
     channel, stdout, stderr = fds
     try:
@@ -192,7 +200,7 @@ def _become_instance(control: _socket.socket, fds: list[int], instance: str, pro
     environ_bytes.pop(b"PLUGBOX_ZYGOTE_FD", None)
     environ_bytes[b"PLUGBOX_FD"] = str(channel).encode()
     environ_bytes[b"PLUGBOX_INSTANCE"] = instance.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
-    status = _runtime.serve(channel, environ["PLUGBOX_PLUGIN_NAME"], environ["PLUGBOX_PLUGIN_VERSION"])
+    status = _runtime.serve(channel, environ["PLUGBOX_PLUGIN_NAME"], environ["PLUGBOX_PLUGIN_VERSION"], hello)
     _runtime.flush_and_exit(status)
 
 
