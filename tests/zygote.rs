@@ -196,6 +196,17 @@ async fn a_forked_instance_is_confined_exactly_like_a_spawned_one_and_reaches_no
     assert_ne!(seen_a["uid"], json!(0));
 }
 
+/// A zygote plugin of two instances, each of which exits with status 3 when told to `die`,
+/// restarted 50 ms after; and its template's pid.
+async fn load_mortal(te: &TestEngine, name: &str) -> (TestPlugin, plugbox::engine::Plugin, i32) {
+    let main = format!("{ECHO}@plugbox.command\ndef die():\n    os._exit(3)\n");
+    let extra = format!("{ZYGOTE}[supervision]\nbackoff_ms = 50\n");
+    let p = TestPlugin::new(name, &extra, &main);
+    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
+    let template = template_pid(te);
+    (p, plugin, template)
+}
+
 /// Pids whose process group is `pgid`.
 fn group_members(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
@@ -217,11 +228,7 @@ fn group_members(pgid: i32) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_instance_is_reaped_with_its_status_and_forked_again_leaving_its_sibling() {
     let te = TestEngine::new();
-    let main = format!("{ECHO}@plugbox.command\ndef die():\n    os._exit(3)\n");
-    let extra = format!("{ZYGOTE}[supervision]\nbackoff_ms = 50\n");
-    let p = TestPlugin::new("zcrash", &extra, &main);
-    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
-    let template = template_pid(&te);
+    let (_p, plugin, template) = load_mortal(&te, "zcrash").await;
     let instances = plugin.instances();
     let (a, b) = (&instances[0], &instances[1]);
     let (dead, kept) = (a.pid(), b.pid());
@@ -350,11 +357,7 @@ async fn the_template_holds_no_channel_only_its_control_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_template_is_replaced_at_the_next_start_and_its_instances_serve_on() {
     let te = TestEngine::new();
-    let main = format!("{ECHO}@plugbox.command\ndef die():\n    os._exit(3)\n");
-    let extra = format!("{ZYGOTE}[supervision]\nbackoff_ms = 50\n");
-    let p = TestPlugin::new("zdead", &extra, &main);
-    let plugin = te.engine.load(p.path(), &all()).await.expect("load");
-    let first_template = template_pid(&te);
+    let (_p, plugin, first_template) = load_mortal(&te, "zdead").await;
     let instances = plugin.instances();
     let (a, b) = (&instances[0], &instances[1]);
     let (dead, kept) = (a.pid(), b.pid());
