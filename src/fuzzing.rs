@@ -239,3 +239,9 @@ fn value_nodes(value: &serde_json::Value) -> u64 {
         _ => 1,
     }
 }
+
+/// Decodes `data` as a zygote template's answer to a fork (JSON naming a pid, or an error the
+/// host shows escaped) and as a forked process's `/proc/PID/stat` line.
+pub fn zygote_answer(data: &[u8]) {
+    crate::engine::fuzz_zygote_answer(data);
+}

@@ -80,3 +80,8 @@ fn serve_request_seeds_and_the_json_test_suite() {
 fn arg_schema_seeds() {
     assert!(replay("arg_schema", plugbox::fuzzing::arg_schema, None) >= 6);
 }
+
+#[test]
+fn zygote_answer_seeds() {
+    assert!(replay("zygote_answer", plugbox::fuzzing::zygote_answer, None) >= 5);
+}

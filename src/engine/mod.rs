@@ -46,6 +46,7 @@ mod uid_locks;
 mod uids;
 mod validate;
 mod zygote;
+pub(crate) use zygote::fuzz_answer as fuzz_zygote_answer;
 
 pub use call_options::CallOptions;
 pub use data_dir::plugin_data_dir;

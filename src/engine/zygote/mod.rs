@@ -21,6 +21,18 @@ use super::Engine;
 use template::Template;
 use tokio::sync::Mutex;
 
+/// What the host does with `data` received from a template as a fork's answer, and with
+/// `data` read as a forked pid's `/proc/PID/stat` (whose command name the plugin chooses): the
+/// fuzz target `zygote_answer`. Never panics.
+pub(crate) fn fuzz_answer(data: &[u8]) {
+    if let Ok(answer) = template::decode(data) {
+        if let Err(text) = template::pid_in(&answer) {
+            assert!(!text.chars().any(char::is_control), "unescaped: {text:?}");
+        }
+    }
+    let _ = verify::parse_stat(&String::from_utf8_lossy(data));
+}
+
 /// The zygote of one activation of a plugin.
 #[derive(Default)]
 pub(crate) struct Zygote {

@@ -131,10 +131,7 @@ impl Template {
         let answer = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| format!("no answer to a fork within {timeout:?}"))??;
-        let pid = match answer.get("pid").and_then(serde_json::Value::as_i64) {
-            Some(pid) => libc::pid_t::try_from(pid).map_err(|_| format!("pid {pid}"))?,
-            None => return Err(answer_error(&answer, "no pid")),
-        };
+        let pid = pid_in(&answer)?;
         super::verify::forked_child(pid, self.group.pgid())?;
         Ok(Forked {
             pid,
@@ -181,8 +178,20 @@ impl Template {
         if received.bytes == 0 {
             return Err("the template closed its control socket (it exited)".into());
         }
-        let body = buf.get(..received.bytes).unwrap_or_default();
-        serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))
+        decode(buf.get(..received.bytes).unwrap_or_default())
+    }
+}
+
+/// One answer of the template: a JSON value (at most [`REPLY_MAX_BYTES`], as received).
+pub(super) fn decode(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))
+}
+
+/// The pid a fork answer names, or the template's (escaped) error.
+pub(super) fn pid_in(answer: &serde_json::Value) -> Result<libc::pid_t, String> {
+    match answer.get("pid").and_then(serde_json::Value::as_i64) {
+        Some(pid) => libc::pid_t::try_from(pid).map_err(|_| format!("pid {pid}")),
+        None => Err(answer_error(answer, "no pid")),
     }
 }
 

@@ -41,7 +41,7 @@ fn parent_and_group(pid: libc::pid_t) -> std::io::Result<(libc::pid_t, libc::pid
     parse_stat(&text).ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
 }
 
-fn parse_stat(text: &str) -> Option<(libc::pid_t, libc::pid_t)> {
+pub(super) fn parse_stat(text: &str) -> Option<(libc::pid_t, libc::pid_t)> {
     let after_name = text.get(text.rfind(')')? + 1..)?;
     let mut fields = after_name.split_ascii_whitespace();
     let _state = fields.next()?;
