@@ -1,0 +1,110 @@
+//! A zygote template and the instances it forked die with their host: the host-death
+//! watchdog holds the template's process group, which every forked instance stays in.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::plugins::TestPlugin;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `hold` keeps the GIL for ever (catastrophic backtracking in C), so the instance never reads
+/// the end of its channel; at import, in the template, a process of its own sleeps for ever.
+/// Neither goes away by itself when the host dies: only the watchdog's SIGKILL ends them.
+const HOLDER: &str = r#"import plugbox, re, sys, time, ctypes
+if 'plugbox._zygote' in sys.modules:
+    libc = ctypes.CDLL(None)
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(*[ctypes.c_long(a) for a in (56, 0x8011, 0, 0, 0, 0)]) == 0:
+        while True:
+            time.sleep(1000)
+@plugbox.command
+def hold():
+    re.match(r'(a*)*$', 'a' * 40 + 'b')
+"#;
+
+/// Pids whose process group is `pgid`, other than `pgid` itself.
+fn members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if pid != pgid && after.split(' ').nth(2).and_then(|g| g.parse().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn until<T>(what: &str, limit: Duration, probe: impl Fn() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pids of the template's and the forked instance's spawn records, once both are written.
+fn spawned(audit: &Path) -> Option<(i32, i32)> {
+    let text = std::fs::read_to_string(audit).ok()?;
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &Value| r["event"] == "spawn")
+        .collect();
+    let pid_of = |role: &str| {
+        records
+            .iter()
+            .find(|r| r["detail"]["zygote"]["role"] == role)
+            .and_then(|r| r["detail"]["pid"].as_i64())
+            .map(|p| p as i32)
+    };
+    Some((pid_of("template")?, pid_of("instance")?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_and_its_instances_die_when_the_host_is_sigkilled() {
+    let p = TestPlugin::new("zholder", "[process]\nzygote = true\n", HOLDER);
+    let work = tempfile::tempdir().unwrap();
+    let audit = work.path().join("audit.jsonl");
+    let mut host = std::process::Command::new(common::plugbox())
+        .arg("run")
+        .arg(p.path())
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--state")
+        .arg(work.path().join("state"))
+        .args(["--call", "hold"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("plugbox run");
+    let (template, instance) = until("both spawn records", Duration::from_secs(20), || {
+        spawned(&audit)
+    })
+    .await;
+    let group = members(template);
+    assert!(group.contains(&instance), "{group:?}");
+    assert_eq!(
+        group.len(),
+        2,
+        "the instance and the template's own process: {group:?}"
+    );
+    host.kill().expect("SIGKILL the host");
+    host.wait().expect("reap the host");
+    for pid in group.into_iter().chain([template]) {
+        until(&format!("pid {pid} to die"), Duration::from_secs(3), || {
+            (!common::alive(pid)).then_some(())
+        })
+        .await;
+    }
+}
