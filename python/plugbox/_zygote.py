@@ -166,7 +166,15 @@ def _parse_request(message: bytes, fds: list[int], flags: int) -> tuple[str, byt
 def _fork() -> int:
     """``clone(CLONE_PARENT | SIGCHLD)``: a copy of this process that is the host's child (the
     host reaps it and reads its status) in this process's group, with Python's fork hooks run
-    as ``os.fork`` runs them."""
+    as ``os.fork`` runs them.
+
+    The raw ``clone`` skips glibc's own fork handlers (its malloc and stdio locks, and the
+    thread id it caches for the calling thread). That is sound here only because the template is
+    single-threaded (checked before it says ready), so no lock can be held by another thread,
+    and CPython asks the kernel for thread ids rather than using glibc's cached one. One
+    difference remains in the child: ``signal.pthread_kill`` aimed at its main thread from
+    another thread fails with ``ESRCH`` (glibc still names the template's thread; the kernel
+    refuses it as not in this process); ``raise`` and ``os.kill`` of itself work."""
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = _syscall(ctypes.c_long(SYS_CLONE), ctypes.c_long(CLONE_PARENT | SIGCHLD), ctypes.c_long(0),
