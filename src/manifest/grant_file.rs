@@ -124,7 +124,7 @@ pub struct ProcessGrant {
     /// May the plugin create processes and exec programs (if its manifest asks)?
     #[serde(default)]
     pub subprocesses: bool,
-    /// May the plugin's instances after the first be forked from a per-plugin template (if
+    /// May the plugin's instances be forked from a per-plugin template (if
     /// its manifest asks)? They then share the template's memory layout and uid (see
     /// `docs/zygote.md`).
     #[serde(default)]

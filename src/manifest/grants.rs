@@ -166,7 +166,7 @@ impl Grants {
         self
     }
 
-    /// Allows `[process] zygote = true`: the plugin's instances after the first may be forked
+    /// Allows `[process] zygote = true`: the plugin's instances may be forked
     /// from a per-plugin template that imported it, sharing its memory layout (ASLR, stack
     /// canary, `str` hash seed) and its uid, so one leak in an instance holds for its
     /// siblings. Isolation from the host and from other plugins is unchanged; see

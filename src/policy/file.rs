@@ -82,7 +82,7 @@ pub struct ProcessSection {
     /// May the program create processes (fork, vfork, non-thread clone) and exec programs?
     #[serde(default)]
     pub subprocesses: bool,
-    /// Fork instances after the first from a per-plugin template that imported the plugin,
+    /// Fork the instances from a per-plugin template that imported the plugin,
     /// instead of starting each one afresh. They share its memory layout (ASLR, stack
     /// canary, `str` hash seed) and its uid (see `docs/zygote.md`). Off by default; refused
     /// together with `subprocesses`.

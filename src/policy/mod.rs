@@ -66,7 +66,7 @@ impl NetRules {
 pub struct ProcessRules {
     /// May the program create processes and exec other programs?
     pub subprocesses: bool,
-    /// Are instances after the first forked from a per-plugin template that imported the
+    /// Are instances forked from a per-plugin template that imported the
     /// plugin? They share its memory layout (ASLR, stack canary, `str` hash seed) and its uid,
     /// so an address or seed leaked by one instance holds for all of them; see
     /// `docs/zygote.md`. Never together with `subprocesses`.
