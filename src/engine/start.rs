@@ -1,10 +1,11 @@
 //! The steps of starting one instance, in order (see [`super::Engine`]'s `start` in
 //! `load.rs`, which runs them). Each step takes what the ones before it made, and nothing else:
 //! 1. the plugin's identity ([`plugin_info`]);
-//! 2. the channel, a socketpair ([`channel`]);
-//! 3. the confined child ([`spawn_child`]), holding one end of it;
+//! 2. (and 3.) the confined child and its channel ([`spawn`]): forked from the plugin's zygote
+//!    (`super::zygote`), or spawned under a uid of its own holding one end of a new
+//!    socketpair ([`channel`]);
 //! 4. the host-death watchdog over its process group ([`watch_tree`]), before anything can fail
-//!    with the child unwatched;
+//!    with the child unwatched (a forked instance is in its template's group, already held);
 //! 5. the `spawn` record and `spawning → handshaking` ([`record_spawn`]);
 //! 6. the child's output forwarded ([`forward_output`]), the host end split into a frame
 //!    reader and a write half ([`split`]);
