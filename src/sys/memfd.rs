@@ -1,4 +1,4 @@
-//! Bulk bodies: `memfd_create`, file seals, `sendmsg` with `SCM_RIGHTS`, and a large buffer
+//! Bulk bodies: `memfd_create`, file seals, and a large buffer
 //! read straight from a memfd without zeroing it first.
 //!
 //! Only the host creates memfds; a plugin's seccomp filter refuses `memfd_create` (`@never`).
@@ -47,37 +47,6 @@ pub fn get_seals(file: &File) -> io::Result<libc::c_int> {
     // SAFETY: F_GET_SEALS takes no argument; the fd is open for the borrow's duration.
     let ret = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
     check(ret.into()).map(|s| s as libc::c_int)
-}
-
-/// `sendmsg(sock, [head], SCM_RIGHTS [fd], MSG_DONTWAIT | MSG_NOSIGNAL)`: sends `head` with
-/// `fd` attached to its first byte. Returns the bytes sent (the fd went with them if > 0).
-pub fn send_with_fd(sock: RawFd, head: &[u8], fd: RawFd) -> io::Result<usize> {
-    // Room for one cmsghdr carrying one int, aligned as cmsghdr requires.
-    let mut control = [0u64; 4];
-    let mut iov = libc::iovec {
-        iov_base: head.as_ptr() as *mut libc::c_void,
-        iov_len: head.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    // SAFETY: `control` is 32 aligned bytes, at least CMSG_SPACE(4) = 24, so the first header
-    // and its one-int payload lie inside it; CMSG_FIRSTHDR is non-null for that length.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-    }
-    // SAFETY: `msg` points at `iov` (over `head`, only read by the kernel) and at `control`,
-    // both live for the call; `fd` is an open descriptor the caller owns.
-    let ret = unsafe { libc::sendmsg(sock, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    check(ret as libc::c_long).map(|n| n as usize)
 }
 
 /// Reads exactly `len` bytes from offset 0 of `file` into `out` (cleared first; its capacity

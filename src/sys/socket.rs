@@ -149,17 +149,24 @@ pub fn open_beneath(
 
 /// Registers an owned fd (a pidfd) with the tokio reactor for readability.
 pub fn async_owned_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: an `OwnedFd` is a valid open descriptor that nobody else can close, and its
-    // `as_raw_fd` always returns the same number, for as long as the AsyncFd owns it.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
+    async_owned_fd_with(fd, tokio::io::Interest::READABLE)
 }
 
 /// Registers an owned fd (a socket used with `MSG_DONTWAIT`) with the tokio reactor for both
 /// readability and writability.
 pub fn async_owned_fd_rw(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
-    // SAFETY: as in `async_owned_fd`: the AsyncFd owns a valid descriptor nobody else closes.
+    async_owned_fd_with(
+        fd,
+        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+    )
+}
+
+fn async_owned_fd_with(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nobody else can close, and its
+    // `as_raw_fd` always returns the same number, for as long as the AsyncFd owns it.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
         .map_err(|e| e.into_parts().1)
 }
@@ -194,9 +201,10 @@ pub fn default_sigpipe() {
     }
 }
 
-/// `sendmsg(fd, data, SCM_RIGHTS fds, MSG_DONTWAIT | MSG_NOSIGNAL)`: one message carrying
-/// descriptors to the peer (the host giving a zygote template an instance's channel and
-/// output pipes). The descriptors stay open here; the peer gets its own copies.
+/// `sendmsg(fd, data, SCM_RIGHTS fds, MSG_DONTWAIT | MSG_NOSIGNAL)`: `data` with descriptors
+/// attached to its first byte (a bulk body's memfd; a zygote instance's channel and output
+/// pipes). Returns the bytes sent (the fds went with them if > 0). The descriptors stay open
+/// here; the peer gets its own copies.
 pub fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     const MAX_FDS: usize = 8;
     if fds.len() > MAX_FDS {
@@ -218,17 +226,18 @@ pub fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize>
         let (space, len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as usize;
-        // SAFETY: `control` is 64 aligned bytes, at least CMSG_SPACE(8 ints); CMSG_FIRSTHDR
-        // points at its start and the payload copy stays within `len` bytes of it.
+        // SAFETY: `control` is 64 bytes, 8-aligned, at least CMSG_SPACE(8 ints); CMSG_FIRSTHDR
+        // points at its start and the payload, copied bytewise (no alignment assumed), stays
+        // within `len` bytes of it.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
             (*cmsg).cmsg_len = len as usize;
             std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-                fds.len(),
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                payload as usize,
             );
         }
     }

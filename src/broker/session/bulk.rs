@@ -160,7 +160,7 @@ pub async fn send_head_with_fd(
         stream.writable().await?;
         let sock = stream.as_raw_fd();
         match stream.try_io(Interest::WRITABLE, || {
-            crate::sys::send_with_fd(sock, head, fd.as_raw_fd())
+            crate::sys::send_with_fds(sock, head, &[fd.as_raw_fd()])
         }) {
             Ok(n) => break n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
