@@ -215,17 +215,10 @@ pub(super) fn record_spawn(
     subject: &Subject,
     spawned: &Spawned,
 ) -> Result<(), LoadError> {
-    let mut report = v.prepared.report(spawned.env_names.clone());
-    if let Some((uid, gid)) = spawned.ids {
-        (report.uid, report.gid) = (uid, gid);
-    }
-    let mut r = Record::new(EventKind::Spawn, subject.clone());
-    r.detail = Some(serde_json::json!({ "pid": spawned.tree.pid(), "enforcement": report }));
+    let env_names = spawned.env_names.clone();
+    let mut r = spawn_record(v, subject, spawned.tree.pid(), spawned.ids, env_names);
     if let (Some(zygote), Some(detail)) = (&spawned.zygote_detail, r.detail.as_mut()) {
         detail["zygote"] = zygote.clone();
-    }
-    if let (Some(env), Some(detail)) = (&v.python_env, r.detail.as_mut()) {
-        detail["python_env"] = env.report();
     }
     inner.audit.write(&r)?;
     record_transition(
@@ -236,6 +229,27 @@ pub(super) fn record_spawn(
         None,
     )?;
     Ok(())
+}
+
+/// The `spawn` record of process `pid` of `v`, running as `ids` (when not the policy's) with
+/// the variables `env_names`: its enforcement report, and its Python environment if any.
+pub(super) fn spawn_record(
+    v: &Validated,
+    subject: &Subject,
+    pid: libc::pid_t,
+    ids: Option<(u32, u32)>,
+    env_names: Vec<String>,
+) -> Record {
+    let mut report = v.prepared.report(env_names);
+    if let Some((uid, gid)) = ids {
+        (report.uid, report.gid) = (uid, gid);
+    }
+    let mut r = Record::new(EventKind::Spawn, subject.clone());
+    r.detail = Some(serde_json::json!({ "pid": pid, "enforcement": report }));
+    if let (Some(env), Some(detail)) = (&v.python_env, r.detail.as_mut()) {
+        detail["python_env"] = env.report();
+    }
+    r
 }
 
 /// How the plugin's `hello` was answered.

@@ -73,7 +73,7 @@ impl Zygote {
         }
         let result = match &*state {
             State::Running(template) => template
-                .fork(instance, v.prepared.instance_filter(), timeout)
+                .fork(instance, timeout)
                 .await
                 .map_err(|why| format!("the template did not fork: {why}")),
             State::Unavailable(why) => return Err(why.clone()),

@@ -2,7 +2,7 @@
 //! SDK's zygote entry point, and its output forwarded and its spawn recorded as the plugin's
 //! `#zygote` instance.
 
-use crate::audit::{EventKind, Record, Subject};
+use crate::audit::Subject;
 use crate::engine::output::Forwarders;
 use crate::engine::validate::Validated;
 use crate::engine::Inner;
@@ -48,20 +48,15 @@ pub(super) fn template(
         ids,
     };
     let child = spawn_template(&v.prepared, request).map_err(|e| e.to_string())?;
-    let mut report = v.prepared.report(env_names);
-    if let Some((uid, gid)) = ids {
-        (report.uid, report.gid) = (uid, gid);
-    }
     let instructions = v
         .prepared
         .template_plan()
         .map_or(0, |plan| plan.seccomp.len());
-    let mut r = Record::new(EventKind::Spawn, subject(v));
-    r.detail = Some(serde_json::json!({
-        "pid": child.pid,
-        "enforcement": report,
-        "zygote": { "role": "template", "seccomp_instructions": instructions },
-    }));
+    let mut r = crate::engine::start::spawn_record(v, &subject(v), child.pid, ids, env_names);
+    if let Some(detail) = r.detail.as_mut() {
+        detail["zygote"] =
+            serde_json::json!({ "role": "template", "seccomp_instructions": instructions });
+    }
     if let Err(e) = inner.audit.write(&r) {
         let _ = crate::sandbox::tree::kill_tree(child.pid, child.pid);
         return Err(e.to_string());

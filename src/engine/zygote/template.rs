@@ -31,6 +31,8 @@ pub(super) struct Template {
     control: AsyncFd<OwnedFd>,
     pidfd: OwnedFd,
     pub(super) group: Arc<TemplateGroup>,
+    /// The instances' seccomp program as sent with every fork, encoded once.
+    filter: Vec<u8>,
     /// The ids it (and every instance it forks) runs as, when not the policy's.
     pub(super) ids: Option<(u32, u32)>,
     // Its output, forwarded to the audit log as the `#zygote` instance's.
@@ -84,6 +86,7 @@ impl Template {
             control,
             pidfd,
             group,
+            filter: encode_filter(v.prepared.instance_filter()),
             ids,
             _forwarders: forwarders,
         };
@@ -106,18 +109,14 @@ impl Template {
         matches!(sys::poll(&mut fds, 0), Ok(0))
     }
 
-    /// Asks for one instance named `instance`, which stacks `filter` before it runs anything.
-    pub(super) async fn fork(
-        &self,
-        instance: &str,
-        filter: &[SockFilter],
-        timeout: Duration,
-    ) -> Result<Forked, String> {
+    /// Asks for one instance named `instance`, which stacks the instances' seccomp program
+    /// before it runs anything.
+    pub(super) async fn fork(&self, instance: &str, timeout: Duration) -> Result<Forked, String> {
         let (channel, plugin_end) =
             crate::engine::start::channel().map_err(|e| e.summary().to_string())?;
         let (stdout, stdout_w) = sys::pipe_cloexec().map_err(|e| format!("pipe: {e}"))?;
         let (stderr, stderr_w) = sys::pipe_cloexec().map_err(|e| format!("pipe: {e}"))?;
-        let message = request(instance, filter);
+        let message = request(instance, &self.filter);
         let fds = [
             plugin_end.as_raw_fd(),
             stdout_w.as_raw_fd(),
@@ -195,13 +194,18 @@ pub(super) fn pid_in(answer: &serde_json::Value) -> Result<libc::pid_t, String> 
     }
 }
 
-/// The fork request: a JSON line, then the filter's instructions as the kernel takes them.
-fn request(instance: &str, filter: &[SockFilter]) -> Vec<u8> {
-    let filter_bytes = std::mem::size_of_val(filter);
-    let header = serde_json::json!({ "instance": instance, "filter_bytes": filter_bytes });
+/// The fork request: a JSON line, then the filter's instructions ([`encode_filter`]).
+fn request(instance: &str, filter: &[u8]) -> Vec<u8> {
+    let header = serde_json::json!({ "instance": instance, "filter_bytes": filter.len() });
     let mut out = header.to_string().into_bytes();
     out.push(b'\n');
-    out.reserve(filter_bytes);
+    out.extend_from_slice(filter);
+    out
+}
+
+/// A seccomp program as the kernel takes it: `struct sock_filter` after `struct sock_filter`.
+fn encode_filter(filter: &[SockFilter]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(std::mem::size_of_val(filter));
     for ins in filter {
         out.extend_from_slice(&ins.code.to_ne_bytes());
         out.extend_from_slice(&[ins.jt, ins.jf]);
