@@ -8,6 +8,7 @@ mod common;
 use common::alive;
 use common::engine::*;
 use common::plugins::{TestEngine, TestPlugin};
+use common::zygote::{group_members, UNASKED_FORK};
 use plugbox::capability::Reply;
 use serde_json::{json, Value};
 
@@ -207,24 +208,6 @@ async fn load_mortal(te: &TestEngine, name: &str) -> (TestPlugin, plugbox::engin
     (p, plugin, template)
 }
 
-/// Pids whose process group is `pgid`.
-fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split(' ').nth(2).and_then(|g| g.parse().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_instance_is_reaped_with_its_status_and_forked_again_leaving_its_sibling() {
     let te = TestEngine::new();
@@ -261,9 +244,7 @@ async fn a_process_the_template_forks_unasked_dies_with_the_plugin() {
     let te = TestEngine::new();
     // While it is imported in the template, the plugin forks a process of its own that
     // sleeps for ever: it is the host's child, in the template's group, and nobody asked.
-    let main = format!(
-        "{ECHO}import ctypes, sys\nif 'plugbox._zygote' in sys.modules:\n    libc = ctypes.CDLL(None)\n    libc.syscall.restype = ctypes.c_long\n    if libc.syscall(*[ctypes.c_long(a) for a in (56, 0x8011, 0, 0, 0, 0)]) == 0:\n        while True:\n            time.sleep(1000)\n"
-    );
+    let main = format!("{ECHO}{UNASKED_FORK}");
     let p = TestPlugin::new("zhidden", ZYGOTE, &main);
     let plugin = te.engine.load(p.path(), &all()).await.expect("load");
     let template = template_pid(&te);

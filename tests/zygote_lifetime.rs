@@ -5,6 +5,7 @@
 
 mod common;
 use common::plugins::{TestEngine, TestPlugin};
+use common::zygote::{exits_within, group_members, UNASKED_FORK};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,35 +13,11 @@ use std::time::{Duration, Instant};
 /// `hold` keeps the GIL for ever (catastrophic backtracking in C), so the instance never reads
 /// the end of its channel; at import, in the template, a process of its own sleeps for ever.
 /// Neither goes away by itself when the host dies: only the watchdog's SIGKILL ends them.
-const HOLDER: &str = r#"import plugbox, re, sys, time, ctypes
-if 'plugbox._zygote' in sys.modules:
-    libc = ctypes.CDLL(None)
-    libc.syscall.restype = ctypes.c_long
-    if libc.syscall(*[ctypes.c_long(a) for a in (56, 0x8011, 0, 0, 0, 0)]) == 0:
-        while True:
-            time.sleep(1000)
+const HOLDER: &str = r#"import plugbox, re
 @plugbox.command
 def hold():
     re.match(r'(a*)*$', 'a' * 40 + 'b')
 "#;
-
-/// Pids whose process group is `pgid`, other than `pgid` itself.
-fn members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if pid != pgid && after.split(' ').nth(2).and_then(|g| g.parse().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 async fn until<T>(what: &str, limit: Duration, probe: impl Fn() -> Option<T>) -> T {
     let start = Instant::now();
@@ -73,7 +50,8 @@ fn spawned(audit: &Path) -> Option<(i32, i32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_template_and_its_instances_die_when_the_host_is_sigkilled() {
-    let p = TestPlugin::new("zholder", "[process]\nzygote = true\n", HOLDER);
+    let main = format!("{HOLDER}{UNASKED_FORK}");
+    let p = TestPlugin::new("zholder", "[process]\nzygote = true\n", &main);
     let work = tempfile::tempdir().unwrap();
     let audit = work.path().join("audit.jsonl");
     let mut host = std::process::Command::new(common::plugbox())
@@ -92,7 +70,10 @@ async fn the_template_and_its_instances_die_when_the_host_is_sigkilled() {
         spawned(&audit)
     })
     .await;
-    let group = members(template);
+    let group: Vec<i32> = group_members(template)
+        .into_iter()
+        .filter(|pid| *pid != template)
+        .collect();
     assert!(group.contains(&instance), "{group:?}");
     assert_eq!(
         group.len(),
@@ -102,10 +83,10 @@ async fn the_template_and_its_instances_die_when_the_host_is_sigkilled() {
     host.kill().expect("SIGKILL the host");
     host.wait().expect("reap the host");
     for pid in group.into_iter().chain([template]) {
-        until(&format!("pid {pid} to die"), Duration::from_secs(3), || {
-            (!common::alive(pid)).then_some(())
-        })
-        .await;
+        assert!(
+            exits_within(pid, Duration::from_secs(3)).await,
+            "pid {pid} outlived its host"
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod plugins;
+pub mod zygote;
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
