@@ -113,11 +113,13 @@ pub(super) async fn spawn(
     v: &Validated,
     info: &PluginInfo,
 ) -> Result<Spawned, LoadError> {
-    let env_names = instance_env(v, info, 3).names();
     let mut zygote_detail = None;
     if let Some(zygote) = &v.zygote {
         match zygote.fork(engine, v, &info.instance).await {
             Ok(forked) => {
+                // The names only: the child sets the channel (at the number the template
+                // received) and its instance name before it says hello.
+                let env_names = instance_env(v, info, -1).names();
                 let detail =
                     serde_json::json!({ "role": "instance", "template": forked.group.pgid() });
                 return Ok(Spawned {
@@ -143,6 +145,8 @@ pub(super) async fn spawn(
         .filter(|l| l.is_pooled())
         .map(|l| (l.id(), l.id()));
     let (channel, plugin_end) = self::channel()?;
+    let env = instance_env(v, info, plugin_end.as_raw_fd());
+    let env_names = env.names();
     let request = SpawnRequest {
         // -u: stdout and stderr unbuffered, so each line reaches the host as it is printed
         // and none is lost when the plugin dies (-I ignores PYTHONUNBUFFERED).
@@ -153,7 +157,7 @@ pub(super) async fn spawn(
             v.python_env.as_ref(),
             bootstrap(v, "_runtime", "r"),
         ),
-        env: instance_env(v, info, plugin_end.as_raw_fd()),
+        env,
         stdin: Stdio::null(),
         stdout: Stdio::piped(),
         stderr: Stdio::piped(),
@@ -176,11 +180,21 @@ pub(super) async fn spawn(
 
 /// An instance's environment, its channel at `fd`.
 fn instance_env(v: &Validated, info: &PluginInfo, fd: i32) -> Environment {
-    let mut env = Environment::clean();
-    env.set("PLUGBOX_FD".as_ref(), fd.to_string().as_ref());
-    env.set("PLUGBOX_PLUGIN_NAME".as_ref(), v.manifest.name.as_ref());
-    env.set("PLUGBOX_PLUGIN_VERSION".as_ref(), info.version.as_ref());
+    let mut env = plugbox_env(v, "PLUGBOX_FD", fd);
     env.set("PLUGBOX_INSTANCE".as_ref(), info.instance.as_ref());
+    env
+}
+
+/// The clean environment every process of `v` gets: its name and version, and descriptor
+/// `fd` named by `fd_var` (an instance's channel, or a zygote template's control socket).
+pub(super) fn plugbox_env(v: &Validated, fd_var: &str, fd: i32) -> Environment {
+    let mut env = Environment::clean();
+    env.set(fd_var.as_ref(), fd.to_string().as_ref());
+    env.set("PLUGBOX_PLUGIN_NAME".as_ref(), v.manifest.name.as_ref());
+    env.set(
+        "PLUGBOX_PLUGIN_VERSION".as_ref(),
+        v.manifest.version.to_string().as_ref(),
+    );
     env
 }
 

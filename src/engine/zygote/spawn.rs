@@ -6,7 +6,7 @@ use crate::audit::Subject;
 use crate::engine::output::Forwarders;
 use crate::engine::validate::Validated;
 use crate::engine::Inner;
-use crate::sandbox::{spawn_template, Environment, Sandboxed, SpawnRequest};
+use crate::sandbox::{spawn_template, Sandboxed, SpawnRequest};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
@@ -25,17 +25,7 @@ pub(super) fn template(
     control: &OwnedFd,
     ids: Option<(u32, u32)>,
 ) -> Result<Sandboxed, String> {
-    let manifest = &v.manifest;
-    let mut env = Environment::clean();
-    env.set(
-        "PLUGBOX_ZYGOTE_FD".as_ref(),
-        control.as_raw_fd().to_string().as_ref(),
-    );
-    env.set("PLUGBOX_PLUGIN_NAME".as_ref(), manifest.name.as_ref());
-    env.set(
-        "PLUGBOX_PLUGIN_VERSION".as_ref(),
-        manifest.version.to_string().as_ref(),
-    );
+    let env = crate::engine::start::plugbox_env(v, "PLUGBOX_ZYGOTE_FD", control.as_raw_fd());
     let bootstrap = crate::engine::start::bootstrap(v, "_zygote", "z");
     let env_names = env.names();
     let request = SpawnRequest {
