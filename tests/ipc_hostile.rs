@@ -577,6 +577,7 @@ async fn passing_a_file_descriptor_cuts_the_plugin_off() {
     let script = r#"
 import rawwire as w, os, socket, array, time
 w.handshake()
+w.recv()  # the host's call: from here the pong is long read, the fd frame comes alone
 s = socket.socket(fileno=os.dup(w.FD))
 fd = os.open("/dev/null", os.O_RDONLY)
 s.sendmsg([w.frame({"type": "call", "id": 1, "method": "log", "args": {}})],
@@ -585,9 +586,12 @@ time.sleep(10)
 "#;
     let plugin = TestPlugin::new("fdpass", LOG, script);
     let p = load(&te, &plugin).await;
-    let v = te
-        .wait_for("fd passing", |r| r["event"] == "protocol_violation")
-        .await;
+    // A call makes the plugin send its fd only once the handshake's pong has been read (sent
+    // right behind the pong, one read could take both, and the load's first probe would fail).
+    let (_, v) = tokio::join!(
+        p.call("report", json!({})),
+        te.wait_for("fd passing", |r| r["event"] == "protocol_violation")
+    );
     assert!(
         v["reason"]
             .as_str()
